@@ -1,0 +1,381 @@
+"""The daemon's lifecycle: startup, the main loop (reloads, watchdog, file watch), shutdown.
+
+Reading order: `run` -> `_startup` -> wait for a stop signal -> `_shutdown`. Reloads happen one at
+a time in `_reload_loop`: the whole new config is loaded and validated before anything running is
+touched; an invalid one is logged, counted and reported in STATUS= while the old one keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from daemon import __version__
+from daemon.aws import AwsClients
+from daemon.config import ConfigError, LoadedConfig, load_config
+from daemon.config.models import Config
+from daemon.events import EventBus
+from daemon.health import HealthServer
+from daemon.local_aws import LocalAws
+from daemon.logs import configure_logging, get_logger, set_context
+from daemon.metrics import Registry
+from daemon.notify import Notifier
+from daemon.services import Services
+from daemon.supervisor import Supervisor
+from daemon.workers import worker_specs
+
+log = get_logger()
+
+WATCH_INTERVAL = 0.5
+
+
+class StartupError(Exception):
+    """The daemon cannot start (a port in use, the local endpoint failing); exit code 1."""
+
+
+class Daemon:
+    """One awsd process."""
+
+    def __init__(self, loaded: LoadedConfig, *, environ: Mapping[str, str] = os.environ) -> None:
+        self.loaded = loaded
+        self.environ = environ
+        self.metrics = Registry()
+        self.events = EventBus(self.metrics)
+        self.supervisor = Supervisor(self.metrics)
+        self.notifier = Notifier(environ)
+        self.services: Services | None = None
+        self.health: HealthServer | None = None
+        self.local: LocalAws | None = None
+        self.local_endpoint: str | None = None
+        self.state = "starting"
+        self.started_at = time.time()
+        self.reload_ok = 0
+        self.reload_failed = 0
+        self.last_reload_errors: list[str] = []
+        self._stop: asyncio.Event | None = None
+        self._reload: asyncio.Event | None = None
+        self._stop_signal: str | None = None
+        self._reloads = self.metrics.counter("awsd_reloads_total", "Config reloads", ("result",))
+
+    @property
+    def config(self) -> Config:
+        return self.loaded.config
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; return the process exit code."""
+        self._stop, self._reload = asyncio.Event(), asyncio.Event()
+        self._install_signals()
+        log.info(
+            "starting",
+            version=__version__,
+            pid=os.getpid(),
+            config=str(self.loaded.path),
+            loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
+            python=sys.version.split()[0],
+        )
+        try:
+            await self._startup()
+        except (StartupError, ConfigError) as exc:
+            log.error("startup failed", error=str(exc))
+            await self._shutdown()
+            return 78 if isinstance(exc, ConfigError) else 1
+        self.state = "running"
+        self.notifier.ready(self.status_line())
+        log.info(
+            "ready",
+            workers=len(self.supervisor.runners),
+            startup_s=round(time.time() - self.started_at, 3),
+        )
+        background = [
+            asyncio.create_task(self._reload_loop(), name="reload"),
+            asyncio.create_task(self._watchdog_loop(), name="watchdog"),
+            asyncio.create_task(self._watch_files(), name="config-watch"),
+        ]
+        await self._stop.wait()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await self._shutdown()
+        return 0
+
+    async def _startup(self) -> None:
+        await self._ensure_local_endpoint(self.config)
+        self.services = self._build_services(self.config, None)
+        await self._start_health(self.config)
+        loop = asyncio.get_running_loop()
+        try:
+            specs = worker_specs(self.config)
+        except ValueError as exc:
+            raise ConfigError.one(str(self.loaded.path), str(exc)) from None
+        await self.supervisor.apply(
+            specs,
+            self.services,
+            self.config.runtime,
+            loop.time() + self.config.runtime.shutdown_timeout,
+        )
+
+    async def _shutdown(self) -> None:
+        self.state = "stopping"
+        self.notifier.stopping()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        total = self.config.runtime.shutdown_timeout
+        deadline = began + total
+        # The last resort if the loop itself is wedged: systemd would SIGKILL us anyway.
+        hard_stop = threading.Timer(total + 2.0, _hard_exit, args=(total,))
+        hard_stop.daemon = True
+        hard_stop.start()
+        log.info("stopping", signal=self._stop_signal, timeout_s=total)
+        flush_reserve = min(5.0, total * 0.25)
+        await self.supervisor.stop_all(deadline - flush_reserve)
+        if self.services is not None:
+            try:
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    await self.services.close()
+            except TimeoutError:
+                log.warning("closing services hit the shutdown deadline")
+        if self.health is not None:
+            await self.health.stop()
+        if self.local is not None:
+            await self.local.stop()
+        hard_stop.cancel()
+        self.notifier.close()
+        log.info("stopped", duration_s=round(loop.time() - began, 3))
+
+    # --- parts -----------------------------------------------------------------------------------
+
+    async def _ensure_local_endpoint(self, config: Config) -> None:
+        if not config.aws.local:
+            return
+        if self.local_endpoint is None:
+            reuse = self.environ.get("AWS_ENDPOINT_URL")
+            if reuse:
+                self.local_endpoint = reuse
+                log.info("local AWS: using AWS_ENDPOINT_URL", endpoint=reuse)
+                return
+            self.local = LocalAws()
+            try:
+                self.local_endpoint = await self.local.start()
+            except RuntimeError as exc:
+                raise StartupError(str(exc)) from None
+
+    def _build_services(self, config: Config, previous: Services | None) -> Services:
+        clients = previous.clients if previous and previous.config.aws == config.aws else None
+        if clients is None:
+            clients = AwsClients(
+                config.aws,
+                local_endpoint=self.local_endpoint if config.aws.local else None,
+                metrics=self.metrics,
+            )
+        return Services(config, metrics=self.metrics, events=self.events, clients=clients)
+
+    async def _start_health(self, config: Config) -> None:
+        if not config.health.port:
+            return
+        server = HealthServer(
+            config.health.host,
+            config.health.port,
+            status=self.status,
+            not_ready=self.supervisor.not_ready,
+        )
+        try:
+            await server.start()
+        except OSError as exc:
+            await server.stop()
+            raise StartupError(
+                f"health server cannot listen on {config.health.host}:{config.health.port}: "
+                f"{exc.strerror or exc} (set health.port, or 0 to disable it)"
+            ) from None
+        self.health = server
+
+    # --- signals, reload, watchdog ---------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        # Installed before READY=1: a reload or stop that systemd sends right after READY must
+        # not hit Python's default handlers (SIGHUP would kill the process).
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload, "SIGHUP")
+
+    def request_stop(self, reason: str = "request") -> None:
+        assert self._stop is not None
+        if self._stop.is_set():
+            if reason == "SIGINT":
+                sys.stderr.write("awsd: second SIGINT, exiting now\n")
+                os._exit(130)
+            log.info("already stopping", signal=reason)
+            return
+        self._stop_signal = reason
+        self._stop.set()
+
+    def request_reload(self, reason: str = "request") -> None:
+        assert self._reload is not None
+        log.info("reload requested", trigger=reason)
+        self._reload.set()
+
+    async def _reload_loop(self) -> None:
+        assert self._reload is not None
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Load and validate the config again; apply the difference or keep the old one."""
+        self.state = "reloading"
+        self.notifier.reloading()
+        try:
+            loaded = await asyncio.to_thread(load_config, self.loaded.path, self.environ)
+            specs = worker_specs(loaded.config)
+        except (ConfigError, ValueError) as exc:
+            errors = [str(i) for i in exc.issues] if isinstance(exc, ConfigError) else [str(exc)]
+            self.reload_failed += 1
+            self.last_reload_errors = errors
+            self._reloads.labels(result="failed").inc()
+            log.error(
+                "reload rejected; the running config stays",
+                errors=errors,
+                running_config_version=self.loaded.version,
+            )
+            self.state = "running"
+            self.notifier.ready(self.status_line())
+            return False
+        await self._apply(loaded, specs)
+        self.state = "running"
+        self.notifier.ready(self.status_line())
+        return True
+
+    async def _apply(self, loaded: LoadedConfig, specs: list[Any]) -> None:
+        old, new = self.config, loaded.config
+        if new.log != old.log:
+            configure_logging(new.log)
+        set_context(env=new.env, config_version=loaded.version)
+        await self._ensure_local_endpoint(new)
+        previous = self.services
+        services = self._build_services(new, previous)
+        loop = asyncio.get_running_loop()
+        changes = await self.supervisor.apply(
+            specs, services, new.runtime, loop.time() + new.runtime.shutdown_timeout
+        )
+        self.services = services
+        if previous is not None and previous.clients is not services.clients:
+            await previous.clients.close()
+        if (new.health.host, new.health.port) != (old.health.host, old.health.port):
+            if self.health is not None:
+                await self.health.stop()
+                self.health = None
+            with contextlib.suppress(StartupError):
+                await self._start_health(new)
+        self.loaded = loaded
+        self.reload_ok += 1
+        self.last_reload_errors = []
+        self._reloads.labels(result="ok").inc()
+        log.info(
+            "reloaded",
+            added=changes.added,
+            removed=changes.removed,
+            changed=changes.changed,
+            unchanged=len(changes.unchanged),
+        )
+
+    async def _watchdog_loop(self) -> None:
+        interval = self.notifier.watchdog_interval()
+        if not interval:
+            return
+        loop = asyncio.get_running_loop()
+        expected = loop.time()
+        while True:
+            lag = loop.time() - expected
+            if lag > interval:
+                log.warning("event loop was blocked", blocked_s=round(lag, 3))
+            stuck = self.supervisor.stuck()
+            if stuck:
+                log.error(
+                    "workers made no progress; not feeding the systemd watchdog", workers=stuck
+                )
+            else:
+                self.notifier.watchdog()
+            expected = loop.time() + interval
+            await asyncio.sleep(interval)
+
+    async def _watch_files(self) -> None:
+        loop = asyncio.get_running_loop()
+        seen = _stat_files(self.loaded.files)
+        changed_at: float | None = None
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if not self.config.runtime.watch_config:
+                seen, changed_at = _stat_files(self.loaded.files), None
+                continue
+            now = _stat_files(self.loaded.files)
+            if now != seen:
+                seen, changed_at = now, loop.time()
+            elif (
+                changed_at is not None
+                and loop.time() - changed_at >= self.config.runtime.watch_debounce
+            ):
+                changed_at = None
+                self.request_reload("file change")
+
+    # --- status ----------------------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        total = len(self.supervisor.runners)
+        running = total - len(self.supervisor.not_ready())
+        line = (
+            f"{running}/{total} workers running, {len(self.supervisor.failed())} failed; "
+            f"config {self.loaded.version}"
+        )
+        if self.last_reload_errors:
+            line += f"; last reload rejected ({len(self.last_reload_errors)} errors)"
+        return line
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "env": self.config.env,
+            "state": self.state,
+            "config_path": str(self.loaded.path),
+            "config_version": self.loaded.version,
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "workers": self.supervisor.health(),
+            "not_ready": self.supervisor.not_ready(),
+            "reloads": {
+                "ok": self.reload_ok,
+                "failed": self.reload_failed,
+                "last_errors": self.last_reload_errors,
+            },
+            "aws": {
+                "region": self.services.clients.region if self.services else None,
+                "local_endpoint": self.local_endpoint,
+            },
+            "events": self.events.describe(),
+        }
+
+
+def _stat_files(files: tuple[Any, ...]) -> tuple[tuple[int, int, int] | None, ...]:
+    out: list[tuple[int, int, int] | None] = []
+    for path in files:
+        try:
+            st = os.stat(path)
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def _hard_exit(total: float) -> None:
+    sys.stderr.write(f"awsd: shutdown did not finish within {total}s; exiting now\n")
+    sys.stderr.flush()
+    os._exit(1)

@@ -1,0 +1,230 @@
+"""The one way awsd builds AWS clients, and the one way it classifies AWS errors.
+
+One aioboto3 session per config; clients are created lazily per service (and per read timeout,
+for long polls), shared by every worker, counted per API call, and closed together on reload or
+shutdown. Endpoint precedence: `aws.endpoints.<service>`, `aws.endpoint_url`, the embedded local
+endpoint, then botocore's own AWS_ENDPOINT_URL_<SERVICE> / AWS_ENDPOINT_URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aiohttp
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from daemon import __version__
+from daemon.config.errors import ConfigError
+from daemon.config.models import AwsConfig
+from daemon.logs import get_logger
+from daemon.metrics import Registry
+
+log = get_logger()
+
+LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+IMDS_ENDPOINT = "http://169.254.169.254"
+
+THROTTLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+        "KMSThrottlingException",
+    }
+)
+TRANSIENT_CODES = frozenset(
+    {
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "InternalServerError",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "KMSInternalException",
+    }
+)
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a ClientError (`AWS.SimpleQueueService.NonExistentQueue`...)."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "")) or None
+    return None
+
+
+def http_status(exc: BaseException) -> int | None:
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return int(status) if status else None
+    return None
+
+
+def is_throttle(exc: BaseException) -> bool:
+    code = error_code(exc)
+    return code in THROTTLE_CODES or http_status(exc) == 429
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    return isinstance(
+        exc,
+        EndpointConnectionError
+        | ConnectionClosedError
+        | ConnectTimeoutError
+        | ReadTimeoutError
+        | aiohttp.ClientError
+        | TimeoutError
+        | ConnectionError,
+    )
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Worth trying again later: throttling, AWS-side 5xx, timeouts, lost connections."""
+    if is_throttle(exc) or is_connection_error(exc):
+        return True
+    if error_code(exc) in TRANSIENT_CODES:
+        return True
+    status = http_status(exc)
+    if status is not None and status >= 500:
+        return True
+    return isinstance(exc, BotoCoreError) and "timeout" in type(exc).__name__.lower()
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line description for logs: the AWS code and message, or the exception type."""
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        return f"{err.get('Code', 'ClientError')}: {err.get('Message', '')}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+class AwsClients:
+    """Lazily created, shared aiobotocore clients for one AWS configuration."""
+
+    def __init__(
+        self, cfg: AwsConfig, *, local_endpoint: str | None = None, metrics: Registry | None = None
+    ) -> None:
+        import aioboto3  # noqa: PLC0415 - heavy import, only once clients are needed
+
+        self.cfg = cfg
+        self.local_endpoint = local_endpoint
+        creds = LOCAL_CREDENTIALS if local_endpoint else {}
+        self._session = aioboto3.Session(profile_name=cfg.profile, **creds)
+        self.region: str | None = cfg.region or self._session.region_name
+        if local_endpoint and not self.region:
+            self.region = "us-east-1"
+        self._clients: dict[tuple[str, float | None], Any] = {}
+        self._stack = AsyncExitStack()
+        self._lock = asyncio.Lock()
+        self._calls = (
+            metrics.counter(
+                "awsd_aws_api_calls_total",
+                "AWS API calls made, by service and operation (what awsd costs you)",
+                ("service", "operation"),
+            )
+            if metrics
+            else None
+        )
+
+    def endpoint_for(self, service: str) -> str | None:
+        return (
+            self.cfg.endpoints.get(service)  # type: ignore[call-overload]
+            or self.cfg.endpoint_url
+            or self.local_endpoint
+        )
+
+    async def resolve_region(self) -> str:
+        """The region from config, the standard chain, or IMDSv2; ConfigError when none."""
+        if self.region:
+            return self.region
+        if os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() != "true":
+            self.region = await imds_region()
+        if not self.region:
+            raise ConfigError.one(
+                "aws.region",
+                "no AWS region: set aws.region, AWS_REGION, a profile region, or "
+                "run on EC2 where the instance metadata service tells it",
+            )
+        return self.region
+
+    async def client(self, service: str, *, read_timeout: float | None = None) -> Any:
+        """The shared client for `service`; a longer `read_timeout` gets its own (long polls)."""
+        key = (service, read_timeout)
+        found = self._clients.get(key)
+        if found is not None:
+            return found
+        async with self._lock:
+            if key not in self._clients:
+                self._clients[key] = await self._create(service, read_timeout)
+        return self._clients[key]
+
+    async def _create(self, service: str, read_timeout: float | None) -> Any:
+        region = await self.resolve_region()
+        boto_cfg = BotoConfig(
+            region_name=region,
+            retries={"mode": self.cfg.retry_mode, "max_attempts": self.cfg.max_attempts},
+            connect_timeout=self.cfg.connect_timeout,
+            read_timeout=read_timeout or self.cfg.read_timeout,
+            max_pool_connections=self.cfg.max_pool_connections,
+            user_agent_extra=f"awsd/{__version__}",
+        )
+        client = await self._stack.enter_async_context(
+            self._session.client(service, endpoint_url=self.endpoint_for(service), config=boto_cfg)
+        )
+        if self._calls is not None:
+            calls = self._calls
+
+            def count(model: Any, **_: Any) -> None:
+                calls.labels(service=service, operation=model.name).inc()
+
+            client.meta.events.register("before-call.*.*", count)
+        return client
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, {}
+        try:
+            await self._stack.aclose()
+        except Exception as exc:  # noqa: BLE001 - closing must not fail a shutdown
+            log.warning(
+                "closing AWS clients failed", error=describe_error(exc), clients=len(clients)
+            )
+
+
+async def imds_region(timeout: float = 1.0) -> str | None:
+    """Ask the EC2 instance metadata service (IMDSv2, token first) for the region."""
+    endpoint = os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", IMDS_ENDPOINT).rstrip("/")
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
+            async with http.put(
+                f"{endpoint}/latest/api/token",
+                headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+            ) as resp:
+                token = await resp.text()
+            async with http.get(
+                f"{endpoint}/latest/meta-data/placement/region",
+                headers={"X-aws-ec2-metadata-token": token},
+            ) as resp:
+                return (await resp.text()).strip() if resp.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return None

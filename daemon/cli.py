@@ -1,0 +1,129 @@
+"""The `awsd` command line: run the daemon, check a config, print its JSON Schema.
+
+Exit codes: 0 success, 1 runtime failure, 2 usage error, 78 (EX_CONFIG) invalid configuration.
+A bad config prints every problem (file, field path, reason) to stderr, never a traceback.
+Heavy imports (aioboto3, aiohttp) happen only in commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from daemon import __version__
+from daemon.config import EX_CONFIG, ConfigError, LoadedConfig, load_config, select_config_file
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--env",
+        "-e",
+        help="environment name: NAME.toml in the config directory (default: AWSD_ENV)",
+    )
+    group.add_argument(
+        "--config",
+        "-c",
+        metavar="PATH",
+        help="config file path (default: AWSD_CONFIG, else /etc/awsd/config.toml)",
+    )
+    parser.add_argument(
+        "--config-dir",
+        metavar="DIR",
+        help="where --env looks (default: AWSD_CONFIG_DIR, else /etc/awsd, then ./configs)",
+    )
+
+
+def load_from_args(args: argparse.Namespace) -> LoadedConfig:
+    path = select_config_file(config=args.config, env=args.env, config_dir=args.config_dir)
+    return load_config(path)
+
+
+def config_failure(exc: ConfigError) -> int:
+    print(f"awsd: {exc.render()}", file=sys.stderr)
+    return EX_CONFIG
+
+
+def run_async(main: Coroutine[Any, Any, int]) -> int:
+    """Run a coroutine on uvloop where it is installed, else on asyncio's own loop."""
+    try:
+        import uvloop  # noqa: PLC0415
+
+        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_from_args(args)
+    except ConfigError as exc:
+        return config_failure(exc)
+    from daemon.app import Daemon  # noqa: PLC0415
+    from daemon.logs import configure_logging, set_context  # noqa: PLC0415
+
+    configure_logging(loaded.config.log)
+    set_context(env=loaded.config.env, config_version=loaded.version)
+    return run_async(Daemon(loaded).run())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_from_args(args)
+    except ConfigError as exc:
+        return config_failure(exc)
+    if not args.quiet:
+        from daemon.redact import redact  # noqa: PLC0415
+
+        files = " <- ".join(str(f) for f in loaded.files)
+        print(
+            f"# awsd {__version__}: configuration OK (env {loaded.config.env}, "
+            f"config_version {loaded.version})\n# files: {files}"
+        )
+        print(json.dumps(redact(loaded.config.model_dump(mode="json")), indent=2))
+    return 0
+
+
+def cmd_schema(_: argparse.Namespace) -> int:
+    from daemon.config import Config  # noqa: PLC0415
+
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "awsd configuration"
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="awsd", description="AWS edge daemon")
+    parser.add_argument("--version", action="version", version=f"awsd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon")
+    add_config_args(run)
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser(
+        "check-config", help="validate a config and print it resolved (exit 78 when invalid)"
+    )
+    add_config_args(check)
+    check.add_argument("--quiet", "-q", action="store_true", help="print only errors")
+    check.set_defaults(func=cmd_check_config)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of the config file")
+    schema.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130

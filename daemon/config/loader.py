@@ -1,0 +1,359 @@
+"""Loading a config: files, `extends` overlays, environment overrides, interpolation, validation.
+
+The promise: `load_config` either returns a fully validated `Config` or raises `ConfigError` with
+every problem it found, each naming the file (or environment variable) it came from, the dotted
+field path and the reason. It never lets a traceback reach the operator.
+
+Order of resolution: the `extends` chain (parents first, deep merge), then `AWSD__SECTION__KEY`
+environment overrides, then `${VAR}` / `${VAR:-default}` interpolation in string values, then the
+pydantic models, then cross-section checks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from daemon.config.errors import ConfigError, ConfigIssue
+from daemon.config.models import Config
+
+Loc = tuple[str | int, ...]
+Provenance = dict[Loc, str]
+
+ENV_PREFIX = "AWSD__"
+DEFAULT_CONFIG_DIRS = ("/etc/awsd", "configs")
+DEFAULT_CONFIG_FILE = "/etc/awsd/config.toml"
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
+_SECRET_NAME = re.compile(r"secret|token|passw|credential|authorization|private|api_?key", re.I)
+
+CrossCheck = Callable[[Config], list[tuple[str, str]]]
+"""A check across sections: returns (dotted path, reason) pairs for what is wrong."""
+CROSS_CHECKS: list[CrossCheck] = []
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A validated config and where it came from."""
+
+    config: Config
+    path: Path
+    files: tuple[Path, ...]
+    """Every file read (the `extends` chain), for the file watcher."""
+    version: str
+    """Short hash of the resolved config: shown in logs, status and STATUS=."""
+
+
+def select_config_file(
+    *,
+    config: str | None = None,
+    env: str | None = None,
+    config_dir: str | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Path:
+    """Which file to load: `--config`, else `--env`/AWSD_ENV in the config directory, else
+    AWSD_CONFIG, else /etc/awsd/config.toml."""
+    if config:
+        return Path(config)
+    env = env or environ.get("AWSD_ENV")
+    if env:
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,31}", env):
+            raise ConfigError.one("--env", f"invalid environment name {env!r}")
+        dirs = [config_dir or environ.get("AWSD_CONFIG_DIR") or ""]
+        dirs = [d for d in dirs if d] or list(DEFAULT_CONFIG_DIRS)
+        for directory in dirs:
+            candidate = Path(directory) / f"{env}.toml"
+            if candidate.is_file():
+                return candidate
+        known = sorted(
+            {p.stem for d in dirs if Path(d).is_dir() for p in Path(d).glob("*.toml")} - {"base"}
+        )
+        raise ConfigError.one(
+            f"{env}.toml",
+            f"unknown environment {env!r}: no {env}.toml in {', '.join(dirs)}"
+            + (f" (known: {', '.join(known)})" if known else ""),
+        )
+    if environ.get("AWSD_CONFIG"):
+        return Path(environ["AWSD_CONFIG"])
+    return Path(DEFAULT_CONFIG_FILE)
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] = os.environ) -> LoadedConfig:
+    """Load, merge, override, interpolate and validate; raise ConfigError listing every problem."""
+    top = Path(path)
+    files: list[Path] = []
+    data, prov = _load_layers(top, (), files)
+    issues = _apply_env_overrides(data, prov, environ)
+    issues += _interpolate(data, prov, (), environ, str(top))
+    if issues:
+        raise ConfigError(issues)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_validation_issues(exc, data, prov, str(top))) from None
+    cross = [
+        ConfigIssue(_source_for(prov, _loc_of(p), str(top)), p, reason)
+        for check in CROSS_CHECKS
+        for p, reason in check(config)
+    ]
+    if cross:
+        raise ConfigError(cross)
+    return LoadedConfig(config, top, tuple(files), config_version(config))
+
+
+def config_version(config: BaseModel) -> str:
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+# --- files and overlays -------------------------------------------------------------------------
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    shown = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError.one(shown, "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError.one(shown, "is a directory, not a config file") from None
+    except PermissionError:
+        raise ConfigError.one(shown, "permission denied") from None
+    except OSError as exc:
+        raise ConfigError.one(shown, f"cannot read: {exc.strerror or exc}") from None
+    if not raw.strip():
+        raise ConfigError.one(shown, "file is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError.one(
+            shown, f"not UTF-8 text (bad byte at offset {exc.start}); is this a TOML file?"
+        ) from None
+    if "\x00" in text:
+        raise ConfigError.one(shown, "contains NUL bytes; is this a TOML file?")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError.one(shown, f"invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError.one(shown, "invalid TOML: nested too deeply") from None
+
+
+def _load_layers(
+    path: Path, stack: tuple[Path, ...], files: list[Path]
+) -> tuple[dict[str, Any], Provenance]:
+    resolved = path.resolve()
+    if resolved in stack:
+        chain = " -> ".join(p.name for p in (*stack, resolved))
+        raise ConfigError.one(str(path), f"extends cycle: {chain}", "extends")
+    data = _read_toml(path)
+    files.append(path)
+    parents = data.pop("extends", None)
+    if parents is None:
+        parents = []
+    elif isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise ConfigError.one(str(path), "must be a file name or a list of file names", "extends")
+    merged: dict[str, Any] = {}
+    prov: Provenance = {}
+    for parent in parents:
+        parent_path = path.parent / parent
+        if not parent_path.exists():
+            raise ConfigError.one(str(path), f"file not found: {parent_path}", "extends")
+        parent_data, parent_prov = _load_layers(parent_path, (*stack, resolved), files)
+        _merge(merged, parent_data, prov, (), None)
+        prov.update(parent_prov)
+    _merge(merged, data, prov, (), str(path))
+    return merged, prov
+
+
+def _merge(
+    into: dict[str, Any], overlay: dict[str, Any], prov: Provenance, loc: Loc, source: str | None
+) -> None:
+    """Deep merge: tables merge key by key; anything else (arrays included) replaces."""
+    for key, value in overlay.items():
+        here = (*loc, key)
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value, prov, here, source)
+        else:
+            into[key] = value
+        if source is not None:
+            _mark(prov, here, value, source)
+
+
+def _mark(prov: Provenance, loc: Loc, value: Any, source: str) -> None:
+    prov[loc] = source
+    if isinstance(value, dict):
+        for key, child in value.items():
+            _mark(prov, (*loc, key), child, source)
+
+
+# --- environment --------------------------------------------------------------------------------
+
+
+def _apply_env_overrides(
+    data: dict[str, Any], prov: Provenance, environ: Mapping[str, str]
+) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
+        source = f"environment {name}"
+        if not all(keys):
+            issues.append(ConfigIssue(source, "", "empty key in the name (use AWSD__SECTION__KEY)"))
+            continue
+        node = data
+        for depth, key in enumerate(keys[:-1]):
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                path = ".".join(keys[: depth + 1])
+                issues.append(ConfigIssue(source, path, "is not a table, cannot set keys in it"))
+                break
+            node = child
+        else:
+            node[keys[-1]] = _parse_env_value(environ[name])
+            prov[tuple(keys)] = source
+    return issues
+
+
+def _parse_env_value(raw: str) -> Any:
+    """`5`, `true`, `1.5`, `["a", "b"]` and `{ k = 1 }` keep their TOML types; the rest is text."""
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+    return value if isinstance(value, bool | int | float | list | dict) else raw
+
+
+def _interpolate(
+    node: Any, prov: Provenance, loc: Loc, environ: Mapping[str, str], top: str
+) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    items: list[tuple[Any, Any]]
+    if isinstance(node, dict):
+        items = list(node.items())
+    elif isinstance(node, list):
+        items = list(enumerate(node))
+    else:
+        return issues
+    for key, value in items:
+        here = (*loc, key)
+        if isinstance(value, str) and "$" in value:
+            try:
+                node[key] = _expand(value, environ)
+            except ValueError as exc:
+                issues.append(ConfigIssue(_source_for(prov, here, top), _dotted(here), str(exc)))
+        else:
+            issues += _interpolate(value, prov, here, environ, top)
+    return issues
+
+
+def _expand(value: str, environ: Mapping[str, str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if text == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name is None:
+            raise ValueError("malformed variable reference: use ${NAME} or ${NAME:-default}")
+        current = environ.get(name)
+        if default is not None:
+            return current or default
+        if current is None:
+            raise ValueError(
+                f"environment variable {name} is not set (write ${{{name}:-default}} for a default)"
+            )
+        return current
+
+    return _VAR.sub(replace, value)
+
+
+# --- validation errors --------------------------------------------------------------------------
+
+
+def _validation_issues(
+    exc: ValidationError, data: dict[str, Any], prov: Provenance, top: str
+) -> list[ConfigIssue]:
+    issues = []
+    for err in exc.errors(include_url=False):
+        loc = _clean_loc(tuple(err["loc"]), data)
+        path = _dotted(loc)
+        reason = err["msg"]
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            reason = "unknown key" + _did_you_mean(loc)
+        elif kind == "missing":
+            reason = "required but not set"
+        elif not _SECRET_NAME.search(path) and not isinstance(err.get("input"), dict | list):
+            reason = f"{reason} (got {_short(err.get('input'))})"
+        issues.append(ConfigIssue(_source_for(prov, loc, top), path, reason))
+    return issues
+
+
+def _clean_loc(loc: Loc, data: Any) -> Loc:
+    """Drop what pydantic adds to a location that is not a key of the input (union tags)."""
+    out: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
+        if in_dict or in_list:
+            node = node[part]
+        elif not last or part == "[key]":
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _did_you_mean(loc: Loc) -> str:
+    model: Any = Config
+    for part in loc[:-1]:
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return ""
+        model = _model_of(fields[part].annotation)
+    known = list(getattr(model, "model_fields", {}))
+    match = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _model_of(annotation: Any) -> Any:
+    for arg in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _loc_of(path: str) -> Loc:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", path) if p)
+
+
+def _source_for(prov: Provenance, loc: Loc, top: str) -> str:
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in prov:
+            return prov[loc[:end]]
+    return top
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

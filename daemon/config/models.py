@@ -1,0 +1,162 @@
+"""The configuration model: the runtime sections every deployment has.
+
+Capability sections (messaging, kinesis, probes, metrics, resources) live in sibling modules and
+are attached to `Config` here, so this file is the one table of contents of the config file.
+Defaults are the safe production choice; `configs/*.toml` hold what differs per environment.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from daemon.config.base import Entrypoint, HttpUrl, Name, Section
+
+AwsService = Literal["sns", "sqs", "kinesis", "s3", "dynamodb", "cloudwatch", "logs", "sts", "iam"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+def _default_state_dir() -> str:
+    # systemd's StateDirectory= sets STATE_DIRECTORY; elsewhere the FHS location.
+    return os.environ.get("STATE_DIRECTORY", "/var/lib/awsd").split(":")[0]
+
+
+class AwsConfig(Section):
+    """How awsd reaches AWS. Credentials never live here: they come from the standard chain
+    (environment, shared profile, EC2 instance role through IMDSv2)."""
+
+    region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    """AWS region, for example `eu-west-1`. Unset: AWS_REGION / AWS_DEFAULT_REGION, the profile,
+    then the EC2 instance metadata service (IMDSv2)."""
+
+    profile: str | None = None
+    """Shared-credentials profile name (`~/.aws/credentials`). Unset: the default chain."""
+
+    endpoint_url: HttpUrl | None = None
+    """Endpoint for every service (a LocalStack or moto server).
+    Unset: AWS_ENDPOINT_URL, else AWS itself."""
+
+    endpoints: dict[AwsService, HttpUrl] = Field(default_factory=dict)
+    """Per-service endpoints, for example `{ sqs = "http://127.0.0.1:4566" }`; they win over
+    `endpoint_url` and over AWS_ENDPOINT_URL_<SERVICE>."""
+
+    retry_mode: Literal["adaptive", "standard", "legacy"] = "adaptive"
+    """botocore retry mode; `adaptive` adds client-side rate limiting when AWS throttles."""
+
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    """Attempts per API call, the first included, before botocore gives up."""
+
+    connect_timeout: float = Field(default=5.0, gt=0, le=120)
+    """Seconds to establish a connection."""
+
+    read_timeout: float = Field(default=30.0, gt=0, le=900)
+    """Seconds to wait for a response. SQS long polls raise it above their wait time."""
+
+    max_pool_connections: int = Field(default=20, ge=1, le=500)
+    """Connections kept open per service client."""
+
+    local: bool = False
+    """Start an embedded moto server as a child process and point every client at it with dummy
+    credentials (AWS_ENDPOINT_URL, when set, is used instead). For trying awsd with no account."""
+
+
+class LogConfig(Section):
+    """Structured logs: JSON lines on stdout for journald, or a console layout for humans."""
+
+    level: LogLevel = "info"
+    """Lowest level written."""
+
+    format: Literal["auto", "json", "console"] = "auto"
+    """`auto` writes the console layout when stdout is a terminal and JSON otherwise."""
+
+    library_level: LogLevel = "warning"
+    """Lowest level for botocore, aiohttp and asyncio's own loggers."""
+
+
+class HealthConfig(Section):
+    """The loopback HTTP server with /healthz, /readyz and /status."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on. Keep it on loopback unless a firewall guards the port."""
+
+    port: int = Field(default=9180, ge=0, le=65535)
+    """TCP port; 0 disables the server."""
+
+
+class RuntimeConfig(Section):
+    """Supervisor, shutdown, reload and state settings."""
+
+    state_dir: str = Field(default_factory=_default_state_dir)
+    """Directory for durable state (outbox, checkpoints, alert state). Default: systemd's
+    STATE_DIRECTORY, else /var/lib/awsd. Relative paths are relative to the working directory."""
+
+    shutdown_timeout: float = Field(default=20.0, gt=0, le=600)
+    """Seconds a graceful stop may take, flushing included; then awsd exits regardless."""
+
+    watch_config: bool = False
+    """Reload when a config file changes on disk, as well as on SIGHUP."""
+
+    watch_debounce: float = Field(default=2.0, ge=0.1, le=60)
+    """Seconds a changed file must stay unchanged before the reload."""
+
+    restart_backoff: float = Field(default=1.0, gt=0, le=60)
+    """Seconds before restarting a crashed worker the first time; doubles per crash, with jitter."""
+
+    restart_backoff_max: float = Field(default=60.0, gt=0, le=3600)
+    """Cap of the restart delay."""
+
+    failed_after: int = Field(default=5, ge=1, le=1000)
+    """Consecutive crashes after which a worker shows as `failed` in health (it is still
+    restarted at the capped delay, so it recovers by itself once the cause is gone)."""
+
+    stall_timeout: float = Field(default=120.0, ge=1, le=3600)
+    """Seconds without progress after which a worker counts as stuck, and the systemd watchdog is
+    no longer fed."""
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> RuntimeConfig:
+        if self.restart_backoff_max < self.restart_backoff:
+            raise ValueError("restart_backoff_max must be at least restart_backoff")
+        return self
+
+
+class CustomWorkerConfig(Section):
+    """A worker written in Python by the user: `async def run(ctx, options)`."""
+
+    entrypoint: Entrypoint
+    """The coroutine function, as `package.module:function`."""
+
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Passed to the function as its second argument."""
+
+    stall_timeout: float | None = Field(default=None, ge=1, le=3600)
+    """Seconds without `ctx.beat()` after which the worker counts as stuck; unset: not watched."""
+
+
+class Config(Section):
+    """One environment's resolved configuration."""
+
+    env: str = Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")
+    """Environment name (local, dev, prod, pi, ...): shown in logs and metrics and written into the
+    `awsd:env` tag of every resource awsd creates."""
+
+    extends: str | list[str] | None = Field(default=None, exclude=True)
+    """File(s) this one is laid over, relative to it.
+    Deep merge: tables merge key by key, anything else replaces."""
+
+    aws: AwsConfig = Field(default_factory=AwsConfig)
+    """AWS region, endpoints, retries and timeouts."""
+
+    log: LogConfig = Field(default_factory=LogConfig)
+    """Log level and format."""
+
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    """The health and status HTTP server."""
+
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    """Supervisor, shutdown and reload settings."""
+
+    custom: dict[Name, CustomWorkerConfig] = Field(default_factory=dict)
+    """User-written Python workers, by name."""

@@ -1,0 +1,103 @@
+"""The in-process event bus: how workers tell each other things without importing each other.
+
+Publishing never blocks and never raises. Each subscription has a bounded queue; when it is full
+the newest event is refused, counted and logged (the subscriber is too slow, and blocking the
+publisher would stall, say, the probe engine). Anything that must not be lost goes through the
+durable outbox instead; the bus carries notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from daemon.logs import get_logger
+from daemon.metrics import Registry
+
+log = get_logger()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every event; subclasses add typed fields."""
+
+    source: str = ""
+    """The worker that published it."""
+    at: float = field(default_factory=time.time)
+    """Wall-clock time of the event (for people and for messages leaving the process)."""
+
+
+class Subscription:
+    """A bounded stream of the events of the types asked for."""
+
+    def __init__(
+        self, bus: EventBus, types: tuple[type[Event], ...], maxsize: int, name: str
+    ) -> None:
+        self.types = types
+        self.name = name
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self.dropped = 0
+        self._bus = bus
+
+    async def get(self) -> Event:
+        return await self.queue.get()
+
+    def close(self) -> None:
+        self._bus._unsubscribe(self)
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        while True:
+            yield await self.queue.get()
+
+
+class EventBus:
+    """Fan-out of events to subscriptions by type."""
+
+    def __init__(self, metrics: Registry) -> None:
+        self._subs: list[Subscription] = []
+        self._dropped = metrics.counter(
+            "awsd_events_dropped_total",
+            "Events refused because a subscriber queue was full",
+            ("subscriber",),
+        )
+        self._published = metrics.counter(
+            "awsd_events_published_total", "Events published", ("type",)
+        )
+
+    def subscribe(self, *types: type[Event], maxsize: int = 1000, name: str = "") -> Subscription:
+        sub = Subscription(self, types or (Event,), maxsize, name or "anonymous")
+        self._subs.append(sub)
+        return sub
+
+    def publish(self, event: Event) -> int:
+        """Deliver to every matching subscription; return how many took it."""
+        self._published.labels(type=type(event).__name__).inc()
+        taken = 0
+        for sub in self._subs:
+            if not isinstance(event, sub.types):
+                continue
+            try:
+                sub.queue.put_nowait(event)
+                taken += 1
+            except asyncio.QueueFull:
+                sub.dropped += 1
+                self._dropped.labels(subscriber=sub.name).inc()
+                log.warning(
+                    "event dropped: subscriber queue full",
+                    subscriber=sub.name,
+                    event_type=type(event).__name__,
+                    dropped_total=sub.dropped,
+                )
+        return taken
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {"name": s.name, "queued": s.queue.qsize(), "dropped": s.dropped} for s in self._subs
+        ]

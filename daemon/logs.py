@@ -1,0 +1,152 @@
+"""Structured logging: one JSON object per line for journald, or a console layout for people.
+
+Everything that logs goes through one pipeline: structlog loggers, and the stdlib loggers of
+botocore, aiohttp and asyncio (at `log.library_level`). Every event is redacted before it is
+rendered or handed to a sink, so a credential cannot reach stdout, journald or CloudWatch Logs.
+Sinks (the CloudWatch Logs shipper) receive the redacted event dict and must not block.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from daemon.config.models import LogConfig
+from daemon.redact import redact
+
+Sink = Callable[[EventDict], None]
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+_LIBRARY_LOGGERS = (
+    "botocore",
+    "aiobotocore",
+    "aioboto3",
+    "boto3",
+    "urllib3",
+    "aiohttp",
+    "asyncio",
+    "s3transfer",
+)
+_FIRST_KEYS = ("timestamp", "level", "event", "worker", "env", "config_version")
+
+_static: dict[str, Any] = {}
+_sinks: list[Sink] = []
+
+
+def set_context(**fields: Any) -> None:
+    """Fields added to every event from now on (env, config_version)."""
+    _static.update(fields)
+
+
+def add_sink(sink: Sink) -> None:
+    _sinks.append(sink)
+
+
+def remove_sink(sink: Sink) -> None:
+    if sink in _sinks:
+        _sinks.remove(sink)
+
+
+def get_logger(**initial: Any) -> Any:
+    """A structlog logger, optionally with bound fields."""
+    return structlog.get_logger(**initial)
+
+
+def _add_static(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    for key, value in _static.items():
+        event.setdefault(key, value)
+    return event
+
+
+def _redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    return redact(event)  # type: ignore[no-any-return]
+
+
+def _fan_out(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    for sink in tuple(_sinks):
+        try:
+            sink(event)
+        except Exception:  # noqa: BLE001 - a broken sink must never break logging
+            _sinks.remove(sink)
+            sys.stderr.write(f"awsd: log sink {sink!r} failed and was removed\n")
+    return event
+
+
+def _render_json(_: WrappedLogger, __: str, event: EventDict) -> str:
+    ordered = {key: event.pop(key) for key in _FIRST_KEYS if key in event}
+    ordered.update(event)
+    return json.dumps(ordered, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def _renderer(cfg: LogConfig, stream: TextIO) -> Processor:
+    console = cfg.format == "console" or (cfg.format == "auto" and stream.isatty())
+    if console:
+        return structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    return _render_json
+
+
+def _shared_processors(console: bool) -> list[Processor]:
+    chain: list[Processor] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        _add_static,
+    ]
+    if not console:
+        chain.append(structlog.processors.format_exc_info)
+    chain += [_redact, _fan_out]
+    return chain
+
+
+def configure_logging(cfg: LogConfig, *, stream: TextIO | None = None) -> None:
+    """(Re)configure the whole pipeline; safe to call again on reload."""
+    out = stream or sys.stdout
+    renderer = _renderer(cfg, out)
+    console = renderer is not _render_json
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            *_shared_processors(console),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[cfg.level]),
+        logger_factory=structlog.WriteLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_logger_name,
+            *_shared_processors(console),
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    library = _LEVELS[cfg.library_level]
+    root.setLevel(min(library, _LEVELS[cfg.level]))
+    for name in _LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(library)
+
+
+def bind_worker(name: str) -> None:
+    """Tag every event of the current task (and tasks it starts) with the worker name."""
+    structlog.contextvars.bind_contextvars(worker=name)
+
+
+def context() -> MutableMapping[str, Any]:
+    return structlog.contextvars.get_contextvars()

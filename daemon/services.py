@@ -1,0 +1,37 @@
+"""Shared services: what workers use besides their own config.
+
+Built once per config by the daemon and handed to every worker it builds. Process-lifetime parts
+(metrics, event bus) survive reloads so counters never reset; per-config parts (AWS clients) are
+rebuilt when their section changes, and closed once the workers using them have stopped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from daemon.aws import AwsClients
+from daemon.config.models import Config
+from daemon.events import EventBus
+from daemon.metrics import Registry
+
+
+class Services:
+    """Everything a worker may use, for one configuration."""
+
+    def __init__(
+        self, config: Config, *, metrics: Registry, events: EventBus, clients: AwsClients
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.events = events
+        self.clients = clients
+
+    @property
+    def state_dir(self) -> Path:
+        """The durable state directory (created on first use, private to the daemon's user)."""
+        path = Path(self.config.runtime.state_dir)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
+    async def close(self) -> None:
+        await self.clients.close()

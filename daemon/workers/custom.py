@@ -1,0 +1,46 @@
+"""Custom workers: a user's own coroutine run under the supervisor like any built-in worker.
+
+`[custom.NAME] entrypoint = "package.module:function"` runs `await function(ctx, options)`; the
+function should return when `ctx.stop` is set (use `await ctx.sleep(s)`, which wakes on stop).
+It gets restarts with backoff, health, the watchdog (with `stall_timeout`) and shared services.
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import partial
+from typing import Any
+
+from daemon.config.models import Config, CustomWorkerConfig
+from daemon.plugins import load_callable
+from daemon.services import Services
+from daemon.worker import Worker, WorkerContext, WorkerSpec, fingerprint
+
+
+class CustomWorker(Worker):
+    def __init__(self, cfg: CustomWorkerConfig) -> None:
+        self.cfg = cfg
+        self.watched = cfg.stall_timeout is not None
+        self.stall_timeout = cfg.stall_timeout
+
+    async def run(self, ctx: WorkerContext) -> None:
+        function = load_callable(self.cfg.entrypoint)
+        result: Any = function(ctx, dict(self.cfg.options))
+        if inspect.isawaitable(result):
+            await result
+
+
+def _build(cfg: CustomWorkerConfig, _services: Services) -> Worker:
+    return CustomWorker(cfg)
+
+
+def specs(config: Config) -> list[WorkerSpec]:
+    return [
+        WorkerSpec(
+            name=f"custom:{name}",
+            kind="custom",
+            fingerprint=fingerprint(cfg, config.aws),
+            build=partial(_build, cfg),
+        )
+        for name, cfg in config.custom.items()
+    ]
