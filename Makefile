@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck pytest bench install clean
+.PHONY: run test lint typecheck pytest bench docs install clean
 
 run: $(STAMP)
 	$(BIN)/awsd run --config configs/local.toml
@@ -24,6 +24,9 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+docs: $(STAMP)
+	$(BIN)/python -c 'from daemon.config.reference import update_readme; update_readme()'
 
 install: $(STAMP)
 

@@ -90,8 +90,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_schema(_: argparse.Namespace) -> int:
+def cmd_schema(args: argparse.Namespace) -> int:
     from daemon.config import Config  # noqa: PLC0415
+
+    if args.markdown:
+        from daemon.config.reference import render_reference  # noqa: PLC0415
+
+        print(render_reference(), end="")
+        return 0
 
     schema = Config.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -117,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_config)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the config file")
+    schema.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the configuration reference as Markdown instead",
+    )
     schema.set_defaults(func=cmd_schema)
     return parser
 

@@ -32,6 +32,7 @@ log = get_logger()
 
 CANCEL_GRACE = 2.0  # seconds a cancelled worker gets to unwind before it is reported as stuck
 HEALTHY_RUN = 30.0  # a run this long resets the consecutive-crash count
+STARTUP_WAIT = 5.0  # how long `apply` waits for new workers to begin their first run
 
 
 class State(StrEnum):
@@ -61,6 +62,8 @@ class Runner:
         self.worker: Worker | None = None
         self.ctx: WorkerContext | None = None
         self.task: asyncio.Task[None] | None = None
+        self.first_attempt = asyncio.Event()
+        """Set once the worker's first run attempt has begun (or failed to build)."""
         self._backoff = Backoff(runtime.restart_backoff, runtime.restart_backoff_max)
         self._failed_after = runtime.failed_after
         self._default_stall = runtime.stall_timeout
@@ -85,6 +88,7 @@ class Runner:
                 self.worker = self.spec.build(self.services)
                 self.ctx = WorkerContext(self.spec.name, self.stop_token, self.services, wlog)
                 self.state = State.RUNNING
+                self.first_attempt.set()
                 await self.worker.run(self.ctx)
                 if self._asked_to_stop():
                     break
@@ -93,6 +97,7 @@ class Runner:
             except Exception as exc:  # noqa: BLE001 - any crash is logged and restarted
                 error = f"{type(exc).__name__}: {exc}"
                 wlog.error("worker crashed", kind=self.spec.kind, exc_info=exc)
+            self.first_attempt.set()
             if loop.time() - began >= HEALTHY_RUN:
                 self.crashes_in_row = 0
             self.crashes_in_row += 1
@@ -203,10 +208,17 @@ class Supervisor:
         await asyncio.gather(*(self.runners[n].stop(deadline) for n in (*removed, *changed)))
         for name in removed:
             del self.runners[name]
+        starting = []
         for name in (*changed, *added):
             runner = Runner(wanted[name], services, runtime, self.metrics)
             self.runners[name] = runner
             runner.start()
+            starting.append(asyncio.ensure_future(runner.first_attempt.wait()))
+        if starting:
+            # READY=1 means "workers run": wait until each has begun (they start concurrently).
+            _, pending = await asyncio.wait(starting, timeout=STARTUP_WAIT)
+            for waiter in pending:
+                waiter.cancel()
         return Changes(added, removed, changed, unchanged)
 
     async def stop_all(self, deadline: float) -> None:

@@ -1,0 +1,186 @@
+"""Shared fixtures: a real moto server, real awsd processes, config files, task-leak checks."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from daemon.local_aws import free_port
+from tests.support.proc import REPO, Awsd, NotifySocket, base_env
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Nothing in the test run may reach a real AWS account or the instance metadata service.
+    for key in list(os.environ):
+        if key.startswith(("AWS_", "AWSD", "NOTIFY_SOCKET", "WATCHDOG_")):
+            del os.environ[key]
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        function = getattr(item, "function", None)
+        if function is not None and inspect.iscoroutinefunction(function):
+            item.add_marker(pytest.mark.usefixtures("no_leaked_tasks"))
+
+
+@pytest.fixture
+async def no_leaked_tasks() -> Any:
+    """Fails an async test that leaves asyncio tasks running behind it."""
+    yield
+    current = asyncio.current_task()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    leaked = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    assert not leaked, f"tasks left pending: {leaked}"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real moto server process for the whole session (the daemon's own launcher)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon.local_aws", "127.0.0.1", str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env=base_env(),
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto server did not start") from None
+            time.sleep(0.05)
+    yield endpoint
+    assert proc.stdin is not None
+    proc.stdin.close()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture
+def boto(moto_endpoint: str) -> Callable[[str], Any]:
+    """Plain boto3 clients on the moto server, for arranging and inspecting AWS state."""
+    import boto3
+
+    def make(service: str) -> Any:
+        return boto3.client(service, endpoint_url=moto_endpoint, region_name="us-east-1")
+
+    return make
+
+
+def _merge(into: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+class ConfigFactory:
+    """Writes test config files: sensible defaults pointing at the moto server, plus overrides."""
+
+    def __init__(self, tmp_path: Path, moto_endpoint: str | None) -> None:
+        self.tmp_path = tmp_path
+        self.moto_endpoint = moto_endpoint
+
+    def data(
+        self, overrides: dict[str, Any] | None = None, *, health: bool = True
+    ) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "env": "test",
+            "aws": {"region": "us-east-1", "max_attempts": 2, "connect_timeout": 2.0},
+            "log": {"level": "info", "format": "json"},
+            "health": {"port": free_port() if health else 0},
+            "runtime": {"state_dir": str(self.tmp_path / "state"), "shutdown_timeout": 10.0},
+        }
+        if self.moto_endpoint:
+            base["aws"]["endpoint_url"] = self.moto_endpoint
+        return _merge(base, copy.deepcopy(overrides or {}))
+
+    def write(
+        self,
+        overrides: dict[str, Any] | None = None,
+        *,
+        name: str = "awsd.toml",
+        health: bool = True,
+    ) -> Path:
+        path = self.tmp_path / name
+        path.write_text(tomli_w.dumps(self.data(overrides, health=health)))
+        return path
+
+    def rewrite(self, path: Path, data: dict[str, Any]) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(tomli_w.dumps(data))
+        tmp.replace(path)
+
+
+@pytest.fixture
+def configs(tmp_path: Path, moto_endpoint: str) -> ConfigFactory:
+    return ConfigFactory(tmp_path, moto_endpoint)
+
+
+@pytest.fixture
+def offline_configs(tmp_path: Path) -> ConfigFactory:
+    """Configs for runtime tests that never touch AWS (no moto server needed)."""
+    return ConfigFactory(tmp_path, None)
+
+
+@pytest.fixture
+def awsd() -> Iterator[Callable[..., Awsd]]:
+    """Factory for real `awsd run` processes; every one is killed at the end of the test."""
+    started: list[Awsd] = []
+
+    def start(
+        config: Path,
+        *,
+        env: dict[str, str] | None = None,
+        health_port: int | None = None,
+        args: tuple[str, ...] = (),
+    ) -> Awsd:
+        proc = Awsd(config, env=env, args=args)
+        if health_port is None:
+            import tomllib
+
+            health_port = tomllib.loads(config.read_text()).get("health", {}).get("port")
+        proc.health_port = health_port
+        started.append(proc.start())
+        return proc
+
+    yield start
+    for proc in started:
+        proc.close()
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[NotifySocket]:
+    sock = NotifySocket()
+    yield sock
+    sock.close()

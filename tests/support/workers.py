@@ -1,0 +1,46 @@
+"""Custom workers used by the runtime tests (loaded by the real daemon as `tests.support...`)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+async def idle(ctx: Any, options: dict[str, Any]) -> None:
+    """Logs that it started, idles until stopped, then takes `finish_delay` to finish."""
+    ctx.log.info("test worker started", tag=options.get("tag"))
+    while await ctx.sleep(0.1):
+        pass
+    await asyncio.sleep(float(options.get("finish_delay", 0)))
+    ctx.log.info("test worker finished", tag=options.get("tag"))
+
+
+async def crash(ctx: Any, options: dict[str, Any]) -> None:
+    await asyncio.sleep(float(options.get("after", 0)))
+    raise RuntimeError(f"boom from {ctx.name}")
+
+
+async def stubborn(ctx: Any, options: dict[str, Any]) -> None:
+    """Ignores the stop token; only cancellation ends it."""
+    ctx.log.info("test worker started", tag=options.get("tag"))
+    while True:
+        await asyncio.sleep(0.05)
+
+
+async def silent(ctx: Any, options: dict[str, Any]) -> None:
+    """Never reports progress: a stuck worker for the watchdog."""
+    ctx.log.info("test worker started", tag=options.get("tag"))
+    await ctx.stop.wait()
+
+
+async def leak_secrets(ctx: Any, options: dict[str, Any]) -> None:
+    ctx.log.info(
+        "secret test",
+        aws_secret_access_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        password="hunter2-hunter2",
+        note="key AKIAIOSFODNN7EXAMPLE and url https://bob:s3cr3tpass@example.test/x",
+        headers={"Authorization": "Bearer abc.def.ghi", "Accept": "json"},
+        token_detail="IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQD",
+    )
+    while await ctx.sleep(0.1):
+        pass

@@ -1,0 +1,235 @@
+"""Stop tokens, the retry helper, the metrics registry, the event bus, redaction, sd_notify."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+
+import pytest
+
+from daemon.events import Event, EventBus
+from daemon.metrics import Registry
+from daemon.notify import Notifier
+from daemon.redact import MASK, is_secret_name, redact, redact_text
+from daemon.retry import Backoff, retry
+from daemon.stop import Stopped, StopToken
+
+
+class TestStopToken:
+    async def test_sleep_wakes_on_stop(self):
+        token = StopToken()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        sleeper = asyncio.create_task(token.sleep(30))
+        await asyncio.sleep(0.01)
+        token.stop()
+        assert await sleeper is False
+        assert loop.time() - began < 1
+
+    async def test_sleep_returns_true_when_time_passes(self):
+        assert await StopToken().sleep(0.01) is True
+
+    async def test_race_cancels_the_work_when_stop_comes_first(self):
+        token = StopToken()
+        cancelled = asyncio.Event()
+
+        async def work() -> int:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return 1
+
+        racer = asyncio.create_task(token.race(work()))
+        await asyncio.sleep(0.01)
+        token.stop()
+        with pytest.raises(Stopped):
+            await racer
+        assert cancelled.is_set()
+        assert await StopToken().race(asyncio.sleep(0, result=5)) == 5
+
+    async def test_deadline_keeps_the_earliest(self):
+        token = StopToken()
+        now = asyncio.get_running_loop().time()
+        token.stop(now + 5)
+        token.stop(now + 50)
+        assert 4 < token.remaining(99) <= 5
+
+
+class TestRetry:
+    def test_delays_grow_are_capped_and_never_below_half(self):
+        backoff = Backoff(initial=1, maximum=8)
+        rng = random.Random(7)
+        for attempt, ceiling in enumerate([1, 2, 4, 8, 8, 8]):
+            for _ in range(50):
+                delay = backoff.delay(attempt, rng)
+                assert ceiling / 2 <= delay <= ceiling
+
+    async def test_retries_until_success(self):
+        calls = []
+
+        async def flaky() -> str:
+            calls.append(1)
+            if len(calls) < 3:
+                raise ConnectionError("down")
+            return "ok"
+
+        result = await retry(
+            flaky, retry_if=lambda e: isinstance(e, ConnectionError), backoff=Backoff(0.001, 0.002)
+        )
+        assert result == "ok" and len(calls) == 3
+
+    async def test_gives_up_on_permanent_errors_at_once(self):
+        calls = []
+
+        async def broken() -> None:
+            calls.append(1)
+            raise ValueError("bad input")
+
+        with pytest.raises(ValueError, match="bad input"):
+            await retry(broken, retry_if=lambda e: isinstance(e, ConnectionError))
+        assert len(calls) == 1
+
+    async def test_gives_up_after_attempts_or_budget(self):
+        async def down() -> None:
+            raise ConnectionError
+
+        with pytest.raises(ConnectionError):
+            await retry(down, retry_if=lambda e: True, backoff=Backoff(0.001, 0.001), attempts=3)
+        with pytest.raises(ConnectionError):
+            await retry(down, retry_if=lambda e: True, backoff=Backoff(0.05, 0.05), budget=0.1)
+
+    async def test_stop_interrupts_the_wait(self):
+        token = StopToken()
+
+        async def down() -> None:
+            raise ConnectionError
+
+        task = asyncio.create_task(
+            retry(down, retry_if=lambda e: True, backoff=Backoff(30, 30), stop=token)
+        )
+        await asyncio.sleep(0.01)
+        token.stop()
+        with pytest.raises(Stopped):
+            await task
+
+
+class TestMetrics:
+    def test_same_name_returns_the_same_family_and_series(self):
+        reg = Registry()
+        family = reg.counter("x_total", "x", ("queue",))
+        assert reg.counter("x_total", "x", ("queue",)) is family
+        child = family.labels(queue="a")
+        child.inc()
+        child.inc(2)
+        assert family.labels(queue="a") is child and child.value == 3
+        with pytest.raises(ValueError, match="already registered"):
+            reg.gauge("x_total", "x")
+        with pytest.raises(ValueError, match="takes labels"):
+            family.labels(stream="s")
+
+    def test_histogram_keeps_buckets_and_a_drainable_window(self):
+        hist = Registry().histogram("lat", "latency", buckets=(0.1, 1.0)).labels()
+        for value in (0.05, 0.5, 5.0):
+            hist.observe(value)
+        assert hist.buckets == [1, 1, 1] and hist.count == 3
+        window = hist.drain_window()
+        assert window is not None
+        assert (window.count, window.minimum, window.maximum) == (3, 0.05, 5.0)
+        assert hist.drain_window() is None
+        assert hist.count == 3  # cumulative part untouched
+
+    def test_series_can_be_removed(self):
+        family = Registry().gauge("g", "g", ("shard",))
+        family.labels(shard="1").set(4)
+        family.remove(shard="1")
+        assert list(family.series()) == []
+
+
+class TestEventBus:
+    async def test_full_subscriber_drops_are_counted_not_blocking(self):
+        metrics = Registry()
+        bus = EventBus(metrics)
+        sub = bus.subscribe(Event, maxsize=2, name="slow")
+        assert [bus.publish(Event(source="t")) for _ in range(4)] == [1, 1, 0, 0]
+        assert sub.dropped == 2
+        dropped = metrics.counter("awsd_events_dropped_total", "", ("subscriber",))
+        assert dropped.labels(subscriber="slow").value == 2
+        assert (await sub.get()).source == "t"
+        sub.close()
+        assert bus.publish(Event()) == 0
+
+
+class TestRedaction:
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "password",
+            "aws_secret_access_key",
+            "api_key",
+            "token",
+            "SessionToken",
+            "Authorization",
+            "client_secret",
+            "key",
+        ],
+    )
+    def test_secret_names(self, name: str):
+        assert is_secret_name(name) == (name != "key")
+
+    def test_data_keys_are_not_secrets(self):
+        assert not is_secret_name("partition_key")
+        assert not is_secret_name("region")
+
+    def test_values_that_look_like_credentials_are_masked(self):
+        text = (
+            "AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY "
+            "https://u:pw1234@h.example/p Authorization: Bearer xyz.abc "
+            "aws_session_token=FwoGZXIvYXdzEabcdefghijklmnopqrstu"
+        )
+        out = redact_text(text)
+        for secret in (
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI",
+            "pw1234",
+            "xyz.abc",
+            "FwoGZXIvYXdzEabc",
+        ):
+            assert secret not in out
+        assert "https://u:***@h.example/p" in out
+
+    def test_ordinary_text_is_untouched(self):
+        text = "queue orders-prod received 10 messages in 0.25s from shardId-000000000001"
+        assert redact_text(text) == text
+        sha = "0123456789abcdef0123456789abcdef01234567"  # a lowercase hex digest is not a key
+        assert redact_text(sha) == sha
+
+    def test_nested_structures(self):
+        out = redact({"a": [{"password": "x1"}], "b": {"token": ""}, "c": "plain"})
+        assert out == {"a": [{"password": MASK}], "b": {"token": ""}, "c": "plain"}
+
+
+def test_notifier_is_a_no_op_without_a_socket():
+    notifier = Notifier({})
+    assert not notifier.enabled and notifier.ready("x") is False
+    assert notifier.watchdog_interval() is None
+
+
+def test_notifier_watchdog_interval_is_half_and_respects_watchdog_pid():
+    assert Notifier({"WATCHDOG_USEC": "10000000"}).watchdog_interval() == 5.0
+    assert Notifier({"WATCHDOG_USEC": "10000000", "WATCHDOG_PID": "1"}).watchdog_interval() is None
+
+
+def test_notifier_survives_a_vanished_socket(tmp_path):
+    path = tmp_path / "n.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+    assert notifier.ready("ok")
+    assert sock.recv(1000).startswith(b"READY=1\nSTATUS=ok")
+    sock.close()
+    path.unlink()
+    assert notifier.status("gone") is False
+    notifier.close()

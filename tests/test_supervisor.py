@@ -1,0 +1,107 @@
+"""The supervisor in-process: diffs on apply, three-stage stop, restart backoff."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from daemon.aws import AwsClients
+from daemon.config.models import AwsConfig, Config, RuntimeConfig
+from daemon.events import EventBus
+from daemon.metrics import Registry
+from daemon.services import Services
+from daemon.supervisor import State, Supervisor
+from daemon.worker import Worker, WorkerContext, WorkerSpec
+
+RUNTIME = RuntimeConfig(
+    state_dir="/tmp", restart_backoff=0.01, restart_backoff_max=0.02, failed_after=2
+)
+
+
+class Probe(Worker):
+    runs: dict[str, int] = {}
+
+    def __init__(self, name: str, behaviour: str) -> None:
+        self.name = name
+        self.behaviour = behaviour
+
+    async def run(self, ctx: WorkerContext) -> None:
+        Probe.runs[self.name] = Probe.runs.get(self.name, 0) + 1
+        if self.behaviour == "crash":
+            raise RuntimeError("boom")
+        if self.behaviour == "stubborn":
+            while True:
+                await asyncio.sleep(0.01)
+        while await ctx.sleep(0.01):
+            pass
+
+
+def spec(name: str, behaviour: str = "idle", fp: str = "1") -> WorkerSpec:
+    return WorkerSpec(name, "probe", fp, lambda _s: Probe(name, behaviour))
+
+
+@pytest.fixture
+async def services() -> Any:
+    metrics = Registry()
+    svc = Services(
+        Config(env="test"),
+        metrics=metrics,
+        events=EventBus(metrics),
+        clients=AwsClients(AwsConfig(region="us-east-1")),
+    )
+    yield svc
+    await svc.close()
+
+
+def deadline(seconds: float = 1.0) -> float:
+    return asyncio.get_running_loop().time() + seconds
+
+
+async def test_apply_touches_only_what_changed(services: Services):
+    Probe.runs.clear()
+    sup = Supervisor(Registry())
+    await sup.apply([spec("a"), spec("b"), spec("c")], services, RUNTIME, deadline())
+    assert sup.not_ready() == []
+    first_a = sup.runners["a"]
+    changes = await sup.apply(
+        [spec("a"), spec("b", fp="2"), spec("d")], services, RUNTIME, deadline()
+    )
+    assert (changes.added, changes.removed, changes.changed, changes.unchanged) == (
+        ("d",),
+        ("c",),
+        ("b",),
+        ("a",),
+    )
+    assert sup.runners["a"] is first_a
+    assert Probe.runs == {"a": 1, "b": 2, "c": 1, "d": 1}
+    await sup.stop_all(deadline())
+    assert all(r.state == State.STOPPED for r in sup.runners.values())
+
+
+async def test_crashing_worker_becomes_failed_but_keeps_being_retried(services: Services):
+    Probe.runs.clear()
+    sup = Supervisor(Registry())
+    await sup.apply([spec("bad", "crash"), spec("good")], services, RUNTIME, deadline())
+    for _ in range(200):
+        if Probe.runs.get("bad", 0) >= 4:
+            break
+        await asyncio.sleep(0.01)
+    assert Probe.runs["bad"] >= 4
+    assert sup.runners["bad"].state in (State.FAILED, State.RUNNING)
+    assert sup.runners["bad"].crashes_in_row >= 2
+    assert sup.runners["good"].state == State.RUNNING and Probe.runs["good"] == 1
+    health = sup.health()
+    assert health["bad"]["last_error"] == "RuntimeError: boom"
+    await sup.stop_all(deadline())
+
+
+async def test_stubborn_worker_is_cancelled_after_the_deadline(services: Services):
+    sup = Supervisor(Registry())
+    await sup.apply([spec("s", "stubborn")], services, RUNTIME, deadline())
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await sup.stop_all(deadline(0.2))
+    assert 0.15 < loop.time() - began < 1.0
+    assert sup.runners["s"].task is not None and sup.runners["s"].task.cancelled()
