@@ -22,7 +22,7 @@ from daemon.aws import AwsClients
 from daemon.config import ConfigError, LoadedConfig, load_config
 from daemon.config.models import Config
 from daemon.events import EventBus
-from daemon.health import HealthServer
+from daemon.health import Handler, HealthServer
 from daemon.local_aws import LocalAws
 from daemon.logs import configure_logging, get_logger, set_context
 from daemon.metrics import Registry
@@ -63,6 +63,9 @@ class Daemon:
         self._reload: asyncio.Event | None = None
         self._stop_signal: str | None = None
         self._reloads = self.metrics.counter("awsd_reloads_total", "Config reloads", ("result",))
+        self.routes: list[tuple[str, str, Handler]] = []
+        """Extra routes for the health server (method, path, handler); handlers reach the
+        current services through `self.services`, which a reload replaces."""
 
     @property
     def config(self) -> Config:

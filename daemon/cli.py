@@ -106,6 +106,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+CommandRegistrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+EXTRA_COMMANDS: list[CommandRegistrar] = []
+"""Functions that add subcommands (`sub.add_parser(...)`); capability modules register here."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="awsd", description="AWS edge daemon")
     parser.add_argument("--version", action="version", version=f"awsd {__version__}")
@@ -129,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the configuration reference as Markdown instead",
     )
     schema.set_defaults(func=cmd_schema)
+    for register in EXTRA_COMMANDS:
+        register(sub)
     return parser
 
 
