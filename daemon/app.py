@@ -23,7 +23,7 @@ from daemon.config import ConfigError, LoadedConfig, load_config
 from daemon.config.models import Config
 from daemon.events import EventBus
 from daemon.health import Handler, HealthServer
-from daemon.local_aws import LocalAws
+from daemon.local_aws import LocalAws, attach_or_start
 from daemon.logs import configure_logging, get_logger, set_context
 from daemon.metrics import Registry
 from daemon.notify import Notifier
@@ -160,14 +160,10 @@ class Daemon:
         if not config.aws.local:
             return
         if self.local_endpoint is None:
-            reuse = self.environ.get("AWS_ENDPOINT_URL")
-            if reuse:
-                self.local_endpoint = reuse
-                log.info("local AWS: using AWS_ENDPOINT_URL", endpoint=reuse)
-                return
-            self.local = LocalAws()
             try:
-                self.local_endpoint = await self.local.start()
+                self.local_endpoint, self.local = await attach_or_start(
+                    config.aws.local_port, self.environ
+                )
             except RuntimeError as exc:
                 raise StartupError(str(exc)) from None
 

@@ -15,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Mapping
 
 import aiohttp
 
@@ -86,6 +87,36 @@ class LocalAws:
         except TimeoutError:
             proc.kill()
             await proc.wait()
+
+
+async def answers(endpoint: str, timeout: float = 1.0) -> bool:
+    """True when a moto server answers at `endpoint`."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+            http.get(f"{endpoint}/moto-api/") as resp,
+        ):
+            return resp.status == 200
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return False
+
+
+async def attach_or_start(
+    port: int, environ: Mapping[str, str] = os.environ
+) -> tuple[str, LocalAws | None]:
+    """The local endpoint to use: AWS_ENDPOINT_URL when set, a moto server already answering on
+    the fixed `port`, or a new one (returned so the caller stops it)."""
+    reuse = environ.get("AWS_ENDPOINT_URL")
+    if reuse:
+        log.info("local AWS: using AWS_ENDPOINT_URL", endpoint=reuse)
+        return reuse, None
+    if port:
+        existing = f"http://127.0.0.1:{port}"
+        if await answers(existing):
+            log.info("local AWS: reusing the moto server already on its port", endpoint=existing)
+            return existing, None
+    local = LocalAws(port=port)
+    return await local.start(), local
 
 
 def _exit_when_parent_goes() -> None:

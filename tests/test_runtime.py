@@ -318,3 +318,16 @@ def test_local_mode_starts_and_reaps_its_own_moto_server(
         time.sleep(0.1)
     else:
         pytest.fail(f"moto server {child} outlived the SIGKILLed daemon")
+
+
+def test_local_mode_with_a_fixed_port_reuses_a_running_moto_server(
+    offline_configs: ConfigFactory, awsd: Start, moto_endpoint: str
+):
+    port = int(moto_endpoint.rsplit(":", 1)[1])
+    proc = awsd(offline_configs.write({"aws": {"local": True, "local_port": port}}))
+    proc.wait_ready()
+    proc.logs.wait_for(
+        "local AWS: reusing the moto server already on its port", endpoint=moto_endpoint
+    )
+    assert not proc.logs.matching("local AWS endpoint started")
+    assert proc.stop() == 0

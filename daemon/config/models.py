@@ -61,6 +61,11 @@ class AwsConfig(Section):
     """Start an embedded moto server as a child process and point every client at it with dummy
     credentials (AWS_ENDPOINT_URL, when set, is used instead). For trying awsd with no account."""
 
+    local_port: int = Field(default=0, ge=0, le=65535)
+    """Loopback port of the embedded moto server; 0 picks a free one. With a fixed port, a moto
+    server already answering there is reused, so `awsd plan` and the AWS CLI
+    (`--endpoint-url http://127.0.0.1:PORT`) see what the running daemon sees."""
+
 
 class LogConfig(Section):
     """Structured logs: JSON lines on stdout for journald, or a console layout for humans."""
