@@ -19,13 +19,16 @@ from typing import Any
 
 from daemon import __version__
 from daemon.aws import AwsClients
+from daemon.cloudwatch_logs.shipper import LogShipper
 from daemon.config import ConfigError, LoadedConfig, load_config
 from daemon.config.models import Config
 from daemon.events import EventBus
 from daemon.health import Handler, HealthServer
 from daemon.local_aws import LocalAws, attach_or_start
 from daemon.logs import configure_logging, get_logger, set_context
-from daemon.metrics import Registry
+from daemon.metrics import Registry, prometheus
+from daemon.metrics.export import MetricsExport
+from daemon.metrics.process import register_process_metrics
 from daemon.notify import Notifier
 from daemon.services import Services
 from daemon.supervisor import Supervisor
@@ -63,7 +66,20 @@ class Daemon:
         self._reload: asyncio.Event | None = None
         self._stop_signal: str | None = None
         self._reloads = self.metrics.counter("awsd_reloads_total", "Config reloads", ("result",))
-        self.routes: list[tuple[str, str, Handler]] = []
+        for result in ("ok", "failed"):
+            self._reloads.labels(result=result)  # exported as 0 from the start, for alarms
+        register_process_metrics(self.metrics)
+        self.metrics_export = MetricsExport(self.metrics)
+        """Flushes metrics to CloudWatch and EMF (process lifetime: outlives reloads)."""
+        self.log_shipper = LogShipper(self.metrics)
+        """Ships log events to CloudWatch Logs (process lifetime: outlives reloads)."""
+        self.routes: list[tuple[str, str, Handler]] = [
+            (
+                "GET",
+                "/metrics",
+                prometheus.handler(self.metrics, lambda: self.config.metrics.prometheus.enabled),
+            ),
+        ]
         """Extra routes for the health server (method, path, handler); handlers reach the
         current services through `self.services`, which a reload replaces."""
 
@@ -77,6 +93,11 @@ class Daemon:
         """Run until SIGTERM/SIGINT; return the process exit code."""
         self._stop, self._reload = asyncio.Event(), asyncio.Event()
         self._install_signals()
+        # Buffering log events for CloudWatch Logs starts now, so the startup lines are shipped.
+        self.log_shipper.attach(self.config)
+        # The file watcher's baseline is the files as loaded: an edit made while starting (or
+        # right after READY) is a change, not the starting point.
+        watched = _stat_files(self.loaded.files)
         log.info(
             "starting",
             version=__version__,
@@ -101,7 +122,7 @@ class Daemon:
         background = [
             asyncio.create_task(self._reload_loop(), name="reload"),
             asyncio.create_task(self._watchdog_loop(), name="watchdog"),
-            asyncio.create_task(self._watch_files(), name="config-watch"),
+            asyncio.create_task(self._watch_files(watched), name="config-watch"),
         ]
         await self._stop.wait()
         for task in background:
@@ -113,6 +134,7 @@ class Daemon:
     async def _startup(self) -> None:
         await self._ensure_local_endpoint(self.config)
         self.services = self._build_services(self.config, None)
+        await self._apply_telemetry(self.config, self.services)
         await self._start_health(self.config)
         loop = asyncio.get_running_loop()
         try:
@@ -140,6 +162,11 @@ class Daemon:
         log.info("stopping", signal=self._stop_signal, timeout_s=total)
         flush_reserve = min(5.0, total * 0.25)
         await self.supervisor.stop_all(deadline - flush_reserve)
+        # Workers have stopped: their final counts and log lines are in. Metrics first (their
+        # flush may log), then the logs, each within its share of what is left.
+        now = loop.time()
+        await self.metrics_export.close(now + max(0.0, deadline - now) / 2)
+        await self.log_shipper.close(deadline - 0.25)
         if self.services is not None:
             try:
                 async with asyncio.timeout(max(0.1, deadline - loop.time())):
@@ -177,6 +204,10 @@ class Daemon:
             )
         return Services(config, metrics=self.metrics, events=self.events, clients=clients)
 
+    async def _apply_telemetry(self, config: Config, services: Services) -> None:
+        await self.log_shipper.apply(config, services.clients)
+        await self.metrics_export.apply(config, services.clients)
+
     async def _start_health(self, config: Config) -> None:
         if not config.health.port:
             return
@@ -186,6 +217,8 @@ class Daemon:
             status=self.status,
             not_ready=self.supervisor.not_ready,
         )
+        for method, path, handler in self.routes:
+            server.add_route(method, path, handler)
         try:
             await server.start()
         except OSError as exc:
@@ -267,6 +300,7 @@ class Daemon:
             specs, services, new.runtime, loop.time() + new.runtime.shutdown_timeout
         )
         self.services = services
+        await self._apply_telemetry(new, services)
         if previous is not None and previous.clients is not services.clients:
             await previous.clients.close()
         if (new.health.host, new.health.port) != (old.health.host, old.health.port):
@@ -307,9 +341,8 @@ class Daemon:
             expected = loop.time() + interval
             await asyncio.sleep(interval)
 
-    async def _watch_files(self) -> None:
+    async def _watch_files(self, seen: tuple[tuple[int, int, int] | None, ...]) -> None:
         loop = asyncio.get_running_loop()
-        seen = _stat_files(self.loaded.files)
         changed_at: float | None = None
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
@@ -360,6 +393,8 @@ class Daemon:
                 "local_endpoint": self.local_endpoint,
             },
             "events": self.events.describe(),
+            "metrics": self.metrics_export.describe(),
+            "cloudwatch_logs": self.log_shipper.describe(),
         }
 
 

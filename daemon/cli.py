@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from daemon import __version__
+from daemon import __version__, cloudwatch_cli
 from daemon.config import EX_CONFIG, ConfigError, LoadedConfig, load_config, select_config_file
 
 
@@ -107,7 +107,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 CommandRegistrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
-EXTRA_COMMANDS: list[CommandRegistrar] = []
+EXTRA_COMMANDS: list[CommandRegistrar] = [cloudwatch_cli.register]
 """Functions that add subcommands (`sub.add_parser(...)`); capability modules register here."""
 
 
