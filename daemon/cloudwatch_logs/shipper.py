@@ -83,6 +83,7 @@ class LogShipper:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._attached = False
+        self._sending: asyncio.Lock | None = None
         self._dropped_since_report = 0
         self.last_error: str | None = None
         self.last_shipped_at: float | None = None
@@ -227,7 +228,13 @@ class LogShipper:
     async def ship(self, budget: float, attempts: int | None = None) -> bool:
         """Send what is buffered, batch by batch, within `budget` seconds (and `attempts` tries
         per call). False when a batch could not be sent (it is back at the front of the
-        buffer)."""
+        buffer). One shipment at a time, so batches reach the stream in order."""
+        if self._sending is None:
+            self._sending = asyncio.Lock()
+        async with self._sending:
+            return await self._ship(budget, attempts)
+
+    async def _ship(self, budget: float, attempts: int | None) -> bool:
         if not self.buffer or self._clients is None or self._cfg is None:
             return True
         loop = asyncio.get_running_loop()
