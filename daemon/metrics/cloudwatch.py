@@ -96,9 +96,9 @@ def to_datum(
     else:
         datum["StatisticValues"] = {
             "SampleCount": float(window.count),
-            "Sum": window.sum,
-            "Minimum": window.minimum,
-            "Maximum": window.maximum,
+            "Sum": float(window.sum),
+            "Minimum": float(window.minimum),
+            "Maximum": float(window.maximum),
         }
     return datum
 
