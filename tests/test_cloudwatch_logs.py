@@ -305,3 +305,26 @@ class TestShipping:
             assert await shipper.ship(10)
         assert [e["message"] for e in read_back(boto, group, "s-test")] == ["fresh"]
         assert (run.dropped("too_old"), run.dropped("too_new")) == (1, 1)
+
+
+async def test_reloads_turn_shipping_on_and_off_and_keep_the_buffer(configs: ConfigFactory):
+    from daemon import logs
+
+    group = f"/awsd/test-{uuid.uuid4().hex[:8]}"
+    on = shipper_config(configs, group, flush_interval=300)
+    off = Config.model_validate(configs.data())
+    run = Shipping(off)
+    shipper = await run.__aenter__()
+    try:
+        assert shipper.sink not in logs._sinks and not shipper.enabled
+        await shipper.apply(on, run.clients)
+        assert shipper.sink in logs._sinks
+        shipper.sink(log_event("kept"))
+        moved = shipper_config(configs, group + "-b", flush_interval=300)
+        await shipper.apply(moved, run.clients)  # another group: same buffer, new destination
+        assert len(shipper.buffer) == 1
+        await shipper.apply(off, run.clients)
+        assert shipper.sink not in logs._sinks
+        assert not shipper.buffer and run.dropped("disabled") == 1
+    finally:
+        await run.__aexit__()

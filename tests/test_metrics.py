@@ -580,3 +580,31 @@ class TestPrometheus:
         assert lat[("awsd_lat_seconds_count", None)] == 4
         assert math.isclose(lat[("awsd_lat_seconds_sum", None)], 7.65)
         assert families["awsd_empty"].samples == []
+
+
+async def test_reloads_start_stop_and_retune_the_flusher(configs: ConfigFactory):
+    reg = Registry()
+    reg.gauge("awsd_g", "g").labels().set(1)
+    off = config_for(configs)
+    cloudwatch = config_for(configs, cloudwatch={"enabled": True}, flush_interval=3600)
+    emf_only = config_for(configs, emf={"enabled": True}, flush_interval=1800, histograms="values")
+    written: list[dict[str, Any]] = []
+    export = MetricsExport(reg, write=written.append)
+    clients = AwsClients(off.aws, metrics=reg)
+    try:
+        await export.apply(off, clients)
+        assert not export.active and export._task is None
+        await export.apply(cloudwatch, clients)
+        assert export.active and export._task is not None and not reg.distributions
+        export.cloudwatch.buffer.append(object())  # type: ignore[arg-type]
+        await export.apply(emf_only, clients)  # PutMetricData off: its buffer goes, counted
+        assert not export.cloudwatch.buffer and reg.distributions
+        dropped = reg.counter("awsd_metrics_dropped_total", "", ("exporter", "reason"))
+        assert dropped.labels(exporter="cloudwatch", reason="disabled").value == 1
+        await export.flush()
+        assert written
+        await export.apply(off, clients)
+        assert export._task is None and not reg.distributions
+    finally:
+        await export.close(asyncio.get_running_loop().time() + 5)
+        await clients.close()

@@ -76,10 +76,6 @@ class Selector:
         return found
 
 
-def matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
-    return Selector(patterns, ())
-
-
 class Snapshots:
     """Takes snapshots of one registry, remembering counter values between them."""
 
@@ -92,6 +88,7 @@ class Snapshots:
         so an excluded histogram never accumulates."""
         self.registry.collect()
         points: list[Point] = []
+        previous, self._last = self._last, {}
         for family in self.registry.families():
             wanted = select(family.name)
             names = family.labelnames
@@ -103,14 +100,22 @@ class Snapshots:
                         points.append(Point(family.name, "histogram", labels, window=window))
                 elif isinstance(child, Counter):
                     if wanted:
-                        points.append(self._counter(family.name, key, labels, child))
+                        points.append(self._counter(family.name, key, labels, child, previous))
                 elif wanted and isinstance(child, Gauge):
                     points.append(Point(family.name, "gauge", labels, child.value))
         return points
 
-    def _counter(self, name: str, key: tuple[str, ...], labels: Labels, child: Counter) -> Point:
+    def _counter(
+        self,
+        name: str,
+        key: tuple[str, ...],
+        labels: Labels,
+        child: Counter,
+        previous: dict[tuple[str, tuple[str, ...]], float],
+    ) -> Point:
+        # Only series still in the registry are remembered: removed ones (a lost shard) go.
         now = child.value
-        before = self._last.get((name, key), 0.0)
+        before = previous.get((name, key), 0.0)
         self._last[(name, key)] = now
         # A counter never goes down; if it did (a series removed and created again) the new
         # value is the increase.
