@@ -27,6 +27,8 @@ from daemon.local_aws import LocalAws, attach_or_start
 from daemon.logs import configure_logging, get_logger, set_context
 from daemon.metrics import Registry
 from daemon.notify import Notifier
+from daemon.outbox import Outbox
+from daemon.outbox.core import outbox_path
 from daemon.services import Services
 from daemon.supervisor import Supervisor
 from daemon.workers import worker_specs
@@ -51,6 +53,12 @@ class Daemon:
         self.supervisor = Supervisor(self.metrics)
         self.notifier = Notifier(environ)
         self.services: Services | None = None
+        self.outbox = Outbox(
+            loaded.config.outbox,
+            outbox_path(loaded.config),
+            metrics=self.metrics,
+            events=self.events,
+        )
         self.health: HealthServer | None = None
         self.local: LocalAws | None = None
         self.local_endpoint: str | None = None
@@ -146,6 +154,7 @@ class Daemon:
                     await self.services.close()
             except TimeoutError:
                 log.warning("closing services hit the shutdown deadline")
+        await self.outbox.close()
         if self.health is not None:
             await self.health.stop()
         if self.local is not None:
@@ -175,7 +184,9 @@ class Daemon:
                 local_endpoint=self.local_endpoint if config.aws.local else None,
                 metrics=self.metrics,
             )
-        return Services(config, metrics=self.metrics, events=self.events, clients=clients)
+        return Services(
+            config, metrics=self.metrics, events=self.events, clients=clients, outbox=self.outbox
+        )
 
     async def _start_health(self, config: Config) -> None:
         if not config.health.port:
@@ -259,6 +270,7 @@ class Daemon:
         if new.log != old.log:
             configure_logging(new.log)
         set_context(env=new.env, config_version=loaded.version)
+        self.outbox.configure(new.outbox)
         await self._ensure_local_endpoint(new)
         previous = self.services
         services = self._build_services(new, previous)

@@ -134,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the configuration reference as Markdown instead",
     )
     schema.set_defaults(func=cmd_schema)
-    for register in EXTRA_COMMANDS:
+    from daemon.outbox import cli as outbox_cli  # noqa: PLC0415
+
+    for register in (outbox_cli.register, *EXTRA_COMMANDS):
         register(sub)
     return parser
 

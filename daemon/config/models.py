@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from daemon.config.base import Entrypoint, HttpUrl, Name, Section
+from daemon.config.outbox import OutboxConfig
 
 AwsService = Literal["sns", "sqs", "kinesis", "s3", "dynamodb", "cloudwatch", "logs", "sts", "iam"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -162,6 +163,9 @@ class Config(Section):
 
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     """Supervisor, shutdown and reload settings."""
+
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    """The durable outbox outgoing messages pass through."""
 
     custom: dict[Name, CustomWorkerConfig] = Field(default_factory=dict)
     """User-written Python workers, by name."""
