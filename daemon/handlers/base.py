@@ -52,5 +52,5 @@ class Handler(abc.ABC):
     async def handle(self, record: Record) -> None:
         """Process one record; raise to report failure."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - an optional hook: most handlers hold nothing
         """Release what the handler holds (sessions, subprocesses)."""
