@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import os
 import signal
 import sys
@@ -21,6 +23,7 @@ from daemon import __version__
 from daemon.aws import AwsClients
 from daemon.cloudwatch_logs.shipper import LogShipper
 from daemon.config import ConfigError, LoadedConfig, load_config
+from daemon.config.loader import file_stamp
 from daemon.config.models import Config
 from daemon.events import EventBus
 from daemon.health import Handler, HealthServer
@@ -30,6 +33,8 @@ from daemon.metrics import Registry, prometheus
 from daemon.metrics.export import MetricsExport
 from daemon.metrics.process import register_process_metrics
 from daemon.notify import Notifier
+from daemon.outbox import Outbox
+from daemon.outbox.core import outbox_path
 from daemon.services import Services
 from daemon.supervisor import Supervisor
 from daemon.workers import worker_specs
@@ -54,6 +59,12 @@ class Daemon:
         self.supervisor = Supervisor(self.metrics)
         self.notifier = Notifier(environ)
         self.services: Services | None = None
+        self.outbox = Outbox(
+            loaded.config.outbox,
+            outbox_path(loaded.config),
+            metrics=self.metrics,
+            events=self.events,
+        )
         self.health: HealthServer | None = None
         self.local: LocalAws | None = None
         self.local_endpoint: str | None = None
@@ -95,9 +106,6 @@ class Daemon:
         self._install_signals()
         # Buffering log events for CloudWatch Logs starts now, so the startup lines are shipped.
         self.log_shipper.attach(self.config)
-        # The file watcher's baseline is the files as loaded: an edit made while starting (or
-        # right after READY) is a change, not the starting point.
-        watched = _stat_files(self.loaded.files)
         log.info(
             "starting",
             version=__version__,
@@ -122,7 +130,7 @@ class Daemon:
         background = [
             asyncio.create_task(self._reload_loop(), name="reload"),
             asyncio.create_task(self._watchdog_loop(), name="watchdog"),
-            asyncio.create_task(self._watch_files(watched), name="config-watch"),
+            asyncio.create_task(self._watch_files(), name="config-watch"),
         ]
         await self._stop.wait()
         for task in background:
@@ -173,6 +181,7 @@ class Daemon:
                     await self.services.close()
             except TimeoutError:
                 log.warning("closing services hit the shutdown deadline")
+        await self.outbox.close()
         if self.health is not None:
             await self.health.stop()
         if self.local is not None:
@@ -202,7 +211,9 @@ class Daemon:
                 local_endpoint=self.local_endpoint if config.aws.local else None,
                 metrics=self.metrics,
             )
-        return Services(config, metrics=self.metrics, events=self.events, clients=clients)
+        return Services(
+            config, metrics=self.metrics, events=self.events, clients=clients, outbox=self.outbox
+        )
 
     async def _apply_telemetry(self, config: Config, services: Services) -> None:
         await self.log_shipper.apply(config, services.clients)
@@ -292,6 +303,7 @@ class Daemon:
         if new.log != old.log:
             configure_logging(new.log)
         set_context(env=new.env, config_version=loaded.version)
+        self.outbox.configure(new.outbox)
         await self._ensure_local_endpoint(new)
         previous = self.services
         services = self._build_services(new, previous)
@@ -341,15 +353,20 @@ class Daemon:
             expected = loop.time() + interval
             await asyncio.sleep(interval)
 
-    async def _watch_files(self, seen: tuple[tuple[int, int, int] | None, ...]) -> None:
+    async def _watch_files(self) -> None:
         loop = asyncio.get_running_loop()
+        watched = self.loaded
+        seen = watched.stamps  # taken before the files were read: no change slips through
         changed_at: float | None = None
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
+            if self.loaded is not watched:  # reloaded: compare with what that load read
+                watched = self.loaded
+                seen, changed_at = watched.stamps, None
+            now = tuple(file_stamp(f) for f in watched.files)
             if not self.config.runtime.watch_config:
-                seen, changed_at = _stat_files(self.loaded.files), None
+                seen, changed_at = now, None
                 continue
-            now = _stat_files(self.loaded.files)
             if now != seen:
                 seen, changed_at = now, loop.time()
             elif (
@@ -398,15 +415,14 @@ class Daemon:
         }
 
 
-def _stat_files(files: tuple[Any, ...]) -> tuple[tuple[int, int, int] | None, ...]:
-    out: list[tuple[int, int, int] | None] = []
-    for path in files:
-        try:
-            st = os.stat(path)
-            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        except OSError:
-            out.append(None)
-    return tuple(out)
+def settle_memory() -> None:
+    """After startup (and reloads): move the long-lived objects (config models, botocore service
+    models) out of the garbage collector's way, and hand freed startup memory back to the OS."""
+    gc.collect()
+    gc.freeze()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _hard_exit(total: float) -> None:

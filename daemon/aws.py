@@ -82,6 +82,30 @@ def http_status(exc: BaseException) -> int | None:
     return None
 
 
+BAD_REQUEST_CODES = frozenset(
+    {
+        "InvalidParameterValue",
+        "InvalidParameter",
+        "InvalidParameterException",
+        "InvalidMessageContents",
+        "MissingParameter",
+        "ValidationError",
+        "ValidationException",
+        "ParameterValueInvalid",
+        "InvalidArgumentException",
+        "SerializationException",
+        "InvalidAttributeValue",
+        "InvalidParameterCombination",
+    }
+)
+
+
+def is_bad_request(exc: BaseException) -> bool:
+    """AWS refused the request's content: sending it again unchanged will fail again. (Missing
+    resources, denied access and bad credentials are not: they may be fixed while we wait.)"""
+    return error_code(exc) in BAD_REQUEST_CODES
+
+
 def is_throttle(exc: BaseException) -> bool:
     code = error_code(exc)
     return code in THROTTLE_CODES or http_status(exc) == 429

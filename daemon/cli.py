@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from daemon import __version__, cloudwatch_cli
+from daemon import __version__
 from daemon.config import EX_CONFIG, ConfigError, LoadedConfig, load_config, select_config_file
 
 
@@ -107,7 +107,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 CommandRegistrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
-EXTRA_COMMANDS: list[CommandRegistrar] = [cloudwatch_cli.register]
+EXTRA_COMMANDS: list[CommandRegistrar] = []
 """Functions that add subcommands (`sub.add_parser(...)`); capability modules register here."""
 
 
@@ -134,7 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the configuration reference as Markdown instead",
     )
     schema.set_defaults(func=cmd_schema)
-    for register in EXTRA_COMMANDS:
+    from daemon import cloudwatch_cli  # noqa: PLC0415
+    from daemon.outbox import cli as outbox_cli  # noqa: PLC0415
+
+    for register in (outbox_cli.register, cloudwatch_cli.register, *EXTRA_COMMANDS):
         register(sub)
     return parser
 

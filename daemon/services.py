@@ -13,18 +13,27 @@ from daemon.aws import AwsClients
 from daemon.config.models import Config
 from daemon.events import EventBus
 from daemon.metrics import Registry
+from daemon.outbox import Outbox
 
 
 class Services:
     """Everything a worker may use, for one configuration."""
 
     def __init__(
-        self, config: Config, *, metrics: Registry, events: EventBus, clients: AwsClients
+        self,
+        config: Config,
+        *,
+        metrics: Registry,
+        events: EventBus,
+        clients: AwsClients,
+        outbox: Outbox,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self.events = events
         self.clients = clients
+        self.outbox = outbox
+        """The process's durable outbox (process-lifetime: it outlives reloads)."""
 
     @property
     def state_dir(self) -> Path:
@@ -34,4 +43,5 @@ class Services:
         return path
 
     async def close(self) -> None:
+        """Close what belongs to this config (the outbox is closed by the daemon, last)."""
         await self.clients.close()

@@ -31,7 +31,7 @@ def test_ready_status_and_mainpid_reach_the_notify_socket(
     proc = awsd(path, env={"NOTIFY_SOCKET": notify_socket.address})
     _, msg = notify_socket.wait_for("READY=1")
     assert f"MAINPID={proc.pid}" in msg
-    assert "STATUS=1/1 workers running, 0 failed; config " in msg
+    assert "STATUS=2/2 workers running, 0 failed; config " in msg  # custom:a and the outbox
     version = proc.wait_ready()["config_version"]
     assert version in msg
     status, body = proc.http("/readyz")
@@ -76,7 +76,7 @@ def test_sighup_with_a_valid_change_restarts_only_the_changed_worker(
     assert reloaded["changed"] == ["custom:b"]
     assert reloaded["added"] == ["custom:d"]
     assert reloaded["removed"] == ["custom:c"]
-    assert reloaded["unchanged"] == 1
+    assert reloaded["unchanged"] == 2  # custom:a and the outbox worker
     assert reloaded["config_version"] != old_version
     assert started(proc, "a") == 1  # untouched: never restarted
     assert started(proc, "b2") == 1 and started(proc, "d") == 1

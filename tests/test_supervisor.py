@@ -9,8 +9,10 @@ import pytest
 
 from daemon.aws import AwsClients
 from daemon.config.models import AwsConfig, Config, RuntimeConfig
+from daemon.config.outbox import OutboxConfig
 from daemon.events import EventBus
 from daemon.metrics import Registry
+from daemon.outbox import Outbox
 from daemon.services import Services
 from daemon.supervisor import State, Supervisor
 from daemon.worker import Worker, WorkerContext, WorkerSpec
@@ -45,14 +47,18 @@ def spec(name: str, behaviour: str = "idle", fp: str = "1") -> WorkerSpec:
 @pytest.fixture
 async def services() -> Any:
     metrics = Registry()
+    events = EventBus(metrics)
+    outbox = Outbox(OutboxConfig(path=":memory:"), ":memory:", metrics=metrics, events=events)
     svc = Services(
         Config(env="test"),
         metrics=metrics,
-        events=EventBus(metrics),
+        events=events,
+        outbox=outbox,
         clients=AwsClients(AwsConfig(region="us-east-1")),
     )
     yield svc
     await svc.close()
+    await outbox.close()
 
 
 def deadline(seconds: float = 1.0) -> float:

@@ -69,7 +69,9 @@ def test_metrics_endpoint_shows_the_daemons_health_and_follows_reloads(
     proc = awsd(path)
     proc.wait_ready()
     families = prometheus(proc)
-    assert sample(families, "awsd_workers", "awsd_workers", state="running") == 1
+    workers = proc.http("/status")[1]["workers"]
+    assert "custom:a" in workers
+    assert sample(families, "awsd_workers", "awsd_workers", state="running") == len(workers)
     assert sample(families, "awsd_reloads", "awsd_reloads_total", result="ok") == 0
     assert (
         sample(families, "awsd_process_resident_memory_bytes", "awsd_process_resident_memory_bytes")

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from daemon.config.base import Entrypoint, HttpUrl, Name, Section
 from daemon.config.cloudwatch_logs import CloudWatchLogsConfig
 from daemon.config.metrics import MetricsConfig
+from daemon.config.outbox import OutboxConfig
 
 AwsService = Literal["sns", "sqs", "kinesis", "s3", "dynamodb", "cloudwatch", "logs", "sts", "iam"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -170,6 +171,9 @@ class Config(Section):
 
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     """Metrics exporters: CloudWatch PutMetricData, EMF, Prometheus."""
+
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    """The durable outbox outgoing messages pass through."""
 
     custom: dict[Name, CustomWorkerConfig] = Field(default_factory=dict)
     """User-written Python workers, by name."""

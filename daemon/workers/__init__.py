@@ -10,12 +10,13 @@ from collections.abc import Callable
 
 from daemon.config.models import Config
 from daemon.worker import WorkerSpec
-from daemon.workers import custom
+from daemon.workers import custom, outbox
 
 SpecBuilder = Callable[[Config], list[WorkerSpec]]
 
 BUILDERS: list[SpecBuilder] = [
     custom.specs,
+    outbox.specs,
 ]
 
 

@@ -15,6 +15,7 @@ from daemon.config.models import Config, CustomWorkerConfig
 from daemon.plugins import load_callable
 from daemon.services import Services
 from daemon.worker import Worker, WorkerContext, WorkerSpec, fingerprint
+from daemon.workers.outbox import OUTBOX_USERS
 
 
 class CustomWorker(Worker):
@@ -32,6 +33,13 @@ class CustomWorker(Worker):
 
 def _build(cfg: CustomWorkerConfig, _services: Services) -> Worker:
     return CustomWorker(cfg)
+
+
+def _may_use_outbox(config: Config) -> bool:
+    return bool(config.custom)  # a custom worker may put messages through ctx.services.outbox
+
+
+OUTBOX_USERS.append(_may_use_outbox)
 
 
 def specs(config: Config) -> list[WorkerSpec]:

@@ -62,3 +62,24 @@ async def ticking(ctx: Any, options: dict[str, Any]) -> None:
     ticks.inc()  # one last tick while stopping: only a flush after the workers stop sends it
     latency.observe(0.02)
     ctx.log.info("test worker finished", tag=options.get("tag"), ticks=ticks.value)
+
+
+async def produce(ctx: Any, options: dict[str, Any]) -> None:
+    """Puts `count` numbered messages for SQS queue `queue` through the outbox, logging each id
+    only after the outbox accepted it (so the test knows what must arrive)."""
+    from daemon.outbox import Message
+
+    queue, count = options["queue"], int(options["count"])
+    every = float(options.get("every", 0))
+    for n in range(count):
+        if ctx.stopping:
+            break
+        ids = await ctx.services.outbox.put_many(
+            [Message("sqs", queue, {"body": f"msg-{n}"}, origin=ctx.name)]
+        )
+        ctx.log.info("test message accepted", n=n, id=ids[0])
+        if every:
+            await ctx.sleep(every)
+    ctx.log.info("test producer done")
+    while await ctx.sleep(0.1):
+        pass

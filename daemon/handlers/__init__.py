@@ -1,0 +1,28 @@
+"""Handlers for SQS messages and Kinesis records (see `base` for the interface).
+
+Adding a kind: a config model in `daemon/config/handlers.py` (added to `HandlerConfig`), a module
+here, and a branch in `build_handler`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daemon.config.handlers import HandlerConfig, LogHandlerConfig, PythonHandlerConfig
+from daemon.handlers.base import Handler, HandlerError, Record
+
+
+def build_handler(cfg: HandlerConfig, services: Any, *, log: Any = None) -> Handler:
+    """The handler for one config entry, with the shared services it may need."""
+    if isinstance(cfg, LogHandlerConfig):
+        from daemon.handlers.log import LogHandler  # noqa: PLC0415
+
+        return LogHandler(cfg, log)
+    if isinstance(cfg, PythonHandlerConfig):
+        from daemon.handlers.python import PythonHandler  # noqa: PLC0415
+
+        return PythonHandler(cfg)
+    raise ValueError(f"no handler for {cfg!r}")
+
+
+__all__ = ["Handler", "HandlerError", "Record", "build_handler"]

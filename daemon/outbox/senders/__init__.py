@@ -1,0 +1,11 @@
+"""The senders, one module per message kind. Adding a kind: write `<kind>.py` with a `Sender`
+subclass and add it to `SENDERS`."""
+
+from __future__ import annotations
+
+from daemon.outbox.sender import Sender
+from daemon.outbox.senders.sqs import SqsSender
+
+SENDERS: dict[str, type[Sender]] = {
+    SqsSender.kind: SqsSender,
+}

@@ -1,0 +1,297 @@
+"""The durable outbox against real SQLite files and a real moto server."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.aws import AwsClients
+from daemon.config.models import AwsConfig, Config, RuntimeConfig
+from daemon.config.outbox import OutboxConfig
+from daemon.events import EventBus
+from daemon.metrics import Registry
+from daemon.outbox import (
+    InvalidMessage,
+    Message,
+    Outbox,
+    OutboxDelivered,
+    OutboxFull,
+    OutboxRejected,
+)
+from daemon.outbox.store import Store
+from daemon.services import Services
+from daemon.supervisor import Supervisor
+from daemon.worker import WorkerSpec
+from daemon.workers.outbox import OutboxWorker
+from tests.conftest import ConfigFactory
+from tests.support.proc import Awsd
+from tests.support.proxy import FaultProxy
+
+RUNTIME = RuntimeConfig(state_dir="/tmp")
+
+
+def make_outbox(path: str = ":memory:", **cfg: Any) -> Outbox:
+    metrics = Registry()
+    return Outbox(OutboxConfig(path=path, **cfg), path, metrics=metrics, events=EventBus(metrics))
+
+
+def queue_name() -> str:
+    return f"outbox-{uuid.uuid4().hex[:10]}"
+
+
+def receive_all(boto: Callable[[str], Any], name: str, expect: int, tries: int = 40) -> list[str]:
+    sqs = boto("sqs")
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    bodies: list[str] = []
+    for _ in range(tries):
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for m in got.get("Messages", []):
+            bodies.append(m["Body"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        if len(bodies) >= expect:
+            break
+    return bodies
+
+
+class Delivery:
+    """The outbox worker running under a real supervisor, against `endpoint`."""
+
+    def __init__(self, outbox: Outbox, endpoint: str) -> None:
+        self.outbox = outbox
+        self.clients = AwsClients(
+            AwsConfig(
+                region="us-east-1",
+                endpoint_url=endpoint,
+                max_attempts=1,
+                connect_timeout=1,
+                read_timeout=3,
+            )
+        )
+        self.services = Services(
+            Config(env="test"),
+            metrics=Registry(),
+            events=outbox.events,
+            clients=self.clients,
+            outbox=outbox,
+        )
+        self.supervisor = Supervisor(Registry())
+
+    async def start(self) -> None:
+        spec = WorkerSpec("outbox", "outbox", "1", OutboxWorker)
+        loop = asyncio.get_running_loop()
+        await self.supervisor.apply([spec], self.services, RUNTIME, loop.time() + 5)
+
+    async def stop(self) -> None:
+        await self.supervisor.stop_all(asyncio.get_running_loop().time() + 5)
+        await self.clients.close()
+        await self.outbox.close()
+
+
+@pytest.fixture
+async def delivery(moto_endpoint: str) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Delivery] = []
+
+    async def start(outbox: Outbox, endpoint: str = moto_endpoint) -> Delivery:
+        d = Delivery(outbox, endpoint)
+        await d.start()
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        await d.stop()
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_messages_reach_sqs_and_leave_the_outbox(boto, delivery):
+    name = queue_name()
+    boto("sqs").create_queue(QueueName=name)
+    outbox = make_outbox()
+    delivered = outbox.events.subscribe(OutboxDelivered, name="test")
+    ids = await outbox.put_many(
+        [Message("sqs", name, {"body": f"m{i}"}, origin="t") for i in range(25)]
+    )
+    assert ids == sorted(ids) and len(set(ids)) == 25
+    await delivery(outbox)
+    await wait_until(lambda: outbox.count == 0)
+    assert sorted(receive_all(boto, name, 25)) == sorted(f"m{i}" for i in range(25))
+    first = await delivered.get()
+    assert isinstance(first, OutboxDelivered) and first.origin == "t" and first.message_id
+    assert await outbox.status(ids[0]) == "delivered"
+
+
+async def test_concurrent_puts_are_committed_together_and_all_kept(tmp_path: Path):
+    outbox = make_outbox(str(tmp_path / "o.sqlite3"))
+    ids = await asyncio.gather(
+        *(outbox.put(Message("sqs", "q", {"body": str(i)})) for i in range(200))
+    )
+    assert len(set(ids)) == 200 and outbox.count == 200
+    await outbox.close()
+    store = Store(str(tmp_path / "o.sqlite3"), durability="full")
+    assert store.totals()[0] == 200
+    store.close()
+
+
+async def test_pending_messages_survive_a_restart_and_go_first_in_order(
+    tmp_path: Path, boto, delivery
+):
+    name = queue_name()
+    boto("sqs").create_queue(QueueName=name)
+    path = str(tmp_path / "o.sqlite3")
+    first = make_outbox(path)
+    await first.put_many([Message("sqs", name, {"body": f"old-{i}"}) for i in range(35)])
+    await first.close()
+
+    second = make_outbox(path)
+    await second.open()
+    assert second.count == 35 and second._targets[("sqs", name)].count == 35
+    await second.put(Message("sqs", name, {"body": "new"}))
+    items = await second.take(("sqs", name), 10, 1 << 20)
+    assert [i.body["body"] for i in items] == [f"old-{i}" for i in range(10)]
+    second.release(("sqs", name))
+    await delivery(second)  # four batches: everything from before, then the new one
+    await wait_until(lambda: second.count == 0)
+    assert len(receive_all(boto, name, 36)) == 36
+
+
+async def test_endpoint_outage_delays_but_loses_nothing(moto_endpoint: str, boto, delivery):
+    name = queue_name()
+    boto("sqs").create_queue(QueueName=name)
+    host, port = moto_endpoint.removeprefix("http://").split(":")
+    proxy = FaultProxy(host, int(port)).start()
+    try:
+        proxy.set_mode("refuse")
+        outbox = make_outbox(retry_initial=0.1, retry_max=0.3)
+        await outbox.put_many([Message("sqs", name, {"body": f"m{i}"}) for i in range(12)])
+        await delivery(outbox, proxy.url)
+        await wait_until(lambda: any(t.failures >= 2 for t in outbox._targets.values()))
+        assert outbox.count == 12
+        proxy.set_mode("pass")
+        await wait_until(lambda: outbox.count == 0)
+    finally:
+        proxy.stop()
+    assert sorted(receive_all(boto, name, 12)) == sorted(f"m{i}" for i in range(12))
+
+
+async def test_a_missing_queue_is_retried_until_it_exists(boto, delivery):
+    name = queue_name()
+    outbox = make_outbox(retry_initial=0.1, retry_max=0.2)
+    await outbox.put(Message("sqs", name, {"body": "early"}))
+    await delivery(outbox)
+    await wait_until(lambda: any(t.failures >= 1 for t in outbox._targets.values()))
+    boto("sqs").create_queue(QueueName=name)
+    await wait_until(lambda: outbox.count == 0)
+    assert receive_all(boto, name, 1) == ["early"]
+
+
+async def test_rejected_messages_go_to_the_dead_letter_table(boto, delivery, tmp_path: Path):
+    name = queue_name()
+    boto("sqs").create_queue(QueueName=name, Attributes={"MaximumMessageSize": "1024"})
+    outbox = make_outbox(str(tmp_path / "o.sqlite3"))
+    rejected = outbox.events.subscribe(OutboxRejected, name="test")
+    # Larger than this queue accepts: fine locally, refused for good by SQS, and it fails the
+    # whole batch, so the sender must isolate it without holding back the good messages.
+    first = await outbox.put(Message("sqs", name, {"body": "good-1"}))
+    bad = await outbox.put(Message("sqs", name, {"body": "x" * 2000}))
+    good = await outbox.put(Message("sqs", name, {"body": "good-2"}))
+    await delivery(outbox)
+    await wait_until(lambda: outbox.count == 0)
+    event = await asyncio.wait_for(rejected.get(), 5)
+    assert isinstance(event, OutboxRejected) and event.item_id == bad
+    assert await outbox.status(bad) == "dead" and await outbox.status(good) == "delivered"
+    assert await outbox.status(first) == "delivered"
+    assert sorted(receive_all(boto, name, 2)) == ["good-1", "good-2"]
+
+
+async def test_invalid_messages_fail_at_put_with_a_clear_reason():
+    outbox = make_outbox()
+    with pytest.raises(InvalidMessage, match="unknown message kind 'fax'"):
+        await outbox.put(Message("fax", "x", {}))
+    with pytest.raises(InvalidMessage, match="non-empty string 'body'"):
+        await outbox.put(Message("sqs", "q", {"body": ""}))
+    with pytest.raises(InvalidMessage, match="limit is 262144"):
+        await outbox.put(Message("sqs", "q", {"body": "x" * 300_000}))
+    with pytest.raises(InvalidMessage, match="needs a group_id"):
+        await outbox.put(Message("sqs", "q.fifo", {"body": "x"}))
+    with pytest.raises(InvalidMessage, match="at most 10 message attributes"):
+        await outbox.put(
+            Message("sqs", "q", {"body": "x", "attributes": {str(i): i for i in range(11)}})
+        )
+    assert outbox.count == 0
+    await outbox.close()
+
+
+async def test_full_outbox_blocks_then_refuses():
+    outbox = make_outbox(max_messages=2, block_timeout=0.2)
+    await outbox.put_many([Message("sqs", "q", {"body": "1"}), Message("sqs", "q", {"body": "2"})])
+    with pytest.raises(OutboxFull):
+        await outbox.put(Message("sqs", "q", {"body": "3"}))
+    assert outbox.count == 2
+    await outbox.close()
+
+
+async def test_full_outbox_with_drop_oldest_counts_the_drop():
+    outbox = make_outbox(max_messages=3, full_policy="drop_oldest")
+    for i in range(5):
+        await outbox.put(Message("sqs", "q", {"body": str(i)}))
+    items = await outbox.take(("sqs", "q"), 10, 1 << 20)
+    assert [i.body["body"] for i in items] == ["2", "3", "4"]
+    outbox.release(("sqs", "q"))
+    assert outbox._m_dropped.labels(kind="sqs").value == 2
+    await outbox.close()
+
+
+def test_sigkill_loses_no_accepted_message(
+    configs: ConfigFactory, awsd: Callable[..., Awsd], boto, moto_endpoint: str
+):
+    name = queue_name()
+    boto("sqs").create_queue(QueueName=name)
+    host, port = moto_endpoint.removeprefix("http://").split(":")
+    proxy = FaultProxy(host, int(port)).start()
+    try:
+        proxy.set_mode("blackhole")  # AWS unreachable: everything waits in the outbox
+        data = configs.data(
+            {
+                "aws": {"endpoint_url": proxy.url, "read_timeout": 1.0, "connect_timeout": 1.0},
+                "outbox": {"retry_initial": 0.2, "retry_max": 0.5},
+                "custom": {
+                    "p": {
+                        "entrypoint": "tests.support.workers:produce",
+                        "options": {"queue": name, "count": 1000, "every": 0.002},
+                    }
+                },
+            }
+        )
+        path = configs.tmp_path / "awsd.toml"
+        configs.rewrite(path, data)
+        proc = awsd(path)
+        proc.logs.wait_for("test message accepted", n=50)
+        proc.signal(signal.SIGKILL)
+        proc.wait(10)
+        accepted = {e["n"] for e in proc.logs.matching("test message accepted")}
+        assert len(accepted) >= 50
+
+        proxy.set_mode("pass")
+        data["custom"]["p"]["options"]["count"] = 0  # restart without producing more
+        configs.rewrite(path, data)
+        again = awsd(path)
+        again.logs.wait_for("outbox has messages from before; delivering them first")
+        bodies = receive_all(boto, name, len(accepted), tries=60)
+        again.stop()
+    finally:
+        proxy.stop()
+    got = {int(b.removeprefix("msg-")) for b in bodies}
+    assert accepted <= got, f"lost: {sorted(accepted - got)[:10]}"
