@@ -20,7 +20,10 @@ from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
+    CredentialRetrievalError,
     EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
     ReadTimeoutError,
 )
 
@@ -122,6 +125,28 @@ def is_connection_error(exc: BaseException) -> bool:
         | TimeoutError
         | ConnectionError,
     )
+
+
+CREDENTIAL_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+    }
+)
+
+
+def is_credentials_error(exc: BaseException) -> bool:
+    """No usable credentials, or not allowed: an operator fixes it (or the instance role comes
+    up), so data waiting to be sent is worth keeping rather than dropping."""
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
+        return True
+    return error_code(exc) in CREDENTIAL_CODES
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -338,6 +338,37 @@ class TestCloudWatchExport:
         assert answers == [400, 503, 0, 0]
         assert statistics(boto("cloudwatch"), namespace, "awsd_retried_total")["Sum"] == 3.0
 
+    async def test_credential_errors_keep_the_data_and_rejected_batches_are_dropped(
+        self, configs: ConfigFactory, fault_server: AwsFaultServer
+    ):
+        reg = Registry()
+        reg.gauge("awsd_g", "g").labels().set(1)
+        configs.moto_endpoint = fault_server.url
+        config = config_for(
+            configs, include=["awsd_g"], flush_interval=3600, cloudwatch={"enabled": True}
+        )
+        config = config.model_copy(
+            update={"aws": config.aws.model_copy(update={"max_attempts": 1})}
+        )
+        export = MetricsExport(reg)
+        clients = AwsClients(config.aws, metrics=reg)
+        dropped = reg.counter("awsd_metrics_dropped_total", "", ("exporter", "reason"))
+        try:
+            await export.apply(config, clients)
+            fault_server.fail("PutMetricData", 1, 403, "AccessDenied")
+            await export.flush()
+            assert len(export.cloudwatch.buffer) == 1  # an IAM fix away: kept
+            assert "AccessDenied" in (export.describe()["last_error"] or "")
+            fault_server.fail("PutMetricData", 1, 400, "InvalidParameterValue")
+            await export.flush()
+            assert not export.cloudwatch.buffer  # CloudWatch refuses the data: dropped
+            assert dropped.labels(exporter="cloudwatch", reason="rejected").value == 2
+            await export.flush()
+            assert export.describe()["last_error"] is None
+        finally:
+            await export.close(asyncio.get_running_loop().time() + 5)
+            await clients.close()
+
     async def test_unreachable_endpoint_keeps_data_bounded_until_it_returns(
         self, configs: ConfigFactory, moto_endpoint: str, boto: Callable[[str], Any]
     ):

@@ -34,7 +34,13 @@ from structlog.processors import format_exc_info
 from structlog.typing import EventDict
 
 from daemon import identity
-from daemon.aws import AwsClients, describe_error, error_code, is_retryable
+from daemon.aws import (
+    AwsClients,
+    describe_error,
+    error_code,
+    is_credentials_error,
+    is_retryable,
+)
 from daemon.cloudwatch_logs.batch import (
     DAY_MS,
     MAX_AGE_MS,
@@ -257,7 +263,7 @@ class LogShipper:
                 raise
             except Exception as exc:  # noqa: BLE001 - classified below: retry later or drop
                 self.last_error = describe_error(exc)
-                if is_retryable(exc) or isinstance(exc, TimeoutError):
+                if is_retryable(exc) or is_credentials_error(exc):
                     self._put_back(batch)
                     log.warning(
                         "PutLogEvents failed; the batch waits for the next try",

@@ -7,10 +7,11 @@ The promises:
 - dimensions are the configured defaults plus the series' labels, made valid for CloudWatch
   (ASCII, non-empty, at most 30); NaN and infinities are dropped and counted, never sent;
 - throttling, 5xx and connection errors are retried with capped backoff and jitter within the
-  flush's budget; what is not sent waits in a bounded buffer for the next flush. A full buffer
-  drops its oldest data points and counts them; data points older than two weeks (CloudWatch
-  refuses them) are dropped and counted too; a call CloudWatch rejects (a 4xx) is dropped, counted
-  and logged, and the rest goes on.
+  flush's budget; what is not sent waits in a bounded buffer for the next flush, as does what
+  fails for credentials or permissions (an operator's fix away). A full buffer drops its oldest
+  data points and counts them; data points older than two weeks (CloudWatch refuses them) are
+  dropped and counted too; a call CloudWatch rejects for its content is dropped, counted and
+  logged, and the rest goes on.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from daemon.aws import AwsClients, describe_error, is_retryable
+from daemon.aws import AwsClients, describe_error, is_credentials_error, is_retryable
 from daemon.logs import get_logger
 from daemon.metrics.registry import Registry
 from daemon.metrics.snapshot import Point
@@ -211,6 +212,9 @@ class CloudWatchExporter:
         deadline = loop.time() + budget
         sent = 0
         self._expire()
+        if not self.buffer:
+            return 0
+        client = await clients.client("cloudwatch")
         try:
             while self.buffer:
                 remaining = deadline - loop.time()
@@ -219,16 +223,16 @@ class CloudWatchExporter:
                 batch = take_batch(self.buffer)
                 try:
                     async with asyncio.timeout(remaining):
-                        await self._put(clients, namespace, batch, remaining, attempts)
+                        await self._put(client, namespace, batch, remaining, attempts)
                 except asyncio.CancelledError:
                     self.buffer.extendleft(reversed(batch))
                     raise
                 except Exception as exc:  # noqa: BLE001 - classified below: retry later or drop
-                    if is_retryable(exc) or isinstance(exc, TimeoutError):
+                    if is_retryable(exc) or is_credentials_error(exc):
                         # Keep the batch, in order, for the next flush.
                         self.buffer.extendleft(reversed(batch))
                         self.last_error = describe_error(exc)
-                        log.warning(
+                        (log.error if is_credentials_error(exc) else log.warning)(
                             "PutMetricData failed; data points kept for the next flush",
                             error=self.last_error,
                             buffered=len(self.buffer),
@@ -252,13 +256,12 @@ class CloudWatchExporter:
 
     async def _put(
         self,
-        clients: AwsClients,
+        client: Any,
         namespace: str,
         batch: list[Entry],
         budget: float,
         attempts: int | None,
     ) -> None:
-        client = await clients.client("cloudwatch")
         data = [entry.datum for entry in batch]
 
         async def call() -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from daemon import identity
 from daemon.aws import AwsClients
+from daemon.config.errors import ConfigError
 from daemon.config.metrics import MetricsConfig
 from daemon.config.models import Config
 from daemon.logs import get_logger, unfiltered_logger
@@ -116,6 +117,8 @@ class MetricsExport:
             last = loop.time()
             try:
                 await self.flush()
+            except ConfigError as exc:  # no region: the operator's to fix, no traceback
+                log.error("metrics flush failed", error=str(exc))
             except Exception:  # a failed flush must not end the schedule
                 log.exception("metrics flush failed")
 
