@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from daemon.config.base import Entrypoint, HttpUrl, Name, Section
+from daemon.config.cloudwatch_logs import CloudWatchLogsConfig
+from daemon.config.metrics import MetricsConfig
 from daemon.config.outbox import OutboxConfig
 
 AwsService = Literal["sns", "sqs", "kinesis", "s3", "dynamodb", "cloudwatch", "logs", "sts", "iam"]
@@ -79,6 +81,9 @@ class LogConfig(Section):
 
     library_level: LogLevel = "warning"
     """Lowest level for botocore, aiohttp and asyncio's own loggers."""
+
+    cloudwatch: CloudWatchLogsConfig = Field(default_factory=CloudWatchLogsConfig)
+    """Shipping every event to a CloudWatch Logs group and stream."""
 
 
 class HealthConfig(Section):
@@ -163,6 +168,9 @@ class Config(Section):
 
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     """Supervisor, shutdown and reload settings."""
+
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    """Metrics exporters: CloudWatch PutMetricData, EMF, Prometheus."""
 
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     """The durable outbox outgoing messages pass through."""
