@@ -121,6 +121,7 @@ class Daemon:
             await self._shutdown()
             return 78 if isinstance(exc, ConfigError) else 1
         self.state = "running"
+        settle_memory()
         self.notifier.ready(self.status_line())
         log.info(
             "ready",
@@ -325,6 +326,7 @@ class Daemon:
         self.reload_ok += 1
         self.last_reload_errors = []
         self._reloads.labels(result="ok").inc()
+        settle_memory()
         log.info(
             "reloaded",
             added=changes.added,
