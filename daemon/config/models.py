@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from daemon.config.base import Entrypoint, HttpUrl, Name, Section
 from daemon.config.outbox import OutboxConfig
+from daemon.config.probes import ProbesConfig
 
 AwsService = Literal["sns", "sqs", "kinesis", "s3", "dynamodb", "cloudwatch", "logs", "sts", "iam"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -169,3 +170,6 @@ class Config(Section):
 
     custom: dict[Name, CustomWorkerConfig] = Field(default_factory=dict)
     """User-written Python workers, by name."""
+
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
+    """HTTP, TCP and DNS uptime probes, their conditions, and alerts through SNS and SMS."""
