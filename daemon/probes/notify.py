@@ -1,11 +1,13 @@
 """Notifications: the outbox messages one alert (or a group of alerts) becomes.
 
 - To an SNS topic: the full story as JSON (every alert of the group, with reason, detail,
-  latency, status, when it opened), a subject line (ASCII, at most 100 characters, as SNS asks)
+  latency, status, when it opened), a subject line (printable ASCII under 100 characters, as
+  SNS asks)
   and message attributes (`event`, `endpoint`, `env`) that subscriptions can filter on.
 - To a phone number (SMS): one line of at most 140 bytes of UTF-8 with the name, the state, the
-  reason and the latency, e.g. `DOWN shop: timeout (10000ms)`. Whatever is too long is cut with
-  an ellipsis, never in the middle of a character.
+  reason and the latency, e.g. `DOWN shop: timeout (10000ms)`. The line is printable ASCII (so
+  SNS sends it as one GSM-7 part, never as 70-character UCS-2); whatever is too long is cut with
+  `...`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from daemon.outbox import Message
 from daemon.probes.alerts import Event, Notice
 
 SMS_MAX_BYTES = 140
-SUBJECT_MAX = 100
+SUBJECT_MAX = 99
+MARK = "..."
 ORIGIN = "probes"
 _STATE = {
     Event.OPEN: "DOWN",
@@ -116,15 +119,14 @@ def subject(notices: Sequence[Notice], *, env: str, host: str) -> str:
         text = f"[awsd {env}] probe host {host} {state}"
     elif len(notices) == 1:
         n = notices[0]
-        why = f": {n.reason}" if event is not Event.RESOLVED and n.reason else ""
-        text = f"[awsd {env}] {state} {n.endpoint}{why}"
+        text = f"[awsd {env}] {state} {n.endpoint}{_why(n)}"
     else:
         text = f"[awsd {env}] {len(notices)} endpoints {state}: " + ", ".join(
             n.endpoint for n in notices
         )
-    # SNS subjects: ASCII, no line breaks, at most 100 characters.
-    ascii_text = "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
-    return ascii_text if len(ascii_text) <= SUBJECT_MAX else ascii_text[: SUBJECT_MAX - 3] + "..."
+    # SNS subjects: printable ASCII, no line breaks, under 100 characters.
+    text = ascii_only(text)
+    return text if len(text) <= SUBJECT_MAX else text[: SUBJECT_MAX - len(MARK)] + MARK
 
 
 def sms_line(notices: Sequence[Notice], *, host: str) -> str:
@@ -137,9 +139,17 @@ def sms_line(notices: Sequence[Notice], *, host: str) -> str:
     if len(notices) == 1:
         n = notices[0]
         latency = f" ({n.result.latency_ms}ms)" if n.result else ""
-        why = f": {n.reason}" if event is not Event.RESOLVED and n.reason else ""
-        return fit(f"{state} ", n.endpoint, f"{why}{latency}")
+        return fit(f"{state} ", n.endpoint, f"{_why(n)}{latency}")
     return _group_line(state, [n.endpoint for n in notices])
+
+
+def _why(n: Notice) -> str:
+    """`: reason` (with the code for a status failure); nothing for a resolution."""
+    if n.event is Event.RESOLVED or not n.reason:
+        return ""
+    if n.reason == "status" and n.result is not None and n.result.status is not None:
+        return f": status {n.result.status}"
+    return f": {n.reason}"
 
 
 def _group_line(state: str, names: list[str]) -> str:
@@ -147,25 +157,27 @@ def _group_line(state: str, names: list[str]) -> str:
     for shown in range(len(names), 0, -1):
         rest = len(names) - shown
         line = head + ", ".join(names[:shown]) + (f" +{rest}" if rest else "")
-        if len(line.encode()) <= SMS_MAX_BYTES:
+        if len(line) <= SMS_MAX_BYTES:
             return line
     return fit(head, names[0], f" +{len(names) - 1}")
 
 
 def fit(head: str, middle: str, tail: str, limit: int = SMS_MAX_BYTES) -> str:
-    """`head + middle + tail`, cutting `middle` (then `tail`) to fit `limit` UTF-8 bytes."""
+    """`head + middle + tail` in printable ASCII, cutting `middle` (else the whole line) to fit
+    `limit` bytes."""
+    head, middle, tail = ascii_only(head), ascii_only(middle), ascii_only(tail)
     line = head + middle + tail
-    if len(line.encode()) <= limit:
+    if len(line) <= limit:
         return line
-    room = limit - len(head.encode()) - len(tail.encode()) - len("…".encode())
+    room = limit - len(head) - len(tail) - len(MARK)
     if room > 0:
-        return head + _cut(middle, room) + "…" + tail
-    return _cut(head + middle + tail, limit - len("…".encode())) + "…"
+        return head + middle[:room] + MARK + tail
+    return line[: limit - len(MARK)] + MARK
 
 
-def _cut(text: str, max_bytes: int) -> str:
-    """The longest prefix of `text` within `max_bytes` of UTF-8 (whole characters only)."""
-    return text.encode()[: max(0, max_bytes)].decode("utf-8", errors="ignore")
+def ascii_only(text: str) -> str:
+    """Printable ASCII: anything else (line breaks, accents, emoji) becomes `?`."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)
 
 
 def _iso(ts: float) -> str:
