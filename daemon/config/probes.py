@@ -231,7 +231,7 @@ class AlertConfig(Section):
 class ProbeSettings(Section):
     """Settings every endpoint has; `[probes.defaults]` gives them once for all."""
 
-    interval: Duration = Field(default=60.0, ge=1, le=86400)
+    interval: Duration = Field(default=60.0, ge=0.1, le=86400)
     """Seconds from the start of one check to the start of the next."""
 
     timeout: Duration = Field(default=10.0, gt=0, le=3600)
@@ -301,7 +301,7 @@ class StormConfig(Section):
     fails, the host is offline: per-endpoint alerts are held and one "probe host offline"
     notification is sent instead. Empty: no guard."""
 
-    connectivity_interval: Duration = Field(default=30.0, ge=1, le=3600)
+    connectivity_interval: Duration = Field(default=30.0, ge=0.1, le=3600)
     """How often the connectivity URLs are checked."""
 
     connectivity_timeout: Duration = Field(default=5.0, gt=0, le=60)

@@ -11,7 +11,6 @@ from typing import Any
 
 from aiohttp import web
 
-
 STATE = web.AppKey("state", dict)
 """`app[STATE]["healthy"] = False` turns /switch to 503."""
 
