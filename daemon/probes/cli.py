@@ -105,19 +105,19 @@ def cmd_probe(args: argparse.Namespace) -> int:
         for line in _errors(exc):
             print(f"awsd probe: {line}", file=sys.stderr)
         return 2
-    result = run_async(_probe_once(cfg))
-    print(json.dumps(result.to_dict(), indent=2) if args.json else render(result))
-    return 0 if result.success else 1
+    return run_async(_probe_once(cfg, as_json=args.json))
 
 
-async def _probe_once(cfg: Any) -> Any:
+async def _probe_once(cfg: Any, *, as_json: bool) -> int:
     from daemon.probes.prober import Prober  # noqa: PLC0415
 
     prober = Prober()
     try:
-        return await prober.check("cli", cfg)
+        result = await prober.check("cli", cfg)
     finally:
         await prober.close()
+    print(json.dumps(result.to_dict(), indent=2) if as_json else render(result))
+    return 0 if result.success else 1
 
 
 def _errors(exc: Exception) -> list[str]:
