@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import multiprocessing
 import os
 import tempfile
@@ -111,8 +112,9 @@ async def _run_worker(port: int, hole: int, blackholed: int, state_dir: str) -> 
     metrics = Registry()
     outbox = Outbox(OutboxConfig(path=":memory:"), ":memory:", metrics=metrics,
                     events=EventBus(metrics))  # fmt: skip
-    services = Services(config, metrics=metrics, events=outbox.events,
-                        clients=AwsClients(AwsConfig(region="us-east-1")), outbox=outbox)  # fmt: skip
+    clients = AwsClients(AwsConfig(region="us-east-1"))
+    services = Services(config, metrics=metrics, events=outbox.events, clients=clients,
+                        outbox=outbox)  # fmt: skip
     worker = ProbesWorker(config, services)
     samples = Samples()
     worker.metrics.lateness = samples  # type: ignore[assignment]
@@ -173,8 +175,8 @@ def _loop_runner() -> asyncio.Runner:
 
 
 def main() -> None:
-    from daemon.logs import configure_logging
     from daemon.config.models import LogConfig
+    from daemon.logs import configure_logging
 
     configure_logging(LogConfig(level="error", format="json"))
     ctx = multiprocessing.get_context("spawn")
@@ -199,7 +201,7 @@ def main() -> None:
         base = _baseline(port)
         first = results["all healthy"]
         print(f"  course loop (requests.get, sequential): {base:.2f} ms CPU/check")
-        if base == base:  # not NaN
+        if not math.isnan(base):
             print(f"  CPU per check, course loop / awsd: {base / first['cpu_ms_per_check']:.2f}x")
         goal_cpu = all(r["cpu_pct"] <= 10 for r in results.values())
         goal_late = all(r["p99"] <= 50 for r in results.values())
