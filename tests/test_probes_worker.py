@@ -222,3 +222,38 @@ def _message_kinds() -> Any:
     yield
     for kind in added:
         del SENDERS[kind]
+
+
+# --- a real awsd process ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_restart_does_not_repeat_an_announced_alert(offline_configs, awsd, how):
+    closed = free_port()
+    path = offline_configs.write(
+        {
+            "probes": {
+                "storm": {"group_window": 0},
+                "endpoints": {
+                    "down": {"url": f"http://127.0.0.1:{closed}/", "interval": 0.2,
+                             "timeout": 0.1, "alert": {"failure_threshold": 1}},
+                },
+            }
+        }
+    )  # fmt: skip
+    first = awsd(path)
+    first.logs.wait_for("alert notice sent", alert_event="open", endpoints=["down"])
+    if how == "SIGKILL":
+        first.kill()
+    else:
+        first.stop()
+    second = awsd(path)
+    second.logs.wait_for("probing", open_alerts=1)
+    time.sleep(1.5)  # several failing checks of the still-down endpoint
+    _, status = second.http("/status")
+    endpoint = status["workers"]["probes"]["endpoints"]["down"]
+    assert endpoint["alert"]["open"] and endpoint["alert"]["announced"]
+    assert endpoint["state"] == "down"
+    assert not second.logs.matching("alert notice sent")
+    second.stop()

@@ -240,11 +240,17 @@ class ProbesWorker(Worker):
         for n in notices:
             alert = self.endpoints[n.endpoint].alert
             by_targets.setdefault(Targets(alert.topic, tuple(alert.sms)), []).append(n)
+        announced: list[str] = []
         for targets, group in by_targets.items():
-            await self._put(group, targets)
+            if await self._put(group, targets):
+                announced += [n.endpoint for n in group]
         await self._save()
+        if announced:
+            # Logged after the state is saved: from here on a restart will not repeat it.
+            self._log.info("alert notice sent", alert_event=str(notices[0].event),
+                           endpoints=announced)  # fmt: skip
 
-    async def _put(self, notices: list[Notice], targets: Targets) -> None:
+    async def _put(self, notices: list[Notice], targets: Targets) -> bool:
         msgs = self._messages(notices, targets)
         ids = await self._put_messages(msgs, [n.endpoint for n in notices])
         now = self.clock()
@@ -256,6 +262,7 @@ class ProbesWorker(Worker):
             AlertMachine.announced(state, n, ids, now)
             for item_id in ids:
                 self._pending.setdefault(item_id, set()).add(n.endpoint)
+        return ids is not None
 
     def _messages(self, notices: list[Notice], targets: Targets) -> list[Message]:
         return messages(
