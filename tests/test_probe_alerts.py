@@ -380,3 +380,14 @@ def test_config_errors_name_the_endpoint_and_field(tmp_path):
     assert "probes.endpoints.shop" in text and "80%" in text
     assert "probes.endpoints.db.url" in text
     assert "probes.endpoints.sms.alert.sms" in text and "E.164" in text
+
+
+def test_a_missing_ca_file_is_a_config_error(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(
+        'env = "test"\n[probes.endpoints.shop]\nurl = "https://shop"\n'
+        'tls = { ca_file = "/nonexistent/ca.pem" }\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "probes.endpoints.shop.tls.ca_file: no such file" in info.value.render()
