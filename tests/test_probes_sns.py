@@ -45,7 +45,7 @@ async def test_an_alert_reaches_the_topic_and_its_subscribed_queue(boto, deliver
         }
     )  # fmt: skip
     worker = ProbesWorker(config, running.services)
-    async with Running(worker):
+    async with Running(worker, close_outbox=False):
         bodies = await asyncio.to_thread(receive_all, boto, name, 1)
         state = worker.states["down"]
         await _until(lambda: state.last_notification.get("status") == "delivered")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,8 +57,9 @@ def fake_worker(
 class Running:
     """A worker running in this loop, with its outbox."""
 
-    def __init__(self, worker: ProbesWorker) -> None:
+    def __init__(self, worker: ProbesWorker, *, close_outbox: bool = True) -> None:
         self.worker = worker
+        self.close_outbox = close_outbox
         self.outbox: Outbox = worker.services.outbox
         self.stop = StopToken()
         self.task: asyncio.Task[None] | None = None
@@ -73,7 +75,8 @@ class Running:
         self.stop.stop(asyncio.get_running_loop().time() + 2)
         assert self.task is not None
         await self.task
-        await self.outbox.close()
+        if self.close_outbox:
+            await self.outbox.close()
 
     async def waiting(self, kind: str, target: str) -> list[Item]:
         store = self.outbox._store
@@ -257,3 +260,43 @@ def test_a_restart_does_not_repeat_an_announced_alert(offline_configs, awsd, how
     assert endpoint["state"] == "down"
     assert not second.logs.matching("alert notice sent")
     second.stop()
+
+
+@pytest.mark.slow
+def test_a_reload_that_changes_one_endpoint_keeps_the_others_alert_and_history(
+    offline_configs, awsd
+):
+    def endpoint(interval: float) -> dict[str, Any]:
+        return {"url": f"http://127.0.0.1:{closed}/", "interval": interval, "timeout": 0.1,
+                "alert": {"failure_threshold": 1}}  # fmt: skip
+
+    closed = free_port()
+    data = offline_configs.data(
+        {
+            "probes": {
+                "storm": {"group_window": 0},
+                "endpoints": {"a": endpoint(0.2), "b": endpoint(0.2)},
+            }
+        }
+    )
+    path = offline_configs.write(data)
+    proc = awsd(path)
+    announced: set[str] = set()
+    while announced != {"a", "b"}:
+        for event in proc.logs.matching("alert notice sent"):
+            announced.update(event["endpoints"])
+        time.sleep(0.05)
+    sent = len(proc.logs.matching("alert notice sent"))
+    _, before = proc.http("/status")
+    history_before = len(before["workers"]["probes"]["endpoints"]["a"]["recent"])
+    data["probes"]["endpoints"]["b"] = endpoint(0.3)
+    offline_configs.rewrite(path, data)
+    proc.signal(signal.SIGHUP)
+    proc.logs.wait_for("reloaded", changed=["probes"])
+    proc.logs.wait_for("probing", open_alerts=2)
+    time.sleep(0.5)
+    _, after = proc.http("/status")
+    a = after["workers"]["probes"]["endpoints"]["a"]
+    assert a["alert"]["open"] and a["alert"]["announced"]
+    assert len(a["recent"]) >= history_before
+    assert len(proc.logs.matching("alert notice sent")) == sent  # nothing announced again
