@@ -13,8 +13,11 @@ from daemon.config.models import Config
 from daemon.local_aws import free_port
 from daemon.outbox.senders import SENDERS
 from daemon.workers.probes import ProbesWorker
+from tests import test_outbox
 from tests.test_outbox import make_outbox, receive_all
 from tests.test_probes_worker import Running, _until
+
+delivery = test_outbox.delivery  # the outbox delivery worker fixture, shared
 
 pytestmark = pytest.mark.skipif(
     "sns" not in SENDERS, reason="the SNS sender (outbox kind 'sns') is not on this branch yet"
