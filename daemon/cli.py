@@ -110,6 +110,10 @@ CommandRegistrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser
 EXTRA_COMMANDS: list[CommandRegistrar] = []
 """Functions that add subcommands (`sub.add_parser(...)`); capability modules register here."""
 
+from daemon.probes.cli import register as _register_probe  # noqa: E402 (light: argparse only)
+
+EXTRA_COMMANDS.append(_register_probe)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="awsd", description="AWS edge daemon")

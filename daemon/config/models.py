@@ -16,6 +16,7 @@ from daemon.config.base import Entrypoint, HttpUrl, Name, Section
 from daemon.config.cloudwatch_logs import CloudWatchLogsConfig
 from daemon.config.metrics import MetricsConfig
 from daemon.config.outbox import OutboxConfig
+from daemon.config.probes import ProbesConfig
 
 AwsService = Literal["sns", "sqs", "kinesis", "s3", "dynamodb", "cloudwatch", "logs", "sts", "iam"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -177,3 +178,6 @@ class Config(Section):
 
     custom: dict[Name, CustomWorkerConfig] = Field(default_factory=dict)
     """User-written Python workers, by name."""
+
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
+    """HTTP, TCP and DNS uptime probes, their conditions, and alerts through SNS and SMS."""

@@ -10,13 +10,14 @@ from collections.abc import Callable
 
 from daemon.config.models import Config
 from daemon.worker import WorkerSpec
-from daemon.workers import custom, outbox
+from daemon.workers import custom, outbox, probes
 
 SpecBuilder = Callable[[Config], list[WorkerSpec]]
 
 BUILDERS: list[SpecBuilder] = [
     custom.specs,
     outbox.specs,
+    probes.specs,
 ]
 
 
