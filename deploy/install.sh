@@ -160,6 +160,7 @@ parse_args() {
         [[ -d $WHEELHOUSE ]] || die "--wheelhouse $WHEELHOUSE: not a directory" 2
         WHEELHOUSE=$(cd "$WHEELHOUSE" && pwd)
     fi
+    ((UNINSTALL)) && return
     if [[ -z $SOURCE && -z $WHEEL && -z $WHEELHOUSE ]]; then
         [[ -f $SCRIPT_DIR/../pyproject.toml ]] ||
             die "no source tree next to this script: give --source, --wheel or --wheelhouse" 2
@@ -399,8 +400,20 @@ venv_pip() {
     "${cmd[@]}" "$@"
 }
 
+# Extras stay as chosen: from earlier runs (recorded), and `local` while the config is the local
+# environment (the embedded moto server needs it), so a plain re-run or upgrade keeps them.
+remembered_extras() {
+    local extra config=$ROOT$CONF_DIR/config.toml
+    if [[ -f $ROOT$STAMP_DIR/extras ]]; then
+        for extra in $(tr ',' ' ' <"$ROOT$STAMP_DIR/extras"); do add_extra "$extra"; done
+    fi
+    if [[ -f $config ]] && grep -Eq '^env *= *"local"' "$config"; then add_extra local; fi
+    EXTRAS=$(tr ',' '\n' <<<"$EXTRAS" | sed '/^$/d' | LC_ALL=C sort -u | paste -sd, -)
+}
+
 install_package() {
     local stamp=$ROOT$STAMP_DIR/package wanted requirement build
+    remembered_extras
     wanted=$(fingerprint)
     if ((!FORCE)) && [[ -f $stamp && $(cat "$stamp") == "$wanted" ]] &&
         "$ROOT$VENV/bin/awsd" --version >/dev/null 2>&1; then
@@ -434,6 +447,7 @@ install_package() {
     "$ROOT$VENV/bin/awsd" --version >/dev/null || die "the installed awsd does not run"
     mkdir -p "$ROOT$STAMP_DIR"
     printf '%s\n' "$wanted" >"$stamp"
+    printf '%s\n' "$EXTRAS" >"$ROOT$STAMP_DIR/extras"
     PACKAGE_CHANGED=1
     say "installed $("$ROOT$VENV/bin/awsd" --version)"
 }

@@ -8,16 +8,23 @@ below run in order against them (the uninstall tests come last).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import stat
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import daemon
+from tests.support.container import Container
+from tests.support.container import unavailable as container_unavailable
 from tests.support.deploy import (
     INSTALL_SH,
     UNIT_FILE,
@@ -66,11 +73,12 @@ def installer_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def staged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Staged]:
-    work = tmp_path_factory.mktemp("deploy")
-    # One wheelhouse for the offline path: awsd's wheel, its dependencies, and what building
-    # awsd from a source tree needs (setuptools, wheel).
-    wheelhouse = work / "wheelhouse"
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Wheels for the offline path: awsd with the `local` extra and its dependencies, and what
+    building awsd from a source tree needs (setuptools, wheel). Built once per module."""
+    work = tmp_path_factory.mktemp("wheelhouse")
+    wheelhouse = work / "wheels"
+    source = copy_sources(work / "src")
     run(
         sys.executable,
         "-m",
@@ -80,17 +88,23 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Staged]:
         "--disable-pip-version-check",
         "--wheel-dir",
         wheelhouse,
-        copy_sources(work / "src"),
+        f"{source}[local]",
         "setuptools>=68",
         "wheel",
     )
+    return wheelhouse
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Staged:
+    work = tmp_path_factory.mktemp("staged")
     # A root with a user database, like an image: the installer creates the awsd user in it.
     root = work / "root"
     (root / "etc").mkdir(parents=True)
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
     (root / "etc/group").write_text("root:x:0:\n")
     output = install("--root", root, "--wheelhouse", wheelhouse, "--env", "prod")
-    yield Staged(root, wheelhouse, work, output)
+    return Staged(root, wheelhouse, work, output)
 
 
 # --- the staged install --------------------------------------------------------------------------
@@ -277,3 +291,233 @@ def test_purge_removes_config_state_and_user(staged: Staged) -> None:
     files = [p for p in root.rglob("*") if p.is_file() or p.is_symlink()]
     left = sorted(str(p.relative_to(root)) for p in files)
     assert all(p.startswith("etc/") for p in left), left
+
+
+# --- the live install, under a real systemd ------------------------------------------------------
+#
+# A container booting this machine's own root file system (an overlay: the host is never
+# changed) with systemd as PID 1 and only a loopback network. install.sh runs there without
+# --root, exactly as an operator runs it, and the tests drive the service through systemctl.
+
+SANDBOX_PROBE = """
+import asyncio, errno, os, socket
+
+async def main(ctx, options):
+    found = {}
+    try:
+        found["thermal"] = sorted(os.listdir("/sys/class/thermal"))
+    except OSError as exc:
+        found["thermal"] = errno.errorcode.get(exc.errno, "?")
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh", "-c", "id -un; echo $HOME", stdout=asyncio.subprocess.PIPE
+    )
+    found["subprocess"] = (await proc.communicate())[0].decode().split()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(2)
+    try:
+        sock.connect(("169.254.169.254", 80))
+        found["imds"] = "connected"
+    except OSError as exc:
+        found["imds"] = errno.errorcode.get(exc.errno or 0, str(exc))
+    finally:
+        sock.close()
+    for name, path in (("etc", "/etc/awsd/probe"), ("state", "probe")):
+        try:
+            with open(path, "w") as f:
+                f.write("x")
+            found[name] = "written"
+        except OSError as exc:
+            found[name] = errno.errorcode.get(exc.errno, "?")
+    ctx.log.info("sandbox probe", **found)
+    while not ctx.stop.stopping:
+        await ctx.sleep(1)
+"""
+
+
+@dataclass
+class Machine:
+    box: Container
+    source: Path
+    wheelhouse: Path
+    install_output: str
+
+    def sh(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.box.run(*cmd, check=check)
+
+    def install(self, *args: str) -> str:
+        proc = self.box.run(
+            "bash",
+            f"{self.source}/deploy/install.sh",
+            "--wheelhouse",
+            str(self.wheelhouse),
+            *args,
+            timeout=600,
+        )
+        return proc.stdout + proc.stderr
+
+    def main_pid(self) -> int:
+        return int(self.sh("systemctl", "show", "--property=MainPID", "--value", "awsd").stdout)
+
+    def events(self) -> list[dict[str, Any]]:
+        lines = self.sh("journalctl", "--unit=awsd", "--output=cat", "--no-pager").stdout
+        out = []
+        for line in lines.splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    out.append(event)
+        return out
+
+    def wait_for(self, event: str, timeout: float = 60.0, **fields: object) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for found in self.events():
+                if found.get("event") == event and all(
+                    found.get(k) == v for k, v in fields.items()
+                ):
+                    return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {event!r} {fields} in the journal: {self.events()}")
+            time.sleep(0.2)
+
+    def config_version(self) -> str:
+        """The version `awsd check-config` gives the file on disk now (with the probe importable,
+        as the service has it through /etc/default/awsd)."""
+        check = ("env", "PYTHONPATH=/etc/awsd/plugins", "/opt/awsd/bin/awsd", "check-config")
+        out = self.sh(*check).stdout
+        return out.split("config_version ", 1)[1].split(")", 1)[0]
+
+    def status(self) -> dict[str, Any]:
+        proc = self.sh(
+            "/opt/awsd/bin/python",
+            "-c",
+            "import urllib.request; print(urllib.request.urlopen("
+            "'http://127.0.0.1:9180/status', timeout=5).read().decode())",
+        )
+        return dict(json.loads(proc.stdout))
+
+
+@pytest.fixture(scope="module")
+def machine(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iterator[Machine]:
+    reason = container_unavailable()
+    if reason:
+        pytest.skip(f"the live-install tests need a container: {reason}")
+    work = tmp_path_factory.mktemp("machine")
+    source = copy_sources(work / "src")
+    box = Container(work / "container", binds=(source, wheelhouse))
+    try:
+        box.start()
+        # env local: the embedded moto server runs as a child process inside the sandbox.
+        proc = box.run(
+            "bash",
+            f"{source}/deploy/install.sh",
+            "--wheelhouse",
+            str(wheelhouse),
+            "--env",
+            "local",
+            timeout=600,
+        )
+        yield Machine(box, source, wheelhouse, proc.stdout + proc.stderr)
+    finally:
+        box.stop()
+
+
+def test_live_install_starts_the_service_as_the_awsd_user(machine: Machine) -> None:
+    assert "created the system user 'awsd'" in machine.install_output
+    assert "starting awsd" in machine.install_output
+    assert machine.sh("systemctl", "is-active", "awsd").stdout.strip() == "active"
+    assert machine.sh("systemctl", "is-enabled", "awsd").stdout.strip() == "enabled"
+    props = machine.sh(
+        "systemctl", "show", "awsd", "--property=User,Type,StatusText,FragmentPath"
+    ).stdout
+    assert "User=awsd\n" in props and "Type=notify\n" in props
+    assert "FragmentPath=/usr/local/lib/systemd/system/awsd.service" in props
+    assert "workers running" in props  # awsd's STATUS= line
+    status = machine.status()
+    assert status["state"] == "running"
+    assert status["aws"]["local_endpoint"] == "http://127.0.0.1:4566"  # moto, in the sandbox
+    owner = machine.sh("stat", "--format=%U %a", "/var/lib/awsd").stdout.split()
+    assert owner == ["awsd", "700"]
+
+
+def test_live_security_exposure_is_within_the_limit(machine: Machine) -> None:
+    out = machine.sh("systemd-analyze", "security", "--no-pager", "awsd", check=False).stdout
+    figure = float(out.rsplit("Overall exposure level for awsd.service:", 1)[1].split()[0])
+    assert figure <= 2.0, out
+
+
+def test_sandbox_keeps_subprocesses_sysfs_and_imds_reachable(machine: Machine) -> None:
+    machine.sh("mkdir", "-p", "/etc/awsd/plugins")
+    machine.box.write("/etc/awsd/plugins/sandbox_probe.py", SANDBOX_PROBE)
+    machine.box.write("/etc/default/awsd", "PYTHONPATH=/etc/awsd/plugins\n", append=True)
+    probe = '\n[custom.probe]\nentrypoint = "sandbox_probe:main"\n'
+    machine.box.write("/etc/awsd/config.toml", probe, append=True)
+    machine.sh("systemctl", "restart", "awsd")
+    found = machine.wait_for("sandbox probe")
+    assert isinstance(found["thermal"], list)  # /sys/class/thermal is readable
+    assert found["subprocess"] == ["awsd", "/var/lib/awsd"]
+    # The container has no route to it, but the sandbox let awsd try (it would say EPERM or
+    # EAFNOSUPPORT): on EC2 this connect reaches IMDSv2.
+    assert found["imds"] in ("connected", "ENETUNREACH", "EHOSTUNREACH", "ETIMEDOUT"), found
+    assert found["etc"] in ("EACCES", "EROFS")
+    assert found["state"] == "written"
+
+
+def test_reload_applies_a_valid_config_and_refuses_an_invalid_one(machine: Machine) -> None:
+    pid = machine.main_pid()
+    machine.box.write("/etc/awsd/config.toml", '\n[log]\nlevel = "debug"\n', append=True)
+    version = machine.config_version()
+    assert version != machine.status()["config_version"]
+    machine.sh("systemctl", "reload", "awsd")
+    reloaded = machine.wait_for("reloaded", config_version=version)
+    assert machine.status()["config_version"] == version
+    # An invalid file: the reload fails where the operator sees it, nothing changes.
+    machine.box.write("/etc/awsd/config.toml", '\n[health]\nport = "nine"\n', append=True)
+    refused = machine.sh("systemctl", "reload", "awsd", check=False)
+    assert refused.returncode != 0
+    assert machine.main_pid() == pid
+    assert machine.sh("systemctl", "is-active", "awsd").stdout.strip() == "active"
+    assert machine.status()["config_version"] == reloaded["config_version"]
+    journal = machine.sh("journalctl", "--unit=awsd", "--output=cat", "--no-pager").stdout
+    assert "health.port" in journal
+    machine.sh("sed", "-i", "/^\\[health\\]$/,$d", "/etc/awsd/config.toml")
+
+
+def test_second_live_run_changes_nothing_and_keeps_the_daemon(machine: Machine) -> None:
+    pid = machine.main_pid()
+    output = machine.install()
+    assert "is installed and unchanged" in output
+    assert "restarting" not in output and "wrote" not in output
+    assert machine.main_pid() == pid
+
+
+def test_upgrade_restarts_the_service_gracefully(machine: Machine) -> None:
+    pid = machine.main_pid()
+    stops = len([e for e in machine.events() if e.get("event") == "stopped"])
+    output = machine.install("--force")
+    assert "restarting awsd" in output
+    assert machine.sh("systemctl", "is-active", "awsd").stdout.strip() == "active"
+    assert machine.main_pid() != pid
+    stopped = [e for e in machine.events() if e.get("event") == "stopped"]
+    assert len(stopped) == stops + 1, "the old daemon did not stop gracefully"
+
+
+def test_stop_exits_cleanly(machine: Machine) -> None:
+    machine.sh("systemctl", "stop", "awsd")
+    props = machine.sh(
+        "systemctl", "show", "awsd", "--property=Result,ExecMainCode,ExecMainStatus"
+    ).stdout
+    assert "Result=success\n" in props
+    assert "ExecMainStatus=0\n" in props
+
+
+def test_live_uninstall_keeps_state_then_purge_removes_everything(machine: Machine) -> None:
+    machine.sh("bash", "/opt/awsd/share/awsd/deploy/install.sh", "--uninstall")
+    assert machine.sh("systemctl", "cat", "awsd", check=False).returncode != 0
+    assert machine.sh("test", "-d", "/var/lib/awsd", check=False).returncode == 0
+    assert machine.sh("test", "-f", "/etc/awsd/config.toml", check=False).returncode == 0
+    assert machine.sh("getent", "passwd", "awsd", check=False).returncode == 0
+    machine.sh("bash", f"{machine.source}/deploy/install.sh", "--uninstall", "--purge")
+    assert machine.sh("getent", "passwd", "awsd", check=False).returncode != 0
+    for path in ("/etc/awsd", "/etc/default/awsd", "/var/lib/awsd", "/opt/awsd"):
+        assert machine.sh("test", "-e", path, check=False).returncode != 0, path
