@@ -459,10 +459,14 @@ systemd_version() { systemctl --version 2>/dev/null | awk 'NR == 1 { print $2 }'
 install_units() {
     put_file "$ROOT$SHARE/systemd/awsd.service" "$ROOT$UNIT" 0644
     ((CHANGED)) && UNIT_CHANGED=1
-    local want=$NOTIFY_RELOAD
+    local want=$NOTIFY_RELOAD version=""
+    live && version=$(systemd_version)
     if [[ $want == auto ]]; then
         want=no
-        if live && [[ $(systemd_version) -ge 253 ]]; then want=yes; fi
+        if [[ -n $version && $version -ge 253 ]]; then want=yes; fi
+    elif [[ $want == yes && -n $version && $version -lt 253 ]]; then
+        # Older systemd ignores the type but not the ExecReload= reset: reload would never signal.
+        die "--notify-reload yes needs systemd >= 253 (this is $version)" 2
     fi
     if [[ $want == yes ]]; then
         put_file "$ROOT$SHARE/systemd/notify-reload.conf" "$ROOT$DROPIN" 0644

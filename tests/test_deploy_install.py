@@ -185,6 +185,15 @@ def test_staging_never_touches_the_running_system(staged: Staged, tmp_path: Path
     assert all(line.startswith(f"systemctl --root={staged.root} ") for line in recorded), recorded
 
 
+def test_notify_reload_dropin_follows_the_option(staged: Staged) -> None:
+    dropin = staged.root / "usr/local/lib/systemd/system/awsd.service.d/notify-reload.conf"
+    args = ("--root", staged.root, "--wheelhouse", staged.wheelhouse)
+    install(*args, "--notify-reload", "yes")
+    assert dropin.read_bytes() == (REPO / "systemd/notify-reload.conf").read_bytes()
+    install(*args, "--notify-reload", "no")
+    assert not dropin.parent.exists()
+
+
 def test_existing_config_is_kept_and_a_different_env_is_only_warned_about(staged: Staged) -> None:
     config = staged.root / "etc/awsd/config.toml"
     before = config.stat().st_mtime_ns, config.read_bytes()
