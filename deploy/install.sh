@@ -192,6 +192,15 @@ preflight() {
         fi
         exec 9>/run/awsd-install.lock
         flock -n 9 || die "another install.sh is running"
+        if ((!UNINSTALL)); then
+            if [[ $NOTIFY_RELOAD == yes && $(systemd_version) -lt 253 ]]; then
+                # Older systemd ignores the type but applies the ExecReload= reset: a reload
+                # would never reach the daemon.
+                die "--notify-reload yes needs systemd >= 253 (this is $(systemd_version))" 2
+            fi
+            # ExecReload= signals with /bin/kill (procps), missing from minimal images.
+            [[ -x /bin/kill ]] || apt_install procps
+        fi
     fi
     local id="" like="" arch
     if [[ -r /etc/os-release ]]; then
@@ -459,14 +468,10 @@ systemd_version() { systemctl --version 2>/dev/null | awk 'NR == 1 { print $2 }'
 install_units() {
     put_file "$ROOT$SHARE/systemd/awsd.service" "$ROOT$UNIT" 0644
     ((CHANGED)) && UNIT_CHANGED=1
-    local want=$NOTIFY_RELOAD version=""
-    live && version=$(systemd_version)
+    local want=$NOTIFY_RELOAD
     if [[ $want == auto ]]; then
         want=no
-        if [[ -n $version && $version -ge 253 ]]; then want=yes; fi
-    elif [[ $want == yes && -n $version && $version -lt 253 ]]; then
-        # Older systemd ignores the type but not the ExecReload= reset: reload would never signal.
-        die "--notify-reload yes needs systemd >= 253 (this is $version)" 2
+        if live && [[ $(systemd_version) -ge 253 ]]; then want=yes; fi
     fi
     if [[ $want == yes ]]; then
         put_file "$ROOT$SHARE/systemd/notify-reload.conf" "$ROOT$DROPIN" 0644
