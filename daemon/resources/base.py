@@ -1,0 +1,343 @@
+"""What every resource adapter implements, and the context it works in.
+
+An adapter knows one kind of AWS resource: how to name it in an ARN, what the config declares in
+the config's own vocabulary (`desired`), how to read the same shape back from AWS (`read`), and
+how to create, update and delete it. Planning, ordering, ownership, convergence and throttling
+are not its business: `plan.py` and `apply.py` do those the same way for every kind.
+
+Every AWS call goes through `Context.call`, which holds a per-service concurrency limit and backs
+off with jitter when AWS throttles, on top of botocore's own retries.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from daemon.aws import AwsClients, describe_error, error_code, is_throttle
+from daemon.config.models import Config
+from daemon.config.resources import SINGULAR, ResourceBase, ResourceKind
+from daemon.resources.diff import is_ignored, join
+from daemon.retry import Backoff, retry
+from daemon.stop import StopToken
+
+OWNER_TAG = "managed-by"
+OWNER_VALUE = "awsd"
+ENV_TAG = "awsd:env"
+
+THROTTLE_BACKOFF = Backoff(initial=0.5, maximum=10.0)
+THROTTLE_ATTEMPTS = 6
+POLL_BACKOFF = Backoff(initial=0.1, maximum=5.0)
+
+
+class RetryAfter(Exception):
+    """AWS refuses the operation for a known time (a queue deleted less than 60 s ago)."""
+
+    def __init__(self, seconds: float, reason: str) -> None:
+        super().__init__(reason)
+        self.seconds = seconds
+        self.reason = reason
+
+
+class ResourceFailed(Exception):
+    """An operation on a resource cannot succeed as things stand (a clear reason for people)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """A declared resource with its names resolved."""
+
+    kind: ResourceKind
+    name: str
+    """Logical name (the config key)."""
+    spec: ResourceBase
+    physical: str
+    """Name in AWS."""
+    arn: str
+
+    @property
+    def address(self) -> str:
+        return f"{SINGULAR[self.kind]}.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """A resource as read from AWS: `state` in the config's vocabulary (with `tags`), and the
+    adapter's own handles (a queue URL, subscription ARNs) for later calls."""
+
+    state: dict[str, Any]
+    handle: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        tags = self.state.get("tags")
+        return dict(tags) if isinstance(tags, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A resource found while listing an account (for pruning): name, ARN and tags."""
+
+    kind: ResourceKind
+    physical: str
+    arn: str
+    tags: dict[str, str]
+    handle: dict[str, Any] = field(default_factory=dict)
+
+
+def owned_by(tags: dict[str, str], env: str) -> bool:
+    return tags.get(OWNER_TAG) == OWNER_VALUE and tags.get(ENV_TAG) == env
+
+
+def ownership_tags(env: str) -> dict[str, str]:
+    return {OWNER_TAG: OWNER_VALUE, ENV_TAG: env}
+
+
+def partition_of(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+class Context:
+    """One plan-or-apply session: the config, AWS clients, region and account, call limits."""
+
+    def __init__(
+        self,
+        config: Config,
+        clients: AwsClients,
+        *,
+        stop: StopToken | None = None,
+        wait: Callable[[float], Awaitable[bool]] | None = None,
+    ) -> None:
+        self.config = config
+        self.clients = clients
+        self.env = config.env
+        self.stop = stop
+        self.wait = wait or self._wait
+        """Waits the applier makes for AWS's own timing (QueueDeletedRecently); injectable so
+        tests check the decision without waiting a minute. Returns False when stopped."""
+        self.region = config.aws.region or "*"
+        self.account = "*"
+        self.partition = "aws"
+        self._limits: dict[str, asyncio.Semaphore] = {}
+
+    async def start(self) -> None:
+        """Resolve the region and the account id (ARNs need both)."""
+        self.region = await self.clients.resolve_region()
+        self.partition = partition_of(self.region)
+        identity = await self.call("sts", "get_caller_identity")
+        self.account = str(identity["Account"])
+
+    async def _wait(self, seconds: float) -> bool:
+        if self.stop is not None:
+            return await self.stop.sleep(seconds)
+        await asyncio.sleep(seconds)
+        return True
+
+    async def call(self, service: str, operation: str, **params: Any) -> dict[str, Any]:
+        """One AWS API call, within the service's concurrency limit, retried when throttled."""
+        limit = self._limits.get(service)
+        if limit is None:
+            limit = self._limits[service] = asyncio.Semaphore(self.config.resources.concurrency)
+        client = await self.clients.client(service)
+
+        async def once() -> dict[str, Any]:
+            async with limit:
+                response: dict[str, Any] = await getattr(client, operation)(**params)
+            response.pop("ResponseMetadata", None)
+            return response
+
+        return await retry(
+            once,
+            retry_if=is_throttle,
+            backoff=THROTTLE_BACKOFF,
+            attempts=THROTTLE_ATTEMPTS,
+            stop=self.stop,
+        )
+
+    async def call_or_none(
+        self, missing: frozenset[str], service: str, operation: str, **params: Any
+    ) -> dict[str, Any] | None:
+        """Like `call`, but None when AWS answers with one of the `missing` error codes."""
+        try:
+            return await self.call(service, operation, **params)
+        except Exception as exc:
+            if error_code(exc) in missing:
+                return None
+            raise
+
+    def declared(self, kind: ResourceKind, logical: str) -> Declared:
+        """A declared resource by kind and logical name."""
+        from daemon.resources import ADAPTERS  # noqa: PLC0415 - the registry imports adapters
+
+        res = self.config.resources
+        spec = res.of_kind(kind)[logical]
+        physical = res.physical_name(
+            kind, logical, env=self.env, region=self.region, account=self.account
+        )
+        return Declared(kind, logical, spec, physical, ADAPTERS[kind].arn(physical, self))
+
+    def arn_of(self, kind: ResourceKind, ref: str) -> str:
+        """The ARN a reference stands for: a declared logical name, or an external ARN or URL."""
+        if ref.startswith("arn:"):
+            return ref
+        if kind == "queues" and ref.startswith("https://"):
+            name = ref.rstrip("/").rsplit("/", 2)
+            return f"arn:{self.partition}:sqs:{self.region}:{name[-2]}:{name[-1]}"
+        if kind == "buckets" and ref not in self.config.resources.buckets:
+            return f"arn:{self.partition}:s3:::{ref}"
+        return self.declared(kind, ref).arn
+
+    def physical_of(self, kind: ResourceKind, ref: str) -> str:
+        """The AWS name a reference stands for."""
+        if ref.startswith("arn:"):
+            return ref.split(":", 5)[5].rsplit("/", 1)[-1]
+        if kind == "buckets" and ref not in self.config.resources.buckets:
+            return ref
+        return self.declared(kind, ref).physical
+
+
+class Adapter(abc.ABC):
+    """One kind of AWS resource (see the module docstring)."""
+
+    kind: ClassVar[ResourceKind]
+    service: ClassVar[str]
+    """The AWS service (client name)."""
+
+    replace_paths: ClassVar[frozenset[str]] = frozenset()
+    """Attributes that cannot change in place: a difference there means replacing the resource."""
+
+    always_compared: ClassVar[frozenset[str]] = frozenset({"tags"})
+    """Attributes compared even when the config did not write them (generated ones)."""
+
+    # IAM actions this adapter's calls need; `daemon.resources.iam` turns them into grants.
+    read_actions: ClassVar[tuple[str, ...]] = ()
+    write_actions: ClassVar[tuple[str, ...]] = ()
+    delete_actions: ClassVar[tuple[str, ...]] = ()
+    list_actions: ClassVar[tuple[str, ...]] = ()
+    """Listing the account for pruning: not scoped to resources by AWS."""
+    unscoped_write_actions: ClassVar[tuple[str, ...]] = ()
+    """Write actions AWS cannot scope to a resource ARN (they get `*`)."""
+
+    @abc.abstractmethod
+    def arn(self, physical: str, ctx: Context) -> str:
+        """The ARN of the resource named `physical` (account and region from `ctx`)."""
+
+    def arn_patterns(self, physical: str, ctx: Context) -> list[str]:
+        """ARNs an IAM policy names for this resource (sub-resources included)."""
+        return [self.arn(physical, ctx)]
+
+    @abc.abstractmethod
+    def desired(self, res: Declared, ctx: Context) -> dict[str, Any]:
+        """Everything the config implies, in the config's vocabulary, normalised like `read`."""
+
+    def compared(self, res: Declared) -> set[str]:
+        """The attributes drift is judged on: those the file wrote, and generated ones."""
+        return res.spec.declared() | set(self.always_compared)
+
+    @abc.abstractmethod
+    async def read(self, ctx: Context, res: Declared) -> Observed | None:
+        """The resource as it is, or None when it does not exist."""
+
+    @abc.abstractmethod
+    async def create(self, ctx: Context, res: Declared, desired: dict[str, Any]) -> None:
+        """Create it with as much of `desired` as the create call takes (the applier then
+        updates whatever differs). Raise RetryAfter when AWS asks to wait."""
+
+    @abc.abstractmethod
+    async def update(
+        self,
+        ctx: Context,
+        res: Declared,
+        observed: Observed,
+        desired: dict[str, Any],
+        changed: set[str],
+    ) -> None:
+        """Bring the `changed` top-level attributes to their desired values."""
+
+    @abc.abstractmethod
+    async def delete(self, ctx: Context, found: Found) -> None:
+        """Delete a resource (ownership was checked by the caller)."""
+
+    @abc.abstractmethod
+    async def discover(self, ctx: Context) -> list[Found]:
+        """Resources of this kind owned by awsd in this environment (for pruning)."""
+
+    def found(self, res: Declared, observed: Observed) -> Found:
+        """The Found form of a declared resource, for replacing it."""
+        return Found(res.kind, res.physical, res.arn, observed.tags, dict(observed.handle))
+
+
+def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    """`{"k": "v"}` -> `[{"Key": "k", "Value": "v"}]` (SNS, CloudWatch, DynamoDB)."""
+    return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
+
+
+def tag_dict(tags: list[dict[str, str]] | None) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in tags or []}
+
+
+def tags_to_set(res: Declared, observed: Observed, desired: dict[str, Any]) -> dict[str, str]:
+    """Declared tags whose value differs on the AWS side and are not ignored (only these are
+    written; tags someone else added stay)."""
+    want: dict[str, str] = dict(desired.get("tags", {}))
+    have = observed.tags
+    return {
+        k: v
+        for k, v in want.items()
+        if have.get(k) != v and not is_ignored(join("tags", k), res.spec.ignore)
+    }
+
+
+async def poll(
+    ctx: Context, check: Callable[[], Awaitable[bool]], *, what: str, budget: float
+) -> None:
+    """Re-check with backoff until `check()` is true (AWS finishing a change); ResourceFailed
+    after `budget` seconds."""
+
+    async def once() -> None:
+        if not await check():
+            raise _NotYet
+
+    try:
+        await retry(
+            once,
+            retry_if=lambda e: isinstance(e, _NotYet),
+            backoff=POLL_BACKOFF,
+            budget=budget,
+            stop=ctx.stop,
+        )
+    except _NotYet:
+        raise ResourceFailed(f"{what} did not happen within {budget:g}s") from None
+
+
+class _NotYet(Exception):
+    pass
+
+
+ACCESS_DENIED = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "AuthorizationError",
+        "AuthorizationErrorException",
+        "UnauthorizedOperation",
+        "InvalidClientTokenId",
+    }
+)
+
+
+def explain(exc: BaseException) -> str:
+    """One line for people: what failed and, for a permission error, what to do about it."""
+    if isinstance(exc, ResourceFailed):
+        return str(exc)
+    text = describe_error(exc)
+    if error_code(exc) in ACCESS_DENIED:
+        text += " (the credentials lack this permission; `awsd iam-policy` prints what awsd needs)"
+    return text
