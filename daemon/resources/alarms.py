@@ -10,9 +10,9 @@ from typing import Any
 
 from daemon.config.resources import COMPARISONS, AlarmConfig
 from daemon.resources.base import (
+    ACCESS_DENIED,
     Adapter,
     Context,
-    Declared,
     Found,
     Observed,
     owned_by,
@@ -22,6 +22,7 @@ from daemon.resources.base import (
     tags_to_set,
 )
 from daemon.resources.diff import Entries
+from daemon.resources.naming import Declared, Names
 
 MISSING = frozenset({"ResourceNotFound", "ResourceNotFoundException"})
 _SYMBOLS = {name: symbol for symbol, name in COMPARISONS.items()}
@@ -47,12 +48,13 @@ _FIELDS = {
 class AlarmAdapter(Adapter):
     kind = "alarms"
     service = "cloudwatch"
+    tag_read_actions = ("cloudwatch:ListTagsForResource",)
     read_actions = ("cloudwatch:DescribeAlarms", "cloudwatch:ListTagsForResource")
     write_actions = ("cloudwatch:PutMetricAlarm", "cloudwatch:TagResource")
     delete_actions = ("cloudwatch:DeleteAlarms",)
     list_actions = ("cloudwatch:DescribeAlarms",)
 
-    def arn(self, physical: str, ctx: Context) -> str:
+    def arn(self, physical: str, ctx: Names) -> str:
         return f"arn:{ctx.partition}:cloudwatch:{ctx.region}:{ctx.account}:alarm:{physical}"
 
     def desired(self, res: Declared, ctx: Context) -> dict[str, Any]:
@@ -143,7 +145,7 @@ class AlarmAdapter(Adapter):
             for alarm in page.get("MetricAlarms", []):
                 arn = alarm["AlarmArn"]
                 tags = await ctx.call_or_none(
-                    MISSING, "cloudwatch", "list_tags_for_resource", ResourceARN=arn
+                    MISSING | ACCESS_DENIED, "cloudwatch", "list_tags_for_resource", ResourceARN=arn
                 )
                 found_tags = tag_dict((tags or {}).get("Tags"))
                 if owned_by(found_tags, ctx.env):

@@ -23,10 +23,9 @@ from typing import Any, Literal
 
 from daemon.config.references import references
 from daemon.config.resources import KINDS, SINGULAR
-from daemon.resources import ADAPTERS
+from daemon.resources.adapters import ADAPTERS
 from daemon.resources.base import (
     Context,
-    Declared,
     Found,
     ResourceFailed,
     RetryAfter,
@@ -34,6 +33,7 @@ from daemon.resources.base import (
     poll,
 )
 from daemon.resources.diff import Change, diff, top_level
+from daemon.resources.naming import Declared
 from daemon.resources.plan import Action, Plan, PlanItem, ResourcePlan
 from daemon.retry import Backoff, retry
 from daemon.stop import Stopped

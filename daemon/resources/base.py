@@ -19,8 +19,9 @@ from typing import Any, ClassVar
 
 from daemon.aws import AwsClients, describe_error, error_code, is_throttle
 from daemon.config.models import Config
-from daemon.config.resources import SINGULAR, ResourceBase, ResourceKind
+from daemon.config.resources import ResourceKind
 from daemon.resources.diff import is_ignored, join
+from daemon.resources.naming import Declared, Names, partition_of
 from daemon.retry import Backoff, retry
 from daemon.stop import StopToken
 
@@ -31,6 +32,17 @@ ENV_TAG = "awsd:env"
 THROTTLE_BACKOFF = Backoff(initial=0.5, maximum=10.0)
 THROTTLE_ATTEMPTS = 6
 POLL_BACKOFF = Backoff(initial=0.1, maximum=5.0)
+
+ACCESS_DENIED = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "AuthorizationError",
+        "AuthorizationErrorException",
+        "UnauthorizedOperation",
+        "InvalidClientTokenId",
+    }
+)
 
 
 class RetryAfter(Exception):
@@ -44,23 +56,6 @@ class RetryAfter(Exception):
 
 class ResourceFailed(Exception):
     """An operation on a resource cannot succeed as things stand (a clear reason for people)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Declared:
-    """A declared resource with its names resolved."""
-
-    kind: ResourceKind
-    name: str
-    """Logical name (the config key)."""
-    spec: ResourceBase
-    physical: str
-    """Name in AWS."""
-    arn: str
-
-    @property
-    def address(self) -> str:
-        return f"{SINGULAR[self.kind]}.{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,15 +91,7 @@ def ownership_tags(env: str) -> dict[str, str]:
     return {OWNER_TAG: OWNER_VALUE, ENV_TAG: env}
 
 
-def partition_of(region: str) -> str:
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
-
-
-class Context:
+class Context(Names):
     """One plan-or-apply session: the config, AWS clients, region and account, call limits."""
 
     def __init__(
@@ -115,16 +102,12 @@ class Context:
         stop: StopToken | None = None,
         wait: Callable[[float], Awaitable[bool]] | None = None,
     ) -> None:
-        self.config = config
+        super().__init__(config, region=config.aws.region or "*")
         self.clients = clients
-        self.env = config.env
         self.stop = stop
         self.wait = wait or self._wait
         """Waits the applier makes for AWS's own timing (QueueDeletedRecently); injectable so
         tests check the decision without waiting a minute. Returns False when stopped."""
-        self.region = config.aws.region or "*"
-        self.account = "*"
-        self.partition = "aws"
         self._limits: dict[str, asyncio.Semaphore] = {}
 
     async def start(self) -> None:
@@ -172,36 +155,6 @@ class Context:
                 return None
             raise
 
-    def declared(self, kind: ResourceKind, logical: str) -> Declared:
-        """A declared resource by kind and logical name."""
-        from daemon.resources import ADAPTERS  # noqa: PLC0415 - the registry imports adapters
-
-        res = self.config.resources
-        spec = res.of_kind(kind)[logical]
-        physical = res.physical_name(
-            kind, logical, env=self.env, region=self.region, account=self.account
-        )
-        return Declared(kind, logical, spec, physical, ADAPTERS[kind].arn(physical, self))
-
-    def arn_of(self, kind: ResourceKind, ref: str) -> str:
-        """The ARN a reference stands for: a declared logical name, or an external ARN or URL."""
-        if ref.startswith("arn:"):
-            return ref
-        if kind == "queues" and ref.startswith("https://"):
-            name = ref.rstrip("/").rsplit("/", 2)
-            return f"arn:{self.partition}:sqs:{self.region}:{name[-2]}:{name[-1]}"
-        if kind == "buckets" and ref not in self.config.resources.buckets:
-            return f"arn:{self.partition}:s3:::{ref}"
-        return self.declared(kind, ref).arn
-
-    def physical_of(self, kind: ResourceKind, ref: str) -> str:
-        """The AWS name a reference stands for."""
-        if ref.startswith("arn:"):
-            return ref.split(":", 5)[5].rsplit("/", 1)[-1]
-        if kind == "buckets" and ref not in self.config.resources.buckets:
-            return ref
-        return self.declared(kind, ref).physical
-
 
 class Adapter(abc.ABC):
     """One kind of AWS resource (see the module docstring)."""
@@ -218,6 +171,10 @@ class Adapter(abc.ABC):
 
     # IAM actions this adapter's calls need; `daemon.resources.iam` turns them into grants.
     read_actions: ClassVar[tuple[str, ...]] = ()
+    unscoped_read_actions: ClassVar[tuple[str, ...]] = ()
+    """Read actions AWS cannot scope to a resource ARN (they get `*`)."""
+    tag_read_actions: ClassVar[tuple[str, ...]] = ()
+    """Reading a resource's tags, which pruning does for every resource it lists."""
     write_actions: ClassVar[tuple[str, ...]] = ()
     delete_actions: ClassVar[tuple[str, ...]] = ()
     list_actions: ClassVar[tuple[str, ...]] = ()
@@ -226,12 +183,12 @@ class Adapter(abc.ABC):
     """Write actions AWS cannot scope to a resource ARN (they get `*`)."""
 
     @abc.abstractmethod
-    def arn(self, physical: str, ctx: Context) -> str:
-        """The ARN of the resource named `physical` (account and region from `ctx`)."""
+    def arn(self, physical: str, names: Names) -> str:
+        """The ARN of the resource named `physical` (partition, region, account from `names`)."""
 
-    def arn_patterns(self, physical: str, ctx: Context) -> list[str]:
+    def arn_patterns(self, physical: str, names: Names) -> list[str]:
         """ARNs an IAM policy names for this resource (sub-resources included)."""
-        return [self.arn(physical, ctx)]
+        return [self.arn(physical, names)]
 
     @abc.abstractmethod
     def desired(self, res: Declared, ctx: Context) -> dict[str, Any]:
@@ -319,18 +276,6 @@ async def poll(
 
 class _NotYet(Exception):
     pass
-
-
-ACCESS_DENIED = frozenset(
-    {
-        "AccessDenied",
-        "AccessDeniedException",
-        "AuthorizationError",
-        "AuthorizationErrorException",
-        "UnauthorizedOperation",
-        "InvalidClientTokenId",
-    }
-)
 
 
 def explain(exc: BaseException) -> str:

@@ -16,9 +16,9 @@ from typing import Any
 from daemon.aws import error_code, http_status
 from daemon.config.resources import BucketConfig
 from daemon.resources.base import (
+    ACCESS_DENIED,
     Adapter,
     Context,
-    Declared,
     Found,
     Observed,
     ResourceFailed,
@@ -26,6 +26,7 @@ from daemon.resources.base import (
     ownership_tags,
 )
 from daemon.resources.diff import Entries
+from daemon.resources.naming import Declared, Names
 
 MISSING = frozenset({"NoSuchBucket", "404", "NotFound"})
 NO_TAGS = frozenset({"NoSuchTagSet"})
@@ -56,6 +57,7 @@ _ENCRYPTION_FIELDS = {"encryption", "kms_key_id", "bucket_key"}
 class BucketAdapter(Adapter):
     kind = "buckets"
     service = "s3"
+    tag_read_actions = ("s3:GetBucketTagging",)
     read_actions = (
         "s3:ListBucket",
         "s3:GetBucketVersioning",
@@ -81,7 +83,7 @@ class BucketAdapter(Adapter):
     delete_actions = ("s3:DeleteBucket",)
     list_actions = ("s3:ListAllMyBuckets",)
 
-    def arn(self, physical: str, ctx: Context) -> str:
+    def arn(self, physical: str, ctx: Names) -> str:
         return f"arn:{ctx.partition}:s3:::{physical}"
 
     def desired(self, res: Declared, ctx: Context) -> dict[str, Any]:
@@ -202,7 +204,9 @@ class BucketAdapter(Adapter):
         for bucket in listing.get("Buckets", []):
             name = bucket["Name"]
             try:
-                tags = await ctx.call_or_none(NO_TAGS, "s3", "get_bucket_tagging", Bucket=name)
+                tags = await ctx.call_or_none(
+                    NO_TAGS | ACCESS_DENIED, "s3", "get_bucket_tagging", Bucket=name
+                )
             except Exception:  # noqa: BLE001 - another region or no access: not provably ours
                 continue
             found_tags = {t["Key"]: t["Value"] for t in (tags or {}).get("TagSet", [])}

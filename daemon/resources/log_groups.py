@@ -10,9 +10,9 @@ from typing import Any
 
 from daemon.config.resources import LogGroupConfig
 from daemon.resources.base import (
+    ACCESS_DENIED,
     Adapter,
     Context,
-    Declared,
     Found,
     Observed,
     owned_by,
@@ -20,6 +20,7 @@ from daemon.resources.base import (
     tags_to_set,
 )
 from daemon.resources.diff import Entries
+from daemon.resources.naming import Declared, Names
 
 MISSING = frozenset({"ResourceNotFoundException"})
 
@@ -27,7 +28,9 @@ MISSING = frozenset({"ResourceNotFoundException"})
 class LogGroupAdapter(Adapter):
     kind = "log_groups"
     service = "logs"
-    read_actions = ("logs:DescribeLogGroups", "logs:ListTagsForResource")
+    tag_read_actions = ("logs:ListTagsForResource",)
+    read_actions = ("logs:ListTagsForResource",)
+    unscoped_read_actions = ("logs:DescribeLogGroups",)
     write_actions = (
         "logs:CreateLogGroup",
         "logs:PutRetentionPolicy",
@@ -37,10 +40,10 @@ class LogGroupAdapter(Adapter):
     delete_actions = ("logs:DeleteLogGroup",)
     list_actions = ("logs:DescribeLogGroups",)
 
-    def arn(self, physical: str, ctx: Context) -> str:
+    def arn(self, physical: str, ctx: Names) -> str:
         return f"arn:{ctx.partition}:logs:{ctx.region}:{ctx.account}:log-group:{physical}"
 
-    def arn_patterns(self, physical: str, ctx: Context) -> list[str]:
+    def arn_patterns(self, physical: str, ctx: Names) -> list[str]:
         # Some Logs actions authorise on the group's ARN with the `:*` of its streams.
         arn = self.arn(physical, ctx)
         return [arn, f"{arn}:*"]
@@ -119,7 +122,7 @@ class LogGroupAdapter(Adapter):
                 name = group["logGroupName"]
                 arn = self.arn(name, ctx)
                 tags = await ctx.call_or_none(
-                    MISSING, "logs", "list_tags_for_resource", resourceArn=arn
+                    MISSING | ACCESS_DENIED, "logs", "list_tags_for_resource", resourceArn=arn
                 )
                 found_tags = dict((tags or {}).get("tags", {}))
                 if owned_by(found_tags, ctx.env):

@@ -24,19 +24,19 @@ from typing import Any, Literal
 
 from daemon.config.references import references, used_by
 from daemon.config.resources import KINDS, SINGULAR, ResourceKind
-from daemon.resources import ADAPTERS
+from daemon.resources.adapters import ADAPTERS
 from daemon.resources.base import (
     ENV_TAG,
     OWNER_TAG,
     OWNER_VALUE,
     Context,
-    Declared,
     Found,
     Observed,
     explain,
     owned_by,
 )
 from daemon.resources.diff import Change, diff, plain, top_level
+from daemon.resources.naming import Declared
 
 Action = Literal["create", "update", "replace", "delete", "no-op"]
 ACTIONS: tuple[Action, ...] = ("create", "update", "replace", "delete", "no-op")

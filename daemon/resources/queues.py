@@ -18,9 +18,9 @@ from typing import Any
 from daemon.aws import error_code
 from daemon.config.resources import QueueConfig
 from daemon.resources.base import (
+    ACCESS_DENIED,
     Adapter,
     Context,
-    Declared,
     Found,
     Observed,
     RetryAfter,
@@ -29,6 +29,7 @@ from daemon.resources.base import (
     tags_to_set,
 )
 from daemon.resources.diff import Entries
+from daemon.resources.naming import Declared, Names
 
 MISSING = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 DELETED_RECENTLY = frozenset(
@@ -55,12 +56,13 @@ def recreate_delay(exc: BaseException) -> float | None:
 class QueueAdapter(Adapter):
     kind = "queues"
     service = "sqs"
+    tag_read_actions = ("sqs:ListQueueTags",)
     read_actions = ("sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ListQueueTags")
     write_actions = ("sqs:CreateQueue", "sqs:SetQueueAttributes", "sqs:TagQueue")
     delete_actions = ("sqs:DeleteQueue",)
     list_actions = ("sqs:ListQueues",)
 
-    def arn(self, physical: str, ctx: Context) -> str:
+    def arn(self, physical: str, ctx: Names) -> str:
         return f"arn:{ctx.partition}:sqs:{ctx.region}:{ctx.account}:{physical}"
 
     def desired(self, res: Declared, ctx: Context) -> dict[str, Any]:
@@ -190,7 +192,9 @@ class QueueAdapter(Adapter):
         while True:
             page = await ctx.call("sqs", "list_queues", **params)
             for url in page.get("QueueUrls", []):
-                tags = await ctx.call_or_none(MISSING, "sqs", "list_queue_tags", QueueUrl=url)
+                tags = await ctx.call_or_none(
+                    MISSING | ACCESS_DENIED, "sqs", "list_queue_tags", QueueUrl=url
+                )
                 if tags is None or not owned_by(tags.get("Tags", {}), ctx.env):
                     continue
                 name = url.rstrip("/").rsplit("/", 1)[-1]

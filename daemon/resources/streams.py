@@ -11,9 +11,9 @@ from typing import Any
 
 from daemon.config.resources import StreamConfig
 from daemon.resources.base import (
+    ACCESS_DENIED,
     Adapter,
     Context,
-    Declared,
     Found,
     Observed,
     owned_by,
@@ -22,6 +22,7 @@ from daemon.resources.base import (
     tags_to_set,
 )
 from daemon.resources.diff import Entries
+from daemon.resources.naming import Declared, Names
 
 MISSING = frozenset({"ResourceNotFoundException"})
 ACTIVE_BUDGET = 300.0  # resharding a large stream takes minutes
@@ -30,6 +31,7 @@ ACTIVE_BUDGET = 300.0  # resharding a large stream takes minutes
 class StreamAdapter(Adapter):
     kind = "streams"
     service = "kinesis"
+    tag_read_actions = ("kinesis:ListTagsForStream",)
     read_actions = ("kinesis:DescribeStreamSummary", "kinesis:ListTagsForStream")
     write_actions = (
         "kinesis:CreateStream",
@@ -44,7 +46,7 @@ class StreamAdapter(Adapter):
     delete_actions = ("kinesis:DeleteStream",)
     list_actions = ("kinesis:ListStreams",)
 
-    def arn(self, physical: str, ctx: Context) -> str:
+    def arn(self, physical: str, ctx: Names) -> str:
         return f"arn:{ctx.partition}:kinesis:{ctx.region}:{ctx.account}:stream/{physical}"
 
     def desired(self, res: Declared, ctx: Context) -> dict[str, Any]:
@@ -186,7 +188,7 @@ class StreamAdapter(Adapter):
             names = page.get("StreamNames", [])
             for name in names:
                 tags = await ctx.call_or_none(
-                    MISSING, "kinesis", "list_tags_for_stream", StreamName=name
+                    MISSING | ACCESS_DENIED, "kinesis", "list_tags_for_stream", StreamName=name
                 )
                 found_tags = {t["Key"]: t["Value"] for t in (tags or {}).get("Tags", [])}
                 if owned_by(found_tags, ctx.env):

@@ -11,9 +11,9 @@ from typing import Any
 
 from daemon.config.resources import TableConfig
 from daemon.resources.base import (
+    ACCESS_DENIED,
     Adapter,
     Context,
-    Declared,
     Found,
     Observed,
     ResourceFailed,
@@ -25,6 +25,7 @@ from daemon.resources.base import (
     tags_to_set,
 )
 from daemon.resources.diff import Entries
+from daemon.resources.naming import Declared, Names
 
 MISSING = frozenset({"ResourceNotFoundException"})
 ACTIVE_BUDGET = 300.0
@@ -36,6 +37,7 @@ class TableAdapter(Adapter):
     service = "dynamodb"
     replace_paths = _KEY_FIELDS
     always_compared = frozenset({"tags", "partition_key", "sort_key"})
+    tag_read_actions = ("dynamodb:ListTagsOfResource",)
     read_actions = (
         "dynamodb:DescribeTable",
         "dynamodb:DescribeTimeToLive",
@@ -52,7 +54,7 @@ class TableAdapter(Adapter):
     delete_actions = ("dynamodb:DeleteTable",)
     list_actions = ("dynamodb:ListTables",)
 
-    def arn(self, physical: str, ctx: Context) -> str:
+    def arn(self, physical: str, ctx: Names) -> str:
         return f"arn:{ctx.partition}:dynamodb:{ctx.region}:{ctx.account}:table/{physical}"
 
     def desired(self, res: Declared, ctx: Context) -> dict[str, Any]:
@@ -225,7 +227,7 @@ class TableAdapter(Adapter):
             for name in page.get("TableNames", []):
                 arn = self.arn(name, ctx)
                 tags = await ctx.call_or_none(
-                    MISSING, "dynamodb", "list_tags_of_resource", ResourceArn=arn
+                    MISSING | ACCESS_DENIED, "dynamodb", "list_tags_of_resource", ResourceArn=arn
                 )
                 found_tags = tag_dict((tags or {}).get("Tags"))
                 if owned_by(found_tags, ctx.env):

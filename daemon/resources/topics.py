@@ -16,9 +16,9 @@ from typing import Any
 
 from daemon.config.resources import SubscriptionConfig, TopicConfig
 from daemon.resources.base import (
+    ACCESS_DENIED,
     Adapter,
     Context,
-    Declared,
     Found,
     Observed,
     owned_by,
@@ -28,6 +28,7 @@ from daemon.resources.base import (
     tags_to_set,
 )
 from daemon.resources.diff import Entries, Required, equal, is_ignored, join
+from daemon.resources.naming import Declared, Names
 
 MISSING = frozenset({"NotFound", "NotFoundException", "ResourceNotFoundException"})
 PENDING = "PendingConfirmation"
@@ -52,6 +53,7 @@ def subscription_key(protocol: str, endpoint: str) -> str:
 class TopicAdapter(Adapter):
     kind = "topics"
     service = "sns"
+    tag_read_actions = ("sns:ListTagsForResource",)
     read_actions = (
         "sns:GetTopicAttributes",
         "sns:ListTagsForResource",
@@ -67,7 +69,7 @@ class TopicAdapter(Adapter):
     delete_actions = ("sns:DeleteTopic",)
     list_actions = ("sns:ListTopics",)
 
-    def arn(self, physical: str, ctx: Context) -> str:
+    def arn(self, physical: str, ctx: Names) -> str:
         return f"arn:{ctx.partition}:sns:{ctx.region}:{ctx.account}:{physical}"
 
     def desired(self, res: Declared, ctx: Context) -> dict[str, Any]:
@@ -239,7 +241,7 @@ class TopicAdapter(Adapter):
             for topic in page.get("Topics", []):
                 arn = topic["TopicArn"]
                 tags = await ctx.call_or_none(
-                    MISSING, "sns", "list_tags_for_resource", ResourceArn=arn
+                    MISSING | ACCESS_DENIED, "sns", "list_tags_for_resource", ResourceArn=arn
                 )
                 found_tags = tag_dict((tags or {}).get("Tags"))
                 if owned_by(found_tags, ctx.env):
