@@ -28,7 +28,7 @@ from daemon.resources.base import (
     ownership_tags,
     tags_to_set,
 )
-from daemon.resources.diff import Entries
+from daemon.resources.diff import Entries, is_ignored
 from daemon.resources.naming import Declared, Names
 
 MISSING = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
@@ -169,6 +169,10 @@ class QueueAdapter(Adapter):
     ) -> None:
         url = observed.handle["url"]
         attributes = _attributes(desired, changed, observed.state)
+        if attributes and "policy" in desired and not is_ignored("policy", res.spec.ignore):
+            # Re-sent with every change: harmless on AWS, and moto drops a queue's policy on any
+            # SetQueueAttributes call that does not carry it.
+            attributes["Policy"] = json.dumps(desired["policy"])
         if attributes:
             await ctx.call("sqs", "set_queue_attributes", QueueUrl=url, Attributes=attributes)
         tags = tags_to_set(res, observed, desired)
