@@ -12,7 +12,7 @@ from daemon.cli import main
 from daemon.config import load_config
 from daemon.metrics import Registry
 from daemon.resources.apply import Applier
-from daemon.resources.base import OWNER_TAG, ENV_TAG
+from daemon.resources.base import ENV_TAG, OWNER_TAG
 from daemon.resources.plan import make_plan
 from daemon.resources.queues import recreate_delay
 from tests.support.awsproxy import AwsProxy, json_error
@@ -169,7 +169,6 @@ class TestPlanAndApply:
         self, configs: Any, boto: Any
     ):
         env = unique_env()
-        config = load(configs, env, {"topics": {"t": {}}, "queues": {"q": {}}})
         config = load(
             configs,
             env,

@@ -107,7 +107,8 @@ MALFORMED: list[tuple[str, str, str]] = [
     ),
     (
         "http-subscription-with-a-non-url",
-        '[resources.topics.t]\nsubscriptions = [{ protocol = "https", endpoint = "example.com" }]\n',
+        "[resources.topics.t]\n"
+        'subscriptions = [{ protocol = "https", endpoint = "example.com" }]\n',
         "a https subscription needs a https:// URL",
     ),
     (
