@@ -55,6 +55,8 @@ class Grant:
     """Who needs it: `reconciler`, `sqs:orders`, `metrics`..."""
     actions: tuple[str, ...]
     resources: tuple[str, ...] = ("*",)
+    sid: str = ""
+    """Statement id to use (letters and digits); default: derived from the component."""
 
 
 Contributor = Callable[[Config, Scope], list[Grant]]
@@ -74,15 +76,15 @@ def policy(config: Config, *, account: str = "*", region: str | None = None) -> 
     merged: dict[tuple[str, ...], tuple[set[str], set[str]]] = {}
     for grant in grants(config, scope):
         resources = tuple(sorted(set(grant.resources)))
-        actions, components = merged.setdefault(resources, (set(), set()))
+        actions, names = merged.setdefault(resources, (set(), set()))
         actions.update(grant.actions)
-        components.add(grant.component)
+        names.add(grant.sid or grant.component)
     statements = []
     sids: set[str] = set()
-    for resources, (actions, components) in sorted(merged.items(), key=_statement_order):
+    for resources, (actions, names) in sorted(merged.items(), key=_statement_order):
         statements.append(
             {
-                "Sid": _sid(components, sids),
+                "Sid": _sid({"any resource"} if resources == ("*",) else names, sids),
                 "Effect": "Allow",
                 "Action": sorted(actions),
                 "Resource": resources[0] if len(resources) == 1 else list(resources),
@@ -91,15 +93,17 @@ def policy(config: Config, *, account: str = "*", region: str | None = None) -> 
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def _statement_order(item: tuple[tuple[str, ...], tuple[set[str], set[str]]]) -> tuple[str, str]:
-    resources, (_, components) = item
-    return (",".join(sorted(components)), ",".join(resources))
+def _statement_order(
+    item: tuple[tuple[str, ...], tuple[set[str], set[str]]],
+) -> tuple[bool, str, str]:
+    resources, (_, names) = item
+    return (resources != ("*",), ",".join(sorted(names)), ",".join(resources))
 
 
 def _sid(components: set[str], taken: set[str]) -> str:
     base = (
         "".join(
-            part.capitalize()
+            part[0].upper() + part[1:]
             for component in sorted(components)
             for part in re.split(r"[^A-Za-z0-9]+", component)
             if part
@@ -164,8 +168,9 @@ def action_for(service: str, operation: str) -> str | None:
     return f"{_PREFIX.get(service, service)}:{operation}"
 
 
-def allows(document: dict[str, Any], action: str, resource: str = "*") -> bool:
-    """Whether the policy allows `action` on `resource` (wildcards as IAM reads them)."""
+def allows(document: dict[str, Any], action: str, resource: str | None = None) -> bool:
+    """Whether the policy allows `action` on `resource` (on some resource when None), with
+    wildcards read the way IAM reads them."""
     for statement in document.get("Statement", []):
         if statement.get("Effect") != "Allow":
             continue
@@ -173,8 +178,8 @@ def allows(document: dict[str, Any], action: str, resource: str = "*") -> bool:
         resources = statement.get("Resource", [])
         actions = [actions] if isinstance(actions, str) else actions
         resources = [resources] if isinstance(resources, str) else resources
-        if any(_matches(a, action, ignore_case=True) for a in actions) and any(
-            _matches(r, resource) for r in resources
+        if any(_matches(a, action, ignore_case=True) for a in actions) and (
+            resource is None or any(_matches(r, resource) for r in resources)
         ):
             return True
     return False

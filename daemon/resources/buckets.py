@@ -10,6 +10,7 @@ is never emptied to be deleted: pruning a bucket with objects in it fails with t
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -97,7 +98,7 @@ class BucketAdapter(Adapter):
                 out[field] = getattr(spec, field)
         if spec.block_public_access is not None:
             out["block_public_access"] = spec.block_public_access
-        policy = _policy(spec, res.arn)
+        policy = _policy(spec, res.arn, _log_delivery(res, ctx))
         if policy is not None:
             out["policy"] = policy
         if spec.cors is not None:
@@ -113,10 +114,9 @@ class BucketAdapter(Adapter):
         return out
 
     def compared(self, res: Declared) -> set[str]:
-        fields = super().compared(res)
-        if fields & _POLICY_FIELDS:
-            fields = (fields - _POLICY_FIELDS) | {"policy"}
-        return fields
+        # The policy is compared whenever there is one: declared, or generated for the
+        # buckets that log here.
+        return (super().compared(res) - _POLICY_FIELDS) | {"policy"}
 
     async def read(self, ctx: Context, res: Declared) -> Observed | None:
         name = res.physical
@@ -133,7 +133,7 @@ class BucketAdapter(Adapter):
                 ) from exc
             raise
         state: dict[str, Any] = {}
-        compared = self.compared(res)
+        compared = self.compared(res) & set(self.desired(res, ctx))
         if compared & _ENCRYPTION_FIELDS:
             compared = (compared - _ENCRYPTION_FIELDS) | {"encryption"}
         for setting in compared & set(_GETTERS):
@@ -225,9 +225,33 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _policy(spec: BucketConfig, arn: str) -> dict[str, Any] | None:
+def _log_delivery(res: Declared, ctx: Names) -> list[dict[str, Any]]:
+    """Statements letting S3 server access logging write here, one per declared bucket that
+    logs to this one (AWS's recommended form: the logging service, from that bucket only)."""
+    statements = []
+    for name, bucket in ctx.config.resources.buckets.items():
+        if bucket.logging is None or bucket.logging.target_bucket != res.name:
+            continue
+        statements.append(
+            {
+                "Sid": "awsdAccessLogs" + re.sub(r"[^A-Za-z0-9]", "", name.title()),
+                "Effect": "Allow",
+                "Principal": {"Service": "logging.s3.amazonaws.com"},
+                "Action": "s3:PutObject",
+                "Resource": f"{res.arn}/{bucket.logging.prefix}*",
+                "Condition": {
+                    "ArnLike": {"aws:SourceArn": ctx.arn_of("buckets", name)},
+                    "StringEquals": {"aws:SourceAccount": ctx.account},
+                },
+            }
+        )
+    return statements
+
+
+def _policy(spec: BucketConfig, arn: str, generated: list[dict[str, Any]]) -> dict[str, Any] | None:
     raw = (spec.policy or {}).get("Statement", [])
     statements: list[Any] = [raw] if isinstance(raw, dict) else list(raw)
+    statements += generated
     if spec.deny_unencrypted_uploads:
         statements.append(
             {

@@ -36,6 +36,7 @@ def reconciler_grants(config: Config, scope: Scope) -> list[Grant]:
                 for arn in adapter.arn_patterns(scope.declared(kind, name).physical, scope)
             }
         )
+        title = "Reconciler" + kind.title().replace("_", "")
         actions: list[tuple[tuple[str, ...], list[str]]] = []
         if arns:
             actions += [(adapter.read_actions, arns), (adapter.unscoped_read_actions, ["*"])]
@@ -48,8 +49,18 @@ def reconciler_grants(config: Config, scope: Scope) -> list[Grant]:
             actions += [(adapter.list_actions, ["*"]), (adapter.tag_read_actions, owned)]
             if enforce:
                 actions += [(adapter.read_actions + adapter.delete_actions, owned)]
-        grants += [Grant(COMPONENT, acts, tuple(resources)) for acts, resources in actions if acts]
+        grants += [
+            Grant(COMPONENT, acts, tuple(resources), sid=_sid(title, resources, arns))
+            for acts, resources in actions
+            if acts
+        ]
     return grants
+
+
+def _sid(title: str, resources: list[str], declared: list[str]) -> str:
+    if resources == declared:
+        return title
+    return f"{title}Prune" if resources != ["*"] else ""
 
 
 def _template_arns(config: Config, scope: Scope, kind: ResourceKind) -> list[str]:

@@ -85,7 +85,9 @@ class PassResult:
     checked: int = 0
     drifted: tuple[str, ...] = ()
     fixed: tuple[str, ...] = ()
-    created: tuple[str, ...] = ()
+    """Drifted resources put back (enforce mode)."""
+    applied: tuple[str, ...] = ()
+    """Other changes made: creates, config changes, prunes."""
     failed: tuple[str, ...] = ()
     contested: tuple[str, ...] = ()
     blocked: tuple[str, ...] = ()
@@ -105,7 +107,7 @@ class PassResult:
             "checked": self.checked,
             "drifted": list(self.drifted),
             "fixed": list(self.fixed),
-            "created": list(self.created),
+            "applied": list(self.applied),
             "failed": list(self.failed),
             "contested": list(self.contested),
             "blocked": list(self.blocked),
@@ -144,7 +146,7 @@ class Reconciler:
         self.log = log
         self.flaps = FlapTracker(threshold=self.res.flap_threshold, window=self.res.flap_window)
         self.seen: set[str] = set()
-        """Resources this reconciler saw existing: creating one again is drift (deleted)."""
+        """Resources this reconciler saw as declared (in sync, or after applying them)."""
         self._reported: dict[str, str] = {}
         self._ctx: Context | None = None
         m = services.metrics
@@ -236,10 +238,13 @@ class Reconciler:
         return found
 
     def _is_drift(self, res: ResourcePlan) -> bool:
-        """A missing resource is drift once it existed (or in detect mode, always)."""
-        if res.action == "create":
-            return res.resource in self.seen or self.res.mode == "detect"
-        return res.action != "delete"
+        """In detect mode every difference is drift (nothing else will act on it). In enforce
+        mode, only a difference on a resource this worker has seen as declared: its config
+        never changes during its life (a reload with other resources builds a new worker), so
+        the first difference after a start is the config being applied, not drift."""
+        if self.res.mode == "detect":
+            return True
+        return res.resource in self.seen
 
     def _publish_drift(self, res: ResourcePlan, fixed: bool) -> None:
         signature = _signature(res)
@@ -359,7 +364,7 @@ class Reconciler:
             checked=len(plan.resources) + len(plan.failures),
             drifted=tuple(found.drifted),
             fixed=tuple(o.resource for o in done if o.resource in found.drifted),
-            created=tuple(o.resource for o in done if o.resource not in found.drifted),
+            applied=tuple(o.resource for o in done if o.resource not in found.drifted),
             failed=tuple(found.failed + [o.resource for o in outcomes if o.result == "failed"]),
             contested=tuple(sorted(set(found.contested))),
             blocked=tuple(found.blocked),
@@ -384,7 +389,7 @@ class Reconciler:
             checked=result.checked,
             drifted=len(result.drifted),
             fixed=len(result.fixed),
-            created=len(result.created),
+            applied=len(result.applied),
             failed=len(result.failed),
             contested=len(result.contested),
             seconds=round(result.seconds, 3),
