@@ -552,7 +552,7 @@ class ResourcesConfig(Section):
     """`detect`: compare and report drift (logs, metrics, events); `enforce`: also fix it;
     `off`: no reconciler worker (`awsd plan`/`apply` still work)."""
 
-    interval: float = Field(default=300.0, ge=5, le=86400)
+    interval: float = Field(default=300.0, ge=1, le=86400)
     """Seconds between reconcile passes (and one after every reload)."""
 
     jitter: float = Field(default=0.1, ge=0, le=0.5)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from daemon.aws import AwsClients, describe_error, error_code, is_throttle
+from daemon.aws import AwsClients, describe_error, error_code, http_status, is_throttle
 from daemon.config.models import Config
 from daemon.config.resources import ResourceKind
 from daemon.resources.diff import is_ignored, join
@@ -282,7 +283,15 @@ def explain(exc: BaseException) -> str:
     """One line for people: what failed and, for a permission error, what to do about it."""
     if isinstance(exc, ResourceFailed):
         return str(exc)
-    text = describe_error(exc)
-    if error_code(exc) in ACCESS_DENIED:
+    text, code = describe_error(exc), error_code(exc)
+    # An XML error body where botocore expected JSON (a proxy, moto): show its code and message.
+    embedded = _XML_ERROR.search(text)
+    if embedded:
+        code = embedded.group(1)
+        text = f"{code}: {embedded.group(2)}"
+    if code in ACCESS_DENIED or http_status(exc) == 403:
         text += " (the credentials lack this permission; `awsd iam-policy` prints what awsd needs)"
     return text
+
+
+_XML_ERROR = re.compile(r"<Code>([^<]*)</Code>\s*<Message>([^<]*)</Message>", re.S)

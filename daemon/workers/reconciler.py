@@ -491,7 +491,11 @@ async def prepare(services: Services) -> None:
         )
         return
     if not result.ok:
-        log.warning("startup reconcile incomplete; the reconciler retries", error=result.error)
+        log.warning(
+            "startup reconcile incomplete; the reconciler retries",
+            error=result.error,
+            failed=list(result.failed),
+        )
 
 
 def _build(config: Config, services: Services) -> Worker:
