@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from daemon.cli import main
 from daemon.config import load_config
 from daemon.metrics import Registry
 from daemon.resources.apply import Applier
@@ -18,6 +17,7 @@ from daemon.resources.queues import recreate_delay
 from tests.support.awsproxy import AwsProxy, json_error
 from tests.support.resources import (
     changed,
+    cli,
     demo_resources,
     load,
     plan_and_apply,
@@ -27,12 +27,6 @@ from tests.support.resources import (
 )
 
 ACCOUNT = "123456789012"
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def inject_the_four_drifts(boto: Any, env: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -63,11 +64,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 
+class _Stderr(io.TextIOBase):
+    """Whatever sys.stderr is when a line is written (it may be replaced after setup)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def _quiet_logs() -> None:
     # stdout belongs to the plan (and to --json); only warnings, on stderr.
     from daemon.logs import configure_logging  # noqa: PLC0415
 
-    configure_logging(LogConfig(level="warning", format="console"), stream=sys.stderr)
+    configure_logging(LogConfig(level="warning", format="console"), stream=_Stderr())
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

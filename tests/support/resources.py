@@ -52,6 +52,26 @@ async def plan_and_apply(ctx: Context) -> tuple[Plan, ApplyReport]:
     return plan, report
 
 
+def cli(capsys: Any, *args: str) -> tuple[int, str, str]:
+    """`awsd ARGS` in this process: (exit code, stdout, stderr). The commands quiet the logs
+    for their own output; the test process gets its logging configuration back after."""
+    import logging
+
+    import structlog
+
+    from daemon.cli import main
+
+    saved, handlers = structlog.get_config(), list(logging.getLogger().handlers)
+    try:
+        code = main(list(args))
+    finally:
+        structlog.configure(**saved)
+        root = logging.getLogger()
+        root.handlers[:] = handlers
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def changed(plan: Plan) -> dict[str, list[str]]:
     """Resource address -> attribute paths that differ, for the resources with changes."""
     return {r.resource: [i.path for i in r.items] for r in plan.resources if r.action != "no-op"}
