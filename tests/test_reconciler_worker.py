@@ -201,3 +201,32 @@ class TestDaemon:
         daemon.logs.wait_for("update applied", resource="queue.jobs", timeout=30)
         assert visibility(boto, env) == 60
         assert daemon.stop() == 0
+
+    def test_plan_in_local_mode_sees_the_running_daemons_local_account(
+        self, offline_configs: Any, awsd: Any
+    ):
+        """`make run` then `awsd plan --env local`: the same moto server, "No changes"."""
+        path = offline_configs.write(
+            {
+                "env": unique_env(),
+                "aws": {"local": True, "local_port": free_port(), "region": "us-east-1"},
+                "resources": {"mode": "enforce", "interval": 3600, **QUEUE},
+            }
+        )
+        daemon = awsd(path)
+        daemon.wait_ready(timeout=60)
+        plan = subprocess.run(
+            [sys.executable, "-m", "daemon", "plan", "--config", str(path)],
+            check=False,
+            cwd=REPO,
+            env=base_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (plan.returncode, plan.stdout.splitlines()[-1]) == (
+            0,
+            "No changes. 1 resource matches the configuration.",
+        ), plan.stderr
+        assert "no local AWS endpoint answered" not in plan.stderr
+        assert daemon.stop() == 0

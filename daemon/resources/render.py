@@ -109,7 +109,8 @@ def render_plan(plan: Plan) -> str:
 def summary_line(plan: Plan) -> str:
     counts = plan.summary()
     if not plan.changes and not plan.blocked and not plan.failures:
-        return f"No changes. {_count(counts['no-op'], 'resource')} match the configuration."
+        n = counts["no-op"]
+        return f"No changes. {_count(n, 'resource')} {'matches' if n == 1 else 'match'} the configuration."
     text = (
         f"Plan: {counts['create']} to create, {counts['update']} to update, "
         f"{counts['replace']} to replace, {counts['delete']} to delete."

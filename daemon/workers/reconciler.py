@@ -432,6 +432,7 @@ class ReconcilerWorker(Worker):
                     self.last = await reconciler.run_pass()
                 except Stopped:
                     break
+                _drain(reloads)  # a reload announced during the pass is served by it
                 self.passes += 1
                 ctx.beat()
                 if self.last.ok:
@@ -457,8 +458,7 @@ class ReconcilerWorker(Worker):
                 continue
             except Stopped:
                 return False
-            while not reloads.queue.empty():  # several reloads: one pass
-                reloads.queue.get_nowait()
+            _drain(reloads)  # several reloads: one pass
             ctx.log.info("reconciling after a config reload")
             return True
         return not ctx.stopping
@@ -471,6 +471,11 @@ class ReconcilerWorker(Worker):
             now = asyncio.get_running_loop().time()
             out["contested"] = [c.resource for c in self.reconciler.flaps.active(now)]
         return out
+
+
+def _drain(subscription: Any) -> None:
+    while not subscription.queue.empty():
+        subscription.queue.get_nowait()
 
 
 async def prepare(services: Services) -> None:
