@@ -18,7 +18,7 @@ import io
 import json
 import sys
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, cast
 
 from daemon.cli import (
     add_config_args,
@@ -81,7 +81,8 @@ def _quiet_logs() -> None:
     # stdout belongs to the plan (and to --json); only warnings, on stderr.
     from daemon.logs import configure_logging  # noqa: PLC0415
 
-    configure_logging(LogConfig(level="warning", format="console"), stream=_Stderr())
+    stream = cast(TextIO, _Stderr())
+    configure_logging(LogConfig(level="warning", format="console"), stream=stream)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

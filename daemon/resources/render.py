@@ -110,7 +110,8 @@ def summary_line(plan: Plan) -> str:
     counts = plan.summary()
     if not plan.changes and not plan.blocked and not plan.failures:
         n = counts["no-op"]
-        return f"No changes. {_count(n, 'resource')} {'matches' if n == 1 else 'match'} the configuration."
+        verb = "matches" if n == 1 else "match"
+        return f"No changes. {_count(n, 'resource')} {verb} the configuration."
     text = (
         f"Plan: {counts['create']} to create, {counts['update']} to update, "
         f"{counts['replace']} to replace, {counts['delete']} to delete."
