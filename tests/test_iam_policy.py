@@ -124,8 +124,7 @@ async def test_every_call_the_reconciler_makes_is_allowed_by_its_policy(configs:
     calls: set[tuple[str, str]] = set()
     for resources, drift in ((base, False), (changed, True)):
         config = load(configs, env, resources)
-        services = services_for(config)
-        try:
+        async with services_for(config) as services:
             if drift:
                 inject_the_four_drifts(boto, env)
                 boto("sqs").create_queue(
@@ -133,8 +132,6 @@ async def test_every_call_the_reconciler_makes_is_allowed_by_its_policy(configs:
                 )
             result = await Reconciler(config, services).run_pass()
             assert result.ok, result
-        finally:
-            await services.close()
         document = policy(config, account=ACCOUNT, region="us-east-1")
         family = {f.name: f for f in services.metrics.families()}["awsd_aws_api_calls_total"]
         made = {(labels["service"], labels["operation"]) for labels, _ in family.series()}

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 from daemon.aws import AwsClients
 from daemon.config.models import Config
+from daemon.config.outbox import OutboxConfig
 from daemon.events import EventBus, ResourceContested, ResourceDrifted
 from daemon.local_aws import free_port
 from daemon.metrics import Registry
+from daemon.outbox import Outbox
 from daemon.services import Services
 from daemon.workers.reconciler import Reconciler
 from tests.support.proc import REPO, base_env
@@ -20,14 +24,23 @@ from tests.support.resources import load, plan_and_apply, session, unique_env, w
 QUEUE = {"queues": {"jobs": {"visibility_timeout": 60}}}
 
 
-def services_for(config: Config) -> Services:
+@contextlib.asynccontextmanager
+async def services_for(config: Config) -> AsyncIterator[Services]:
     metrics = Registry()
-    return Services(
+    events = EventBus(metrics)
+    outbox = Outbox(OutboxConfig(path=":memory:"), ":memory:", metrics=metrics, events=events)
+    services = Services(
         config,
         metrics=metrics,
-        events=EventBus(metrics),
+        events=events,
         clients=AwsClients(config.aws, metrics=metrics),
+        outbox=outbox,
     )
+    try:
+        yield services
+    finally:
+        await services.close()
+        await outbox.close()
 
 
 def set_visibility(boto: Any, env: str, seconds: int) -> None:
@@ -64,14 +77,11 @@ class TestDetect:
         async with session(config) as ctx:
             await plan_and_apply(ctx)
         set_visibility(boto, env, 30)
-        services = services_for(config)
-        events = services.events.subscribe(ResourceDrifted, name="test")
-        try:
+        async with services_for(config) as services:
+            events = services.events.subscribe(ResourceDrifted, name="test")
             reconciler = Reconciler(config, services)
             first = await reconciler.run_pass()
             second = await reconciler.run_pass()
-        finally:
-            await services.close()
         assert first.drifted == second.drifted == ("queue.jobs",)
         assert first.fixed == second.fixed == ()
         (event,) = drained(events)  # the same drift is announced once, not every pass
@@ -86,11 +96,8 @@ class TestDetect:
 
     async def test_a_missing_resource_is_drift_in_detect_mode(self, configs: Any):
         config = load(configs, unique_env(), {"mode": "detect", **QUEUE})
-        services = services_for(config)
-        try:
+        async with services_for(config) as services:
             result = await Reconciler(config, services).run_pass()
-        finally:
-            await services.close()
         assert result.drifted == ("queue.jobs",) and result.applied == ()
 
 
@@ -100,16 +107,13 @@ class TestEnforce:
     ):
         env = unique_env()
         config = load(configs, env, {"mode": "enforce", **QUEUE})
-        services = services_for(config)
-        events = services.events.subscribe(ResourceDrifted, name="test")
-        try:
+        async with services_for(config) as services:
+            events = services.events.subscribe(ResourceDrifted, name="test")
             reconciler = Reconciler(config, services)
             first = await reconciler.run_pass()
             assert (first.applied, first.drifted) == (("queue.jobs",), ())
             set_visibility(boto, env, 30)
             second = await reconciler.run_pass()
-        finally:
-            await services.close()
         assert second.drifted == second.fixed == ("queue.jobs",)
         assert visibility(boto, env) == 60
         (event,) = drained(events)
@@ -121,9 +125,8 @@ class TestEnforce:
     ):
         env = unique_env()
         config = load(configs, env, {"mode": "enforce", "flap_threshold": 2, **QUEUE})
-        services = services_for(config)
-        contested = services.events.subscribe(ResourceContested, name="test")
-        try:
+        async with services_for(config) as services:
+            contested = services.events.subscribe(ResourceContested, name="test")
             reconciler = Reconciler(config, services)
             await reconciler.run_pass()
             for _ in range(2):
@@ -142,8 +145,6 @@ class TestEnforce:
             assert "contested" in event.text()
             set_visibility(boto, env, 60)  # someone settles it the config's way
             assert (await reconciler.run_pass()).contested == ()
-        finally:
-            await services.close()
 
     async def test_a_pass_that_cannot_reach_aws_fails_cleanly(self, configs: Any):
         dead = f"http://127.0.0.1:{free_port()}"
@@ -153,11 +154,8 @@ class TestEnforce:
             {"mode": "enforce", **QUEUE},
             aws={"endpoint_url": dead, "max_attempts": 1, "connect_timeout": 0.5},
         )
-        services = services_for(config)
-        try:
+        async with services_for(config) as services:
             result = await Reconciler(config, services).run_pass()
-        finally:
-            await services.close()
         assert not result.ok and "Could not connect" in (result.error or "")
         assert value(services, "awsd_reconciler_passes_total", result="failed") == 1
 

@@ -63,7 +63,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     iam.set_defaults(func=cmd_iam_policy)
 
 
-
 class _Stderr(io.TextIOBase):
     """Whatever sys.stderr is when a line is written (it may be replaced after setup)."""
 
