@@ -51,7 +51,9 @@ class TestPolicy:
         assert not any(a.endswith(("Delete", "DeleteQueue")) for a in actions_on(document, queue))
 
     def test_detect_mode_asks_only_for_reads(self, configs: Any):
-        config = load(configs, "prod", demo_resources(mode="detect"))
+        resources = demo_resources(mode="detect")
+        del resources["lease_table"]  # the lease is written in every mode; tested elsewhere
+        config = load(configs, "prod", resources)
         document = policy(config, account=ACCOUNT)
         actions = {a for s in document["Statement"] for a in s["Action"]}
         writes = ("Create", "Put", "Set", "Tag", "Update", "Delete", "Subscribe", "Add", "Start")
@@ -130,7 +132,9 @@ async def test_every_call_the_reconciler_makes_is_allowed_by_its_policy(configs:
                 boto("sqs").create_queue(
                     QueueName=f"{env}-gone", tags={OWNER_TAG: "awsd", ENV_TAG: env}
                 )
-            result = await Reconciler(config, services).run_pass()
+            reconciler = Reconciler(config, services)
+            result = await reconciler.run_pass()
+            await reconciler.close()
             assert result.ok, result
         document = policy(config, account=ACCOUNT, region="us-east-1")
         family = {f.name: f for f in services.metrics.families()}["awsd_aws_api_calls_total"]

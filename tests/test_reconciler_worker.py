@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from daemon.metrics import Registry
 from daemon.outbox import Outbox
 from daemon.services import Services
 from daemon.workers.reconciler import Reconciler
+from tests.support.awsproxy import AwsProxy
 from tests.support.proc import REPO, base_env
 from tests.support.resources import load, plan_and_apply, session, unique_env, write_config
 
@@ -160,6 +162,66 @@ class TestEnforce:
         assert value(services, "awsd_reconciler_passes_total", result="failed") == 1
 
 
+LEASED = {
+    "mode": "enforce",
+    "lease_table": "leases",
+    "lease_failover": 1.0,
+    "tables": {"leases": {"partition_key": "lease_key"}},
+    **QUEUE,
+}
+
+
+class TestLeadership:
+    async def test_only_the_lease_holder_reconciles_and_a_release_hands_over(
+        self, configs: Any, boto: Any
+    ):
+        env = unique_env()
+        config = load(configs, env, LEASED)
+        async with services_for(config) as one, services_for(config) as two:
+            first, second = Reconciler(config, one), Reconciler(config, two)
+            led = await first.run_pass()
+            assert led.leader and "queue.jobs" in led.applied
+            assert not (await second.run_pass()).leader
+            set_visibility(boto, env, 30)
+            assert not (await second.run_pass()).leader
+            assert visibility(boto, env) == 30
+            await first.close()  # a graceful stop gives the lease up
+            taken = await second.run_pass()
+            await second.close()
+        # ("applied", not "fixed": this daemon had not seen the queue in sync before)
+        assert taken.leader and taken.applied == ("queue.jobs",)
+        assert visibility(boto, env) == 60
+        table = boto("dynamodb").describe_table(TableName=f"{env}-leases")["Table"]
+        assert table["KeySchema"] == [{"AttributeName": "lease_key", "KeyType": "HASH"}]
+
+    async def test_a_holder_that_stops_renewing_loses_the_lease_after_failover(
+        self, configs: Any, moto_endpoint: str
+    ):
+        env = unique_env()
+        config = load(configs, env, LEASED)
+        proxy = AwsProxy(moto_endpoint)
+        await proxy.start()
+        cut_off = load(
+            configs,
+            env,
+            LEASED,
+            aws={"endpoint_url": proxy.url, "max_attempts": 1, "connect_timeout": 0.5},
+        )
+        async with services_for(cut_off) as one, services_for(config) as two:
+            first, second = Reconciler(cut_off, one), Reconciler(config, two)
+            assert (await first.run_pass()).leader
+            await proxy.stop()  # the holder loses its network: it can no longer renew
+            assert not (await second.run_pass()).leader
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + 30
+            while not (await second.run_pass()).leader:
+                assert loop.time() < give_up, "the lease was never taken over"
+                await asyncio.sleep(0.2)
+            assert not (await first.run_pass()).leader
+            await first.close()
+            await second.close()
+
+
 class TestDaemon:
     def test_resources_exist_before_other_workers_start_and_plan_then_shows_no_changes(
         self, configs: Any, awsd: Any, boto: Any
@@ -168,7 +230,7 @@ class TestDaemon:
         path = write_config(
             configs,
             env,
-            {"mode": "enforce", "interval": 3600, **QUEUE, "topics": {"news": {}}},
+            {**LEASED, "interval": 3600, "topics": {"news": {}}},
             custom={"poller": {"entrypoint": "tests.support.workers:idle"}},
         )
         daemon = awsd(path)
@@ -187,10 +249,11 @@ class TestDaemon:
             timeout=60,
         )
         assert plan.returncode == 0, plan.stdout + plan.stderr
-        assert "No changes. 2 resources match the configuration." in plan.stdout
+        assert "No changes. 3 resources match the configuration." in plan.stdout
 
         _, status = daemon.http("/status")
-        assert status["workers"]["reconciler"]["last_pass"]["checked"] == 2
+        reconciler = status["workers"]["reconciler"]
+        assert (reconciler["last_pass"]["checked"], reconciler["leader"]) == (3, True)
 
         set_visibility(boto, env, 30)
         daemon.signal(signal.SIGHUP)

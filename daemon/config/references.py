@@ -132,6 +132,8 @@ def _resource_references(config: Config) -> list[ResourceRef]:
             refs.append(
                 ResourceRef("buckets", bucket.logging.target_bucket, path, f"bucket.{name}")
             )
+    if res.lease_table:
+        refs.append(ResourceRef("tables", res.lease_table, "resources.lease_table", "reconciler"))
     for name, alarm in res.alarms.items():
         for field in ("alarm_actions", "ok_actions", "insufficient_data_actions"):
             for i, target in enumerate(getattr(alarm, field)):
@@ -251,4 +253,20 @@ def _check_fifo_pairs(config: Config) -> list[tuple[str, str]]:
     return problems
 
 
-CROSS_CHECKS.extend([_check_references, _check_names, _check_fifo_pairs])
+def _check_lease_table(config: Config) -> list[tuple[str, str]]:
+    """The lease table must have the key daemon.leases writes (`lease_key`, a string)."""
+    res = config.resources
+    table = res.tables.get(res.lease_table or "")
+    if table is None:
+        return []
+    if (table.partition_key, table.partition_key_type, table.sort_key) != ("lease_key", "S", None):
+        return [
+            (
+                f"resources.tables.{res.lease_table}.partition_key",
+                'a lease table needs partition_key = "lease_key" (a string) and no sort key',
+            )
+        ]
+    return []
+
+
+CROSS_CHECKS.extend([_check_references, _check_names, _check_fifo_pairs, _check_lease_table])

@@ -587,6 +587,14 @@ class ResourcesConfig(Section):
     flap_window: float = Field(default=3600.0, ge=1, le=604800)
     """Seconds over which repeated fixes are counted."""
 
+    lease_table: str | None = None
+    """Only one daemon of a fleet reconciles: the one holding the lease `reconciler:<env>` in
+    this DynamoDB table (a declared table's logical name, or a table ARN); the table is created
+    on first use. Unset: this daemon reconciles alone."""
+
+    lease_failover: float = Field(default=10.0, ge=1, le=600)
+    """Seconds without a renewal after which another daemon takes the lease over."""
+
     concurrency: int = Field(default=4, ge=1, le=32)
     """AWS calls in flight per service during a pass."""
 

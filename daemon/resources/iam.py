@@ -2,6 +2,7 @@
 
 - `detect`: the read actions of each declared resource's kind, on its ARNs;
 - `enforce`: also the write actions (and, with `enforce_replace`, deleting declared resources);
+- `lease_table`: reading and conditionally writing the lease item (and creating the table);
 - `prune = true`: listing each kind (AWS cannot scope List* calls), reading the tags of what the
   listing returns, and in enforce mode deleting, on the ARNs the name template can produce
   (`arn:...:sqs:...:local-*` for `{env}-{name}`). A resource declared with its own `name` and
@@ -19,6 +20,14 @@ from daemon.iam import Grant, Scope
 from daemon.resources.adapters import ADAPTERS
 
 COMPONENT = "reconciler"
+LEASE_ACTIONS = (
+    "dynamodb:DescribeTable",
+    "dynamodb:CreateTable",  # the lease table is created on first use
+    "dynamodb:TagResource",  # ...with awsd's ownership tags when it is declared
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+)
 
 
 def reconciler_grants(config: Config, scope: Scope) -> list[Grant]:
@@ -27,6 +36,15 @@ def reconciler_grants(config: Config, scope: Scope) -> list[Grant]:
         return []
     enforce = res.mode == "enforce"
     grants: list[Grant] = []
+    if res.lease_table:
+        grants.append(
+            Grant(
+                COMPONENT,
+                LEASE_ACTIONS,
+                (scope.arn_of("tables", res.lease_table),),
+                sid="ReconcilerLease",
+            )
+        )
     for kind in KINDS:
         adapter = ADAPTERS[kind]
         arns = sorted(

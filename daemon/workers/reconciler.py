@@ -24,6 +24,7 @@ pass. A daemon alone is always the leader (`SingleDaemon`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -37,7 +38,7 @@ from daemon.events import ConfigReloaded, ResourceContested, ResourceDrifted
 from daemon.iam import CONTRIBUTORS
 from daemon.logs import get_logger
 from daemon.resources.apply import Applier, ApplyReport, Outcome
-from daemon.resources.base import Context, explain
+from daemon.resources.base import Context, explain, ownership_tags
 from daemon.resources.diff import canonical
 from daemon.resources.flapping import Contest, FlapTracker
 from daemon.resources.iam import reconciler_grants
@@ -72,6 +73,93 @@ class SingleDaemon:
 
     async def release(self) -> None:
         return None
+
+
+class LeaseLeadership:
+    """One reconciler per environment across a fleet: the holder of the lease
+    `reconciler:<env>` in `resources.lease_table` (`daemon.leases.LeaderLease`: conditional
+    writes, expiry judged by counter changes seen locally). Once asked, it keeps stepping the
+    lease in the background every third of `lease_failover`, so the holder renews and the
+    others notice a dead holder; a lease it cannot reach counts as not held."""
+
+    def __init__(
+        self,
+        config: Config,
+        services: Services,
+        context: Callable[[], Awaitable[Context]],
+        *,
+        log: Any = log,
+    ) -> None:
+        self.config = config
+        self.services = services
+        self.context = context
+        self.log = log
+        self.leading = False
+        self._lease: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._announced: bool | None = None
+
+    async def _lease_object(self) -> Any:
+        if self._lease is None:
+            from daemon.leases import LeaderLease, LeaseTable, default_owner  # noqa: PLC0415
+
+            res = self.config.resources
+            ctx = await self.context()
+            assert res.lease_table is not None
+            name = ctx.physical_of("tables", res.lease_table)
+            declared = res.lease_table in res.tables
+            table = LeaseTable(
+                self.services.clients,
+                name,
+                default_owner(),
+                tags=ownership_tags(self.config.env) if declared else None,
+            )
+            await table.ensure_table()
+            self._lease = LeaderLease(table, f"{NAME}:{self.config.env}", res.lease_failover)
+        return self._lease
+
+    async def _step(self) -> bool:
+        async with self._lock:  # the background renewal and a pass never step at once
+            was = self.leading
+            try:
+                lease = await self._lease_object()
+                self.leading = bool(await lease.step(asyncio.get_running_loop().time()))
+            except Exception as exc:  # noqa: BLE001 - an unreachable lease is not held
+                if was or self._announced is None:
+                    self.log.warning("reconciler lease unavailable", error=explain(exc))
+                self.leading = False
+            if self.leading != self._announced:
+                self._announced = self.leading
+                self.log.info(
+                    "reconciling: this daemon holds the lease"
+                    if self.leading
+                    else "standing by: another daemon holds the reconciler lease"
+                )
+            return self.leading
+
+    async def _keep_stepping(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resources.lease_failover / 3)
+            await self._step()
+
+    async def is_leader(self) -> bool:
+        """Step the lease now (a fresh answer for the pass about to run)."""
+        leading = await self._step()
+        if self._task is None:
+            self._task = asyncio.create_task(self._keep_stepping(), name="reconciler-lease")
+        return leading
+
+    async def release(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._lease is not None and self.leading:
+            async with self._lock:
+                with contextlib.suppress(Exception):  # it expires by itself when unreachable
+                    await self._lease.release()
+        self.leading = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +228,11 @@ class Reconciler:
         self.config = config
         self.res = config.resources
         self.services = services
-        self.leadership = leadership or SingleDaemon()
+        self.leadership: Leadership = leadership or (
+            LeaseLeadership(config, services, self._context, log=log)
+            if self.res.lease_table
+            else SingleDaemon()
+        )
         self.stop = stop
         self.wait = wait
         self.log = log
@@ -171,6 +263,10 @@ class Reconciler:
             "awsd_reconciler_last_pass_timestamp_seconds", "Unix time of the last completed pass"
         ).labels()
 
+    async def close(self) -> None:
+        """Give the lease up (if any), so another daemon need not wait for it to expire."""
+        await self.leadership.release()
+
     async def _context(self) -> Context:
         if self._ctx is None:
             ctx = Context(self.config, self.services.clients, stop=self.stop, wait=self.wait)
@@ -189,7 +285,8 @@ class Reconciler:
             ctx = await self._context()
             plan = await make_plan(ctx)
             findings = self._report(plan, loop.time())
-            report = await self._enforce(ctx, plan) if self.res.mode == "enforce" else None
+            enforce = self.res.mode == "enforce" and await self.leadership.is_leader()
+            report = await self._enforce(ctx, plan) if enforce else None
         except Stopped:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed pass is logged and retried
@@ -444,7 +541,7 @@ class ReconcilerWorker(Worker):
                     break
         finally:
             reloads.close()
-            await reconciler.leadership.release()
+            await reconciler.close()
 
     async def _wait(self, ctx: WorkerContext, reloads: Any, delay: float) -> bool:
         """Sleep `delay` s, or until a reload; beat meanwhile. False when stopping."""
@@ -466,6 +563,7 @@ class ReconcilerWorker(Worker):
     def health(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mode": self.config.resources.mode, "passes": self.passes}
         if self.last is not None:
+            out["leader"] = self.last.leader
             out["last_pass"] = self.last.to_json()
         if self.reconciler is not None:
             now = asyncio.get_running_loop().time()
@@ -495,6 +593,8 @@ async def prepare(services: Services) -> None:
             timeout_s=res.startup_timeout,
         )
         return
+    finally:
+        await reconciler.close()  # the worker takes the lease over
     if not result.ok:
         log.warning(
             "startup reconcile incomplete; the reconciler retries",

@@ -81,6 +81,7 @@ def demo_resources(**overrides: Any) -> dict[str, Any]:
     """One of each kind, wired together the way configs/local.toml is."""
     resources: dict[str, Any] = {
         "mode": "enforce",
+        "lease_table": "leases",
         "topics": {
             "readings": {
                 "subscriptions": [
@@ -125,7 +126,7 @@ def demo_resources(**overrides: Any) -> dict[str, Any]:
                 "alarm_actions": ["alerts"],
             }
         },
-        "tables": {"leases": {"partition_key": "key"}},
+        "tables": {"leases": {"partition_key": "lease_key"}},
     }
     resources.update(overrides)
     return resources
