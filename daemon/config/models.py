@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from daemon.config.base import Entrypoint, HttpUrl, Name, Section
+from daemon.config.kinesis import KinesisConfig
 from daemon.config.outbox import OutboxConfig
 
 AwsService = Literal["sns", "sqs", "kinesis", "s3", "dynamodb", "cloudwatch", "logs", "sts", "iam"]
@@ -166,6 +167,9 @@ class Config(Section):
 
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     """The durable outbox outgoing messages pass through."""
+
+    kinesis: KinesisConfig = Field(default_factory=KinesisConfig)
+    """Kinesis stream readers (checkpoints, fleet leases, S3 archive) and the producer."""
 
     custom: dict[Name, CustomWorkerConfig] = Field(default_factory=dict)
     """User-written Python workers, by name."""

@@ -10,12 +10,13 @@ from collections.abc import Callable
 
 from daemon.config.models import Config
 from daemon.worker import WorkerSpec
-from daemon.workers import custom, outbox
+from daemon.workers import custom, kinesis_reader, outbox
 
 SpecBuilder = Callable[[Config], list[WorkerSpec]]
 
 BUILDERS: list[SpecBuilder] = [
     custom.specs,
+    kinesis_reader.specs,
     outbox.specs,
 ]
 
