@@ -19,9 +19,8 @@ import sys
 from operator import attrgetter
 from typing import Any
 
-
-from moto.kinesis import models  # noqa: E402 - after the docstring, as a test support module
-from moto.kinesis.exceptions import InvalidArgumentError  # noqa: E402
+from moto.kinesis import models
+from moto.kinesis.exceptions import InvalidArgumentError
 
 _original_get_records = models.KinesisBackend.get_records
 
