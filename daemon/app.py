@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import os
 import signal
 import sys
@@ -20,6 +22,7 @@ from typing import Any
 from daemon import __version__
 from daemon.aws import AwsClients
 from daemon.config import ConfigError, LoadedConfig, load_config
+from daemon.config.loader import file_stamp
 from daemon.config.models import Config
 from daemon.events import EventBus
 from daemon.health import Handler, HealthServer
@@ -321,14 +324,18 @@ class Daemon:
 
     async def _watch_files(self) -> None:
         loop = asyncio.get_running_loop()
-        seen = _stat_files(self.loaded.files)
+        watched = self.loaded
+        seen = watched.stamps  # taken before the files were read: no change slips through
         changed_at: float | None = None
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
+            if self.loaded is not watched:  # reloaded: compare with what that load read
+                watched = self.loaded
+                seen, changed_at = watched.stamps, None
+            now = tuple(file_stamp(f) for f in watched.files)
             if not self.config.runtime.watch_config:
-                seen, changed_at = _stat_files(self.loaded.files), None
+                seen, changed_at = now, None
                 continue
-            now = _stat_files(self.loaded.files)
             if now != seen:
                 seen, changed_at = now, loop.time()
             elif (
@@ -375,15 +382,14 @@ class Daemon:
         }
 
 
-def _stat_files(files: tuple[Any, ...]) -> tuple[tuple[int, int, int] | None, ...]:
-    out: list[tuple[int, int, int] | None] = []
-    for path in files:
-        try:
-            st = os.stat(path)
-            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        except OSError:
-            out.append(None)
-    return tuple(out)
+def settle_memory() -> None:
+    """After startup (and reloads): move the long-lived objects (config models, botocore service
+    models) out of the garbage collector's way, and hand freed startup memory back to the OS."""
+    gc.collect()
+    gc.freeze()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _hard_exit(total: float) -> None:
