@@ -312,3 +312,23 @@ async def test_archive_objects_hold_exactly_the_records_and_checkpoint_after_wri
         assert key.endswith(".jsonl.gz") and stream in key
         assert entry["partition_key"].startswith("k") and entry["sequence"].isdigit()
     assert all(p.isdigit() for p in checkpoints(tmp_path).values())
+
+
+async def test_a_handler_past_its_timeout_is_cancelled_and_the_record_retried(
+    tmp_path, boto, moto_endpoint
+):
+    stream = k.stream_name()
+    kinesis = boto("kinesis")
+    k.create_stream(kinesis, stream, 1)
+    k.put(kinesis, stream, k.keyed(5))
+    k.SLOW_FIRST.add(stream)
+    cfg = reader(stream, "slow", handler_timeout=0.3, retry_max=0.1)
+    r = await k.Reader(k.reader_config(tmp_path, moto_endpoint, {"r": cfg})).start()
+    try:
+        await k.wait_until(lambda: len(k.SEEN[stream]) >= 5)
+        failures = r.metric("awsd_kinesis_handler_failures_total")
+    finally:
+        await r.stop()
+    first = k.SEEN[stream][0].id
+    assert first in k.CANCELLED and failures == 1
+    assert texts(stream) == [d.decode() for _, d in k.keyed(5)]

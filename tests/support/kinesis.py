@@ -156,3 +156,20 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> No
     while not predicate():
         assert loop.time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
+
+
+SLOW_FIRST: set[str] = set()
+"""Streams whose first `slow` call hangs (until cancelled)."""
+CANCELLED: list[str] = []
+
+
+async def slow(record: Record) -> None:
+    stream = record.meta["stream"]
+    if stream in SLOW_FIRST:
+        SLOW_FIRST.discard(stream)
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            CANCELLED.append(record.id)
+            raise
+    SEEN[stream].append(record)
