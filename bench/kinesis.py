@@ -2,10 +2,10 @@
 JSON records: lesson 22's consumer loop, async-kinesis (from PyPI) and the awsd reader.
 
 Each consumer runs in its own process from TRIM_HORIZON and decodes every record as JSON; we
-report records/s (first call to last record) and CPU per record (user + system of that process).
+report records/s and CPU per record of that process, both from the first call to the last record.
 async-kinesis needs aiobotocore 3 while awsd's aioboto3 pins 2, so it is installed into its own
 virtualenv under `.venv/bench-async-kinesis` on first run. Records: BENCH_KINESIS_RECORDS
-(default 40000).
+(default 20000: moto scans a whole shard per GetRecords, so more records mostly measure moto).
 """
 
 from __future__ import annotations
@@ -111,16 +111,14 @@ def _run(
     )
     assert proc.stdout is not None
     out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"{name} failed with status {status}")
+    if proc.wait() != 0:
+        raise RuntimeError(f"{name} failed with status {proc.returncode}")
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    result["cpu"] = usage.ru_utime + usage.ru_stime
     return result
 
 
 def main() -> None:
-    count = int(os.environ.get("BENCH_KINESIS_RECORDS", "40000"))
+    count = int(os.environ.get("BENCH_KINESIS_RECORDS", "20000"))
     for key, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench")):
         os.environ.setdefault(key, value)
     moto, endpoint = _moto()
