@@ -35,9 +35,12 @@ class S3Archive(BufferingHandler):
 
     name = "archive"
 
-    def __init__(self, cfg: ArchiveConfig, clients: Any, *, metrics: Any, reader: str) -> None:
+    def __init__(
+        self, cfg: ArchiveConfig, clients: Any, *, metrics: Any, reader: str, log: Any = None
+    ) -> None:
         self.cfg = cfg
         self.clients = clients
+        self.log = log
         self._buffers: dict[str, _Buffer] = {}
         self._objects = metrics.counter(
             "awsd_kinesis_archive_objects_total", "Objects written by S3 archives", ("reader",)
@@ -104,6 +107,14 @@ class S3Archive(BufferingHandler):
         self._objects.inc()
         self._bytes.inc(len(body))
         self.last_key = key
+        if self.log is not None:
+            self.log.info(
+                "records archived",
+                bucket=self.cfg.bucket,
+                key=key,
+                records=len(buffer.chunks),
+                bytes=len(body),
+            )
 
     def discard(self, scope: str) -> None:
         self._buffers.pop(scope, None)

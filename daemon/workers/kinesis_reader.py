@@ -105,6 +105,7 @@ class KinesisReader(Worker):
                     self.services.clients,
                     metrics=self.services.metrics,
                     reader=self.name,
+                    log=ctx.log,
                 )
             )
         return handlers
