@@ -21,6 +21,7 @@ from typing import Any
 
 from daemon import __version__
 from daemon.aws import AwsClients
+from daemon.cloudwatch_logs.shipper import LogShipper
 from daemon.config import ConfigError, LoadedConfig, load_config
 from daemon.config.loader import file_stamp
 from daemon.config.models import Config
@@ -28,7 +29,9 @@ from daemon.events import EventBus
 from daemon.health import Handler, HealthServer
 from daemon.local_aws import LocalAws, attach_or_start
 from daemon.logs import configure_logging, get_logger, set_context
-from daemon.metrics import Registry
+from daemon.metrics import Registry, prometheus
+from daemon.metrics.export import MetricsExport
+from daemon.metrics.process import register_process_metrics
 from daemon.notify import Notifier
 from daemon.outbox import Outbox
 from daemon.outbox.core import outbox_path
@@ -74,7 +77,20 @@ class Daemon:
         self._reload: asyncio.Event | None = None
         self._stop_signal: str | None = None
         self._reloads = self.metrics.counter("awsd_reloads_total", "Config reloads", ("result",))
-        self.routes: list[tuple[str, str, Handler]] = []
+        for result in ("ok", "failed"):
+            self._reloads.labels(result=result)  # exported as 0 from the start, for alarms
+        register_process_metrics(self.metrics)
+        self.metrics_export = MetricsExport(self.metrics)
+        """Flushes metrics to CloudWatch and EMF (process lifetime: outlives reloads)."""
+        self.log_shipper = LogShipper(self.metrics)
+        """Ships log events to CloudWatch Logs (process lifetime: outlives reloads)."""
+        self.routes: list[tuple[str, str, Handler]] = [
+            (
+                "GET",
+                "/metrics",
+                prometheus.handler(self.metrics, lambda: self.config.metrics.prometheus.enabled),
+            ),
+        ]
         """Extra routes for the health server (method, path, handler); handlers reach the
         current services through `self.services`, which a reload replaces."""
 
@@ -88,6 +104,8 @@ class Daemon:
         """Run until SIGTERM/SIGINT; return the process exit code."""
         self._stop, self._reload = asyncio.Event(), asyncio.Event()
         self._install_signals()
+        # Buffering log events for CloudWatch Logs starts now, so the startup lines are shipped.
+        self.log_shipper.attach(self.config)
         log.info(
             "starting",
             version=__version__,
@@ -103,6 +121,7 @@ class Daemon:
             await self._shutdown()
             return 78 if isinstance(exc, ConfigError) else 1
         self.state = "running"
+        settle_memory()
         self.notifier.ready(self.status_line())
         log.info(
             "ready",
@@ -124,6 +143,7 @@ class Daemon:
     async def _startup(self) -> None:
         await self._ensure_local_endpoint(self.config)
         self.services = self._build_services(self.config, None)
+        await self._apply_telemetry(self.config, self.services)
         await self._start_health(self.config)
         loop = asyncio.get_running_loop()
         try:
@@ -151,6 +171,11 @@ class Daemon:
         log.info("stopping", signal=self._stop_signal, timeout_s=total)
         flush_reserve = min(5.0, total * 0.25)
         await self.supervisor.stop_all(deadline - flush_reserve)
+        # Workers have stopped: their final counts and log lines are in. Metrics first (their
+        # flush may log), then the logs, each within its share of what is left.
+        now = loop.time()
+        await self.metrics_export.close(now + max(0.0, deadline - now) / 2)
+        await self.log_shipper.close(deadline - 0.25)
         if self.services is not None:
             try:
                 async with asyncio.timeout(max(0.1, deadline - loop.time())):
@@ -191,6 +216,10 @@ class Daemon:
             config, metrics=self.metrics, events=self.events, clients=clients, outbox=self.outbox
         )
 
+    async def _apply_telemetry(self, config: Config, services: Services) -> None:
+        await self.log_shipper.apply(config, services.clients)
+        await self.metrics_export.apply(config, services.clients)
+
     async def _start_health(self, config: Config) -> None:
         if not config.health.port:
             return
@@ -200,6 +229,8 @@ class Daemon:
             status=self.status,
             not_ready=self.supervisor.not_ready,
         )
+        for method, path, handler in self.routes:
+            server.add_route(method, path, handler)
         try:
             await server.start()
         except OSError as exc:
@@ -282,6 +313,7 @@ class Daemon:
             specs, services, new.runtime, loop.time() + new.runtime.shutdown_timeout
         )
         self.services = services
+        await self._apply_telemetry(new, services)
         if previous is not None and previous.clients is not services.clients:
             await previous.clients.close()
         if (new.health.host, new.health.port) != (old.health.host, old.health.port):
@@ -294,6 +326,7 @@ class Daemon:
         self.reload_ok += 1
         self.last_reload_errors = []
         self._reloads.labels(result="ok").inc()
+        settle_memory()
         log.info(
             "reloaded",
             added=changes.added,
@@ -379,6 +412,8 @@ class Daemon:
                 "local_endpoint": self.local_endpoint,
             },
             "events": self.events.describe(),
+            "metrics": self.metrics_export.describe(),
+            "cloudwatch_logs": self.log_shipper.describe(),
         }
 
 

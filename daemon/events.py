@@ -66,6 +66,15 @@ class EventBus:
         self._published = metrics.counter(
             "awsd_events_published_total", "Events published", ("type",)
         )
+        queued = metrics.gauge(
+            "awsd_events_queued", "Events waiting in a subscriber queue", ("subscriber",)
+        )
+
+        def collect() -> None:
+            for sub in self._subs:
+                queued.labels(subscriber=sub.name).set(sub.queue.qsize())
+
+        metrics.add_collector(collect)
 
     def subscribe(self, *types: type[Event], maxsize: int = 1000, name: str = "") -> Subscription:
         sub = Subscription(self, types or (Event,), maxsize, name or "anonymous")

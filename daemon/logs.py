@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -42,6 +42,7 @@ _FIRST_KEYS = ("timestamp", "level", "event", "worker", "env", "config_version")
 
 _static: dict[str, Any] = {}
 _sinks: list[Sink] = []
+_unfiltered: Any = None
 
 
 def set_context(**fields: Any) -> None:
@@ -83,10 +84,15 @@ def _fan_out(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
-def _render_json(_: WrappedLogger, __: str, event: EventDict) -> str:
-    ordered = {key: event.pop(key) for key in _FIRST_KEYS if key in event}
+def to_json(event: Mapping[str, Any]) -> str:
+    """One event as the JSON line journald gets (timestamp, level, event... first)."""
+    ordered = {key: event[key] for key in _FIRST_KEYS if key in event}
     ordered.update(event)
     return json.dumps(ordered, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def _render_json(_: WrappedLogger, __: str, event: EventDict) -> str:
+    return to_json(event)
 
 
 def _renderer(cfg: LogConfig, stream: TextIO) -> Processor:
@@ -113,15 +119,22 @@ def configure_logging(cfg: LogConfig, *, stream: TextIO | None = None) -> None:
     out = stream or sys.stdout
     renderer = _renderer(cfg, out)
     console = renderer is not _render_json
+    processors: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        *_shared_processors(console),
+        renderer,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            *_shared_processors(console),
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[cfg.level]),
         logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
+    )
+    global _unfiltered  # noqa: PLW0603 - rebuilt with the pipeline it mirrors
+    _unfiltered = structlog.wrap_logger(
+        structlog.WriteLogger(file=out),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
@@ -141,6 +154,12 @@ def configure_logging(cfg: LogConfig, *, stream: TextIO | None = None) -> None:
     root.setLevel(min(library, _LEVELS[cfg.level]))
     for name in _LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(library)
+
+
+def unfiltered_logger() -> Any:
+    """A logger through the same pipeline (redaction, sinks, stdout) that ignores `log.level`:
+    for EMF metric lines, which must reach journald and CloudWatch Logs at any log level."""
+    return _unfiltered if _unfiltered is not None else structlog.get_logger()
 
 
 def bind_worker(name: str) -> None:

@@ -13,8 +13,11 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from daemon.config.base import Entrypoint, HttpUrl, Name, Section
+from daemon.config.cloudwatch_logs import CloudWatchLogsConfig
 from daemon.config.kinesis import KinesisConfig
+from daemon.config.metrics import MetricsConfig
 from daemon.config.outbox import OutboxConfig
+from daemon.config.probes import ProbesConfig
 
 AwsService = Literal["sns", "sqs", "kinesis", "s3", "dynamodb", "cloudwatch", "logs", "sts", "iam"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -80,6 +83,9 @@ class LogConfig(Section):
 
     library_level: LogLevel = "warning"
     """Lowest level for botocore, aiohttp and asyncio's own loggers."""
+
+    cloudwatch: CloudWatchLogsConfig = Field(default_factory=CloudWatchLogsConfig)
+    """Shipping every event to a CloudWatch Logs group and stream."""
 
 
 class HealthConfig(Section):
@@ -165,6 +171,9 @@ class Config(Section):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     """Supervisor, shutdown and reload settings."""
 
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    """Metrics exporters: CloudWatch PutMetricData, EMF, Prometheus."""
+
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     """The durable outbox outgoing messages pass through."""
 
@@ -173,3 +182,6 @@ class Config(Section):
 
     custom: dict[Name, CustomWorkerConfig] = Field(default_factory=dict)
     """User-written Python workers, by name."""
+
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
+    """HTTP, TCP and DNS uptime probes, their conditions, and alerts through SNS and SMS."""

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from daemon.config.models import Config
 from daemon.worker import WorkerSpec
-from daemon.workers import custom, kinesis_reader, outbox
+from daemon.workers import custom, kinesis_reader, outbox, probes
 
 SpecBuilder = Callable[[Config], list[WorkerSpec]]
 
@@ -18,6 +18,7 @@ BUILDERS: list[SpecBuilder] = [
     custom.specs,
     kinesis_reader.specs,
     outbox.specs,
+    probes.specs,
 ]
 
 
