@@ -25,7 +25,7 @@ from daemon.cloudwatch_logs.shipper import LogShipper
 from daemon.config import ConfigError, LoadedConfig, load_config
 from daemon.config.loader import file_stamp
 from daemon.config.models import Config
-from daemon.events import EventBus
+from daemon.events import ConfigReloaded, EventBus
 from daemon.health import Handler, HealthServer
 from daemon.local_aws import LocalAws, attach_or_start
 from daemon.logs import configure_logging, get_logger, set_context
@@ -37,7 +37,7 @@ from daemon.outbox import Outbox
 from daemon.outbox.core import outbox_path
 from daemon.services import Services
 from daemon.supervisor import Supervisor
-from daemon.workers import worker_specs
+from daemon.workers import prepare_workers, worker_specs
 
 log = get_logger()
 
@@ -150,6 +150,7 @@ class Daemon:
             specs = worker_specs(self.config)
         except ValueError as exc:
             raise ConfigError.one(str(self.loaded.path), str(exc)) from None
+        await prepare_workers(self.services)
         await self.supervisor.apply(
             specs,
             self.services,
@@ -323,6 +324,7 @@ class Daemon:
             with contextlib.suppress(StartupError):
                 await self._start_health(new)
         self.loaded = loaded
+        self.events.publish(ConfigReloaded(source="daemon", version=loaded.version))
         self.reload_ok += 1
         self.last_reload_errors = []
         self._reloads.labels(result="ok").inc()

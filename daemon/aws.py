@@ -71,6 +71,10 @@ TRANSIENT_CODES = frozenset(
         "KMSInternalException",
     }
 )
+# A Pi without a real-time clock signs with a wrong time until NTP catches up after boot.
+CLOCK_SKEW_CODES = frozenset(
+    {"RequestTimeTooSkewed", "RequestExpired", "RequestInTheFuture", "SignatureExpired"}
+)
 
 
 def error_code(exc: BaseException) -> str | None:
@@ -151,11 +155,21 @@ def is_credentials_error(exc: BaseException) -> bool:
     return error_code(exc) in CREDENTIAL_CODES
 
 
+def is_clock_skew(exc: BaseException) -> bool:
+    """AWS refused the request's signing time: retry once the clock is right (after NTP)."""
+    if error_code(exc) in CLOCK_SKEW_CODES:
+        return True
+    if isinstance(exc, ClientError):
+        message = str(exc.response.get("Error", {}).get("Message", "")).lower()
+        return "signature expired" in message or "signature not yet current" in message
+    return False
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Worth trying again later: throttling, AWS-side 5xx, timeouts, lost connections."""
     if is_throttle(exc) or is_connection_error(exc):
         return True
-    if error_code(exc) in TRANSIENT_CODES:
+    if error_code(exc) in TRANSIENT_CODES or is_clock_skew(exc):
         return True
     status = http_status(exc)
     if status is not None and status >= 500:

@@ -140,8 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=cmd_schema)
     from daemon import cloudwatch_cli  # noqa: PLC0415
     from daemon.outbox import cli as outbox_cli  # noqa: PLC0415
+    from daemon.resources import commands as resources_cli  # noqa: PLC0415
 
-    for register in (outbox_cli.register, cloudwatch_cli.register, *EXTRA_COMMANDS):
+    registrars = (outbox_cli.register, cloudwatch_cli.register, resources_cli.register)
+    for register in (*registrars, *EXTRA_COMMANDS):
         register(sub)
     return parser
 

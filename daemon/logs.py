@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TextIO
@@ -95,11 +96,46 @@ def _render_json(_: WrappedLogger, __: str, event: EventDict) -> str:
     return to_json(event)
 
 
+_SYSLOG_PRIORITY = {
+    "debug": 7,
+    "info": 6,
+    "warning": 4,
+    "warn": 4,
+    "error": 3,
+    "exception": 3,
+    "critical": 2,
+}
+
+
+def _to_journal(stream: TextIO) -> bool:
+    """True when stdout is systemd's journal stream (JOURNAL_STREAM names its device:inode)."""
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    if not expected:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"
+
+
+def _with_priority(render: Processor) -> Processor:
+    """Prefix each line with its syslog priority (`<3>`): journald strips it and records the
+    level, so `journalctl -p err` filters and `-o json` still shows the plain JSON line."""
+
+    def prefixed(logger: WrappedLogger, method: str, event: EventDict) -> str:
+        priority = _SYSLOG_PRIORITY.get(str(event.get("level", method)), 6)
+        line = render(logger, method, event)
+        return f"<{priority}>{line.decode() if isinstance(line, bytes) else line}"
+
+    return prefixed
+
+
 def _renderer(cfg: LogConfig, stream: TextIO) -> Processor:
     console = cfg.format == "console" or (cfg.format == "auto" and stream.isatty())
     if console:
         return structlog.dev.ConsoleRenderer(colors=stream.isatty())
-    return _render_json
+    return _with_priority(_render_json) if _to_journal(stream) else _render_json
 
 
 def _shared_processors(console: bool) -> list[Processor]:
@@ -118,7 +154,7 @@ def configure_logging(cfg: LogConfig, *, stream: TextIO | None = None) -> None:
     """(Re)configure the whole pipeline; safe to call again on reload."""
     out = stream or sys.stdout
     renderer = _renderer(cfg, out)
-    console = renderer is not _render_json
+    console = isinstance(renderer, structlog.dev.ConsoleRenderer)
     processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         *_shared_processors(console),

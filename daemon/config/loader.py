@@ -20,7 +20,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -335,11 +335,16 @@ def _clean_loc(loc: Loc, data: Any) -> Loc:
 
 def _did_you_mean(loc: Loc) -> str:
     model: Any = Config
-    for part in loc[:-1]:
+    parts = list(loc[:-1])
+    while parts:
+        part = parts.pop(0)
         fields = getattr(model, "model_fields", None)
         if fields is None or part not in fields:
             return ""
-        model = _model_of(fields[part].annotation)
+        annotation = fields[part].annotation
+        model = _model_of(annotation)
+        if get_origin(annotation) is dict and parts:
+            parts.pop(0)  # a key of a table of sections (`[resources.queues.<name>]`)
     known = list(getattr(model, "model_fields", {}))
     match = difflib.get_close_matches(str(loc[-1]), known, n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""

@@ -18,6 +18,7 @@ from daemon.config.kinesis import KinesisConfig
 from daemon.config.metrics import MetricsConfig
 from daemon.config.outbox import OutboxConfig
 from daemon.config.probes import ProbesConfig
+from daemon.config.resources import ResourcesConfig
 
 AwsService = Literal["sns", "sqs", "kinesis", "s3", "dynamodb", "cloudwatch", "logs", "sts", "iam"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -185,3 +186,6 @@ class Config(Section):
 
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     """HTTP, TCP and DNS uptime probes, their conditions, and alerts through SNS and SMS."""
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    """Declared AWS resources (topics, queues, streams, buckets, log groups, alarms, tables)
+    and how the reconciler keeps them as declared."""
