@@ -18,9 +18,19 @@ from tests.support.proc import Awsd
 pytestmark = pytest.mark.slow
 
 
+def declared(stream: str, bucket: str | None = None) -> dict[str, Any]:
+    """The stream (and bucket) declared as resources, as readers must name them; the reconciler
+    stays off (the test creates them)."""
+    resources: dict[str, Any] = {"mode": "off", "streams": {"s": {"name": stream}}}
+    if bucket:
+        resources["buckets"] = {"b": {"name": bucket}}
+    return resources
+
+
 def log_handler_reader(stream: str, **options: Any) -> dict[str, Any]:
+    del stream  # named through the declared resource `s`
     return {
-        "stream": stream,
+        "stream": "s",
         "handler": {"kind": "log"},
         "decoder": "text",
         "idle_interval": 0.1,
@@ -59,7 +69,7 @@ def test_sigkill_and_restart_resume_from_the_checkpoint(
         max_records=10,  # slow enough to be killed half way
         checkpoints={"every_records": batch, "every_seconds": 600},
     )
-    path = configs.write({"kinesis": {"readers": {"r": reader}}})
+    path = configs.write({"kinesis": {"readers": {"r": reader}}, "resources": declared(stream)})
     first = awsd(path)
     first.logs.wait_for("record", count=250, stream=stream, timeout=30)
     first.signal(signal.SIGKILL)
@@ -106,8 +116,9 @@ def test_two_daemons_share_a_stream_and_fail_over(
         checkpoints={"store": "dynamodb", "every_records": 20, "every_seconds": 1},
         leases={"table": k.stream_name("leases"), "failover_time": failover},
     )
-    a_path = configs.write({"kinesis": {"readers": {"r": reader}}}, name="a.toml")
-    b_path = configs.write({"kinesis": {"readers": {"r": reader}}}, name="b.toml")
+    data = {"kinesis": {"readers": {"r": reader}}, "resources": declared(stream)}
+    a_path = configs.write(data, name="a.toml")
+    b_path = configs.write(data, name="b.toml")
     a = awsd(a_path)
     a.wait_ready()
     wait_leases(a, 4)  # alone, it takes every shard
@@ -152,9 +163,11 @@ def test_archive_after_sigkill_with_a_partial_buffer_loses_nothing(
     produced = k.keyed(120)
     k.put(kinesis, stream, produced)
     reader = log_handler_reader(
-        stream, archive={"bucket": bucket, "prefix": "a/", "buffer_seconds": 3600}
+        stream, archive={"bucket": "b", "prefix": "a/", "buffer_seconds": 3600}
     )
-    data = configs.data({"kinesis": {"readers": {"r": reader}}})
+    data = configs.data(
+        {"kinesis": {"readers": {"r": reader}}, "resources": declared(stream, bucket)}
+    )
     path = configs.tmp_path / "awsd.toml"
     configs.rewrite(path, data)
     first = awsd(path)

@@ -62,8 +62,9 @@ class ArchiveConfig(Section):
     `prefix/YYYY/MM/DD/HH/` (UTC, from the first record's arrival time). A record is checkpointed
     only after the object holding it is written."""
 
-    bucket: str = Field(min_length=3, max_length=63)
-    """Bucket name."""
+    bucket: str = Field(min_length=1, max_length=2048)
+    """A declared bucket's logical name (`[resources.buckets.<name>]`), or a bucket ARN for one
+    awsd does not manage."""
 
     prefix: str = Field(default="", max_length=512)
     """Key prefix, for example `raw/` (the date path follows it)."""
@@ -77,6 +78,14 @@ class ArchiveConfig(Section):
     gzip: bool = False
     """Compress objects with gzip (keys then end in `.gz`)."""
 
+    encryption: Literal["AES256", "aws:kms", "none"] = "AES256"
+    """Server-side encryption asked for on every object (`x-amz-server-side-encryption`), so
+    buckets that deny unencrypted uploads (lesson 14's policy) accept them; `none` sends no
+    header and leaves it to the bucket's default encryption."""
+
+    kms_key_id: str | None = Field(default=None, min_length=1, max_length=2048)
+    """KMS key (id, alias or ARN) for `aws:kms`; unset: the account's `aws/s3` key."""
+
     format: Literal["jsonl", "lines"] = "jsonl"
     """`jsonl`: one JSON object per record with its sequence number, partition key, arrival time
     and data (text, or base64 for binary data: lossless); `lines`: the raw data, one record per
@@ -87,7 +96,8 @@ class KinesisReaderConfig(Section):
     """One stream read by every shard, each record handed to `handler` and/or `archive`."""
 
     stream: str = Field(min_length=1, max_length=2048)
-    """Stream name or ARN."""
+    """A declared stream's logical name (`[resources.streams.<name>]`), or a stream ARN for one
+    awsd does not manage."""
 
     handler: HandlerConfig | None = None
     """What to do with each record (`log`, `python`, ...). Optional when `archive` is set."""

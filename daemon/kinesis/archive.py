@@ -36,9 +36,18 @@ class S3Archive(BufferingHandler):
     name = "archive"
 
     def __init__(
-        self, cfg: ArchiveConfig, clients: Any, *, metrics: Any, reader: str, log: Any = None
+        self,
+        cfg: ArchiveConfig,
+        clients: Any,
+        *,
+        metrics: Any,
+        reader: str,
+        bucket: str | None = None,
+        log: Any = None,
     ) -> None:
         self.cfg = cfg
+        self.bucket = bucket or cfg.bucket
+        """The bucket's AWS name (`cfg.bucket` may be a declared resource's logical name)."""
         self.clients = clients
         self.log = log
         self._buffers: dict[str, _Buffer] = {}
@@ -54,6 +63,11 @@ class S3Archive(BufferingHandler):
             "awsd_kinesis_archive_failures_total", "Failed S3 archive writes", ("reader",)
         ).labels(reader=reader)
         self.last_key: str | None = None
+        self._encryption: dict[str, str] = {}
+        if cfg.encryption != "none":
+            self._encryption["ServerSideEncryption"] = cfg.encryption
+            if cfg.encryption == "aws:kms" and cfg.kms_key_id:
+                self._encryption["SSEKMSKeyId"] = cfg.kms_key_id
 
     async def accept(self, record: Record, scope: str) -> None:
         line = self._line(record)
@@ -92,11 +106,12 @@ class S3Archive(BufferingHandler):
         s3 = await self.clients.client("s3")
         try:
             await s3.put_object(
-                Bucket=self.cfg.bucket,
+                Bucket=self.bucket,
                 Key=key,
                 Body=body,
                 ContentType="application/x-ndjson" if self.cfg.format == "jsonl" else "text/plain",
                 **({"ContentEncoding": "gzip"} if self.cfg.gzip else {}),
+                **self._encryption,
             )
         except Exception:
             self._failures.inc()
@@ -110,7 +125,7 @@ class S3Archive(BufferingHandler):
         if self.log is not None:
             self.log.info(
                 "records archived",
-                bucket=self.cfg.bucket,
+                bucket=self.bucket,
                 key=key,
                 records=len(buffer.chunks),
                 bytes=len(body),

@@ -171,6 +171,7 @@ class ShardConsumer:
         self,
         *,
         reader: str,
+        stream: str,
         shard: ShardInfo,
         cfg: KinesisReaderConfig,
         clients: Any,
@@ -182,6 +183,8 @@ class ShardConsumer:
         stop: StopToken,
     ) -> None:
         self.reader = reader
+        self.stream = stream
+        """The stream's AWS name or ARN."""
         self.shard = shard
         self.cfg = cfg
         self.clients = clients
@@ -207,6 +210,7 @@ class ShardConsumer:
         self._last_save = 0.0
         self._skip_sub = start.subsequence if start.is_sequence else 0
         self._loop = asyncio.get_running_loop()
+        self._arn = {"StreamARN": stream} if stream.startswith("arn:") else {}
         self._deadline: float | None = None
         self._timed_out = False
 
@@ -270,7 +274,7 @@ class ShardConsumer:
             next_call = loop.time() + pace
             try:
                 response = await kinesis.get_records(
-                    ShardIterator=iterator, Limit=min(self.cfg.max_records, room)
+                    ShardIterator=iterator, Limit=min(self.cfg.max_records, room), **self._arn
                 )
             except Exception as exc:  # noqa: BLE001 - classified below; the loop never dies
                 iterator = await self._fetch_failed(kinesis, exc, tries, iterator)
@@ -336,7 +340,7 @@ class ShardConsumer:
                 )
             try:
                 got = await kinesis.get_shard_iterator(
-                    **stream_args(self.cfg.stream), ShardId=self.shard.id, **args
+                    **stream_args(self.stream), ShardId=self.shard.id, **args
                 )
             except Exception as exc:  # noqa: BLE001 - retried with backoff; stop cancels us
                 self.last_error = describe_error(exc)
@@ -385,7 +389,7 @@ class ShardConsumer:
             if self.stop.stopping:
                 return False
             batch_units, dropped = units(
-                raw, stream=self.cfg.stream, shard=self.shard, decoder=self.cfg.decoder
+                raw, stream=self.stream, shard=self.shard, decoder=self.cfg.decoder
             )
             if dropped:
                 self.m.dropped.inc(dropped)

@@ -22,6 +22,7 @@ from daemon.config.kinesis import KinesisReaderConfig
 from daemon.config.models import Config
 from daemon.handlers import Handler, build_handler
 from daemon.handlers.base import BufferingHandler
+from daemon.iam import CONTRIBUTORS, Grant, Scope
 from daemon.kinesis.archive import S3Archive
 from daemon.kinesis.checkpoints import (
     SHARD_END,
@@ -34,6 +35,7 @@ from daemon.kinesis.checkpoints import (
 )
 from daemon.kinesis.consumer import ShardConsumer
 from daemon.kinesis.leasing import LeaseCheckpoints, ShardLeases, lease_state
+from daemon.kinesis.names import physical
 from daemon.kinesis.shards import ShardInfo, list_shards, parents_first
 from daemon.leases import LeaseTable, default_owner
 from daemon.retry import Attempts, Backoff
@@ -57,6 +59,8 @@ class KinesisReader(Worker):
         self.cfg = cfg
         self.services = services
         self.fleet = cfg.checkpoints.store == "dynamodb"
+        self.stream = cfg.stream
+        """The stream's AWS name or ARN, once resolved."""
         self.shards: dict[str, ShardInfo] = {}
         self.states: dict[str, ShardState] = {}
         self.running: dict[str, _Running] = {}
@@ -86,15 +90,30 @@ class KinesisReader(Worker):
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def run(self, ctx: WorkerContext) -> None:
-        self.handlers = self._build_handlers(ctx)
         try:
+            if not await self._resolve(ctx):
+                return
+            self.handlers = await self._build_handlers(ctx)
             if not await self._setup(ctx):
                 return
             await self._loop(ctx)
         finally:
             await self._shutdown(ctx)
 
-    def _build_handlers(self, ctx: WorkerContext) -> list[Handler]:
+    async def _resolve(self, ctx: WorkerContext) -> bool:
+        """The stream's AWS name or ARN (the config may name a declared resource)."""
+        tries = Attempts(Backoff(1.0, self.cfg.retry_max))
+        while not ctx.stopping:
+            try:
+                self.stream = await physical(self.services, "streams", self.cfg.stream)
+                return True
+            except Exception as exc:  # noqa: BLE001 - retried; shown in health
+                self.last_error = f"resolving names: {describe_error(exc)}"
+                ctx.log.warning("cannot resolve resource names; retrying", error=self.last_error)
+                await ctx.sleep(tries.next_delay())
+        return False
+
+    async def _build_handlers(self, ctx: WorkerContext) -> list[Handler]:
         handlers: list[Handler] = []
         if self.cfg.handler is not None:
             handlers.append(build_handler(self.cfg.handler, self.services, log=ctx.log))
@@ -105,6 +124,7 @@ class KinesisReader(Worker):
                     self.services.clients,
                     metrics=self.services.metrics,
                     reader=self.name,
+                    bucket=await physical(self.services, "buckets", self.cfg.archive.bucket),
                     log=ctx.log,
                 )
             )
@@ -115,7 +135,7 @@ class KinesisReader(Worker):
             path = self.cfg.checkpoints.path or str(
                 self.services.state_dir / "kinesis-checkpoints.sqlite3"
             )
-            self.store = SqliteCheckpoints(path, reader=self.name, stream=self.cfg.stream)
+            self.store = SqliteCheckpoints(path, reader=self.name, stream=self.stream)
             return True
         table = LeaseTable(
             self.services.clients,
@@ -140,7 +160,7 @@ class KinesisReader(Worker):
             max_leases=self.cfg.leases.max_leases,
             log=ctx.log,
         )
-        self.store = LeaseCheckpoints(self.leases, stream=self.cfg.stream)
+        self.store = LeaseCheckpoints(self.leases, stream=self.stream)
         ctx.log.info("reading as part of a fleet", table=table.table, owner=table.owner)
         return True
 
@@ -222,7 +242,7 @@ class KinesisReader(Worker):
     async def _refresh(self, ctx: WorkerContext) -> None:
         assert self.store is not None
         kinesis = await self.services.clients.client("kinesis")
-        listed = parents_first(await list_shards(kinesis, self.cfg.stream))
+        listed = parents_first(await list_shards(kinesis, self.stream))
         self.shards = {s.id: s for s in listed}
         self.listed_at = asyncio.get_running_loop().time()
         known = await self.store.load()
@@ -232,7 +252,7 @@ class KinesisReader(Worker):
             ctx.log.info(
                 "new shards",
                 shards={k: s.checkpoint.position for k, s in new.items()},
-                stream=self.cfg.stream,
+                stream=self.stream,
             )
         self.states = {**known, **new}
         for key, running in self.running.items():
@@ -301,6 +321,7 @@ class KinesisReader(Worker):
         stop = StopToken()
         consumer = ShardConsumer(
             reader=self.name,
+            stream=self.stream,
             shard=shard,
             cfg=self.cfg,
             clients=self.services.clients,
@@ -398,7 +419,7 @@ class KinesisReader(Worker):
 
     def health(self) -> dict[str, Any]:
         info: dict[str, Any] = {
-            "stream": self.cfg.stream,
+            "stream": self.stream,
             "checkpoints": self.cfg.checkpoints.store,
             "shards": {k: r.consumer.health() for k, r in sorted(self.running.items())},
             "ended": sorted(k for k in self.shards if self._ended(k)),
@@ -429,3 +450,43 @@ def specs(config: Config) -> list[WorkerSpec]:
         )
         for name, cfg in config.kinesis.readers.items()
     ]
+
+
+def _iam(config: Config, scope: Scope) -> list[Grant]:
+    """What each reader needs: its stream, its archive bucket, its lease table."""
+    grants: list[Grant] = []
+    for name, reader in config.kinesis.readers.items():
+        who = f"kinesis:{name}"
+        grants.append(
+            Grant(
+                who,
+                ("kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"),
+                (scope.arn_of("streams", reader.stream),),
+            )
+        )
+        if reader.archive is not None:
+            bucket = scope.arn_of("buckets", reader.archive.bucket)
+            grants.append(Grant(who, ("s3:PutObject",), (f"{bucket}/*",)))
+        if reader.checkpoints.store == "dynamodb":
+            table = reader.leases.table or f"awsd-{config.env}-{name}"
+            arn = f"arn:{scope.partition}:dynamodb:{scope.region}:{scope.account}:table/{table}"
+            grants.append(
+                Grant(
+                    who,
+                    (
+                        "dynamodb:CreateTable",
+                        "dynamodb:DescribeTable",
+                        "dynamodb:TagResource",
+                        "dynamodb:Scan",
+                        "dynamodb:GetItem",
+                        "dynamodb:PutItem",
+                        "dynamodb:UpdateItem",
+                        "dynamodb:DeleteItem",
+                    ),
+                    (arn,),
+                )
+            )
+    return grants
+
+
+CONTRIBUTORS.append(_iam)
