@@ -43,7 +43,7 @@ def seen(proc: Awsd, stream: str) -> list[dict[str, Any]]:
     return proc.logs.matching("record", stream=stream)
 
 
-def wait_seen(procs: list[Awsd], stream: str, texts: set[str], timeout: float = 30.0) -> None:
+def wait_seen(procs: list[Awsd], stream: str, texts: set[str], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         got = {e["body"] for p in procs for e in seen(p, stream)}
@@ -139,7 +139,11 @@ def test_two_daemons_share_a_stream_and_fail_over(
     second = k.keyed(400, start=400)
     k.put(kinesis, stream, second)
     took_over = wait_leases(b, 4, timeout=10 * failover)
-    wait_seen([a, b], stream, {d.decode() for _, d in first + second})
+    try:
+        wait_seen([a, b], stream, {d.decode() for _, d in first + second})
+    except AssertionError:
+        events = [e for e in b.logs.events if e.get("event") != "record"]
+        raise AssertionError(f"{lease_state(b)}\n" + "\n".join(map(str, events[-40:]))) from None
     b.stop()
     takeover_s = took_over - killed
     print(f"takeover after SIGKILL: {takeover_s:.2f}s with failover_time {failover}s")

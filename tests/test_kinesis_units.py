@@ -216,3 +216,10 @@ def test_partition_keys_fixed_field_or_random():
     assert len(missing) == 32 and missing != partition_key(field, {"other": 1})
     with pytest.raises(ValueError, match="needs a value"):
         PartitionKeyConfig(source="fixed")
+
+
+def test_leases_the_table_says_are_ours_but_we_do_not_hold_are_taken_again():
+    coordinator = TestBalancing().leases(["a", "a", "me", "me"])
+    coordinator.held.pop("s2")  # given up after renewals failed for failover_time
+    plan = coordinator.plan(now=1.0)
+    assert [lease.key for lease in plan] == ["s2"]

@@ -140,10 +140,14 @@ class ShardLeases:
         if not live:
             self.target = 0
             return []
+        # Free or expired leases, and leases the table says are ours that we do not hold (we
+        # gave them up after failing to renew them, or an earlier run had our worker id): a take
+        # is conditional on the counter, so taking one that moved on simply fails.
         available = [
             lease
             for lease in live
-            if lease.owner != self.owner and self.tracker.expired(lease, now)
+            if lease.key not in self.held
+            and (lease.owner == self.owner or self.tracker.expired(lease, now))
         ]
         counts: Counter[str] = Counter(
             lease.owner
