@@ -182,7 +182,19 @@ class ShardLeases:
     async def take(self, leases: list[Lease], now: float) -> list[Lease]:
         """Try to take `leases`; return those taken (others changed since they were seen)."""
         taken: list[Lease] = []
-        for lease in leases:
+        for planned in leases:
+            lease = planned
+            stealing = lease.owner not in (None, self.owner) and not self.tracker.expired(
+                lease, now
+            )
+            if stealing:
+                # Its owner renews it every few seconds: the counter from the scan is likely
+                # stale by now, and a take conditional on it would keep failing (the KCL reads
+                # leases marked for stealing again too). Steal what the table holds now.
+                fresh = await self.table.get(lease.key)
+                if fresh is None or fresh.owner != lease.owner:
+                    continue
+                lease = fresh
             got = await self.table.take(lease, increment=(SWITCHES,))
             if got is None:
                 continue
@@ -190,9 +202,8 @@ class ShardLeases:
             self.renewed_at[got.key] = now
             self.view[got.key] = got
             if lease.owner and lease.owner != self.owner:
-                expired = self.tracker.expired(lease, now)
                 self.log.info(
-                    "lease taken" if expired else "lease stolen",
+                    "lease stolen" if stealing else "lease taken",
                     shard=lease.key,
                     previous_owner=lease.owner,
                     target=self.target,

@@ -299,7 +299,16 @@ class KinesisReader(Worker):
             shard = self.shards[key]
             if not self._parents_done(shard):
                 continue
-            start = await self._start_position(key)
+            try:
+                start = await self._start_position(key)
+            except Exception as exc:  # noqa: BLE001 - this shard retries later, others go on
+                self.last_error = f"shard {key}: reading its checkpoint: {describe_error(exc)}"
+                ctx.log.warning(
+                    "cannot read the shard's checkpoint; retrying", shard=key, error=self.last_error
+                )
+                attempts = self.crashes.setdefault(key, Attempts(Backoff(1.0, self.cfg.retry_max)))
+                self.retry_at[key] = now + attempts.next_delay()
+                continue
             if start is None or start.ended:
                 self.states[key] = ShardState(Checkpoint(SHARD_END), shard.parents)
                 continue
