@@ -146,11 +146,22 @@ def _exit_when_parent_goes() -> None:
     os._exit(0)
 
 
+def _ignore_signal(signum: int, frame: object) -> None:
+    del signum, frame
+
+
 def main(argv: list[str]) -> None:
     host, port = argv[0], argv[1]
     threading.Thread(target=_exit_when_parent_goes, daemon=True).start()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    from moto.server import main as moto_main  # noqa: PLC0415 - only in the child process
+    from moto import server  # noqa: PLC0415 - only in the child process
+
+    if not sys.stdin.isatty():
+        # Ctrl-C in a terminal (or `timeout`) signals the whole process group, and moto's own
+        # handler would stop serving at once: the endpoint must outlive the daemon's graceful
+        # stop, which still flushes to it. It goes when the daemon closes our stdin (or dies).
+        server.signal_handler = _ignore_signal
+    moto_main = server.main
 
     time.sleep(0)  # let the watcher thread start before the server blocks
     moto_main(["-H", host, "-p", port])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.config.handlers import HandlerConfig, LogHandlerConfig, PythonHandlerConfig
-from daemon.handlers.base import Handler, HandlerError, Record
+from daemon.handlers.base import BufferingHandler, Handler, HandlerError, Record
 
 
 def build_handler(cfg: HandlerConfig, services: Any, *, log: Any = None) -> Handler:
@@ -25,4 +25,4 @@ def build_handler(cfg: HandlerConfig, services: Any, *, log: Any = None) -> Hand
     raise ValueError(f"no handler for {cfg!r}")
 
 
-__all__ = ["Handler", "HandlerError", "Record", "build_handler"]
+__all__ = ["BufferingHandler", "Handler", "HandlerError", "Record", "build_handler"]

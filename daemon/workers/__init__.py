@@ -14,13 +14,14 @@ from collections.abc import Awaitable, Callable
 from daemon.config.models import Config
 from daemon.services import Services
 from daemon.worker import WorkerSpec
-from daemon.workers import custom, outbox, probes, reconciler
+from daemon.workers import custom, kinesis_reader, outbox, probes, reconciler
 
 SpecBuilder = Callable[[Config], list[WorkerSpec]]
 Preparer = Callable[[Services], Awaitable[None]]
 
 BUILDERS: list[SpecBuilder] = [
     custom.specs,
+    kinesis_reader.specs,
     outbox.specs,
     probes.specs,
     reconciler.specs,
