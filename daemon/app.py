@@ -235,7 +235,7 @@ class Daemon:
             config.health.host,
             config.health.port,
             status=self.status,
-            not_ready=self.supervisor.not_ready,
+            not_ready=self.not_ready,
         )
         for method, path, handler in self.routes:
             server.add_route(method, path, handler)
@@ -388,6 +388,12 @@ class Daemon:
                 self.request_reload("file change")
 
     # --- status ----------------------------------------------------------------------------------
+
+    def not_ready(self) -> list[str]:
+        """What /readyz waits for: the daemon's own startup, then every worker running."""
+        if self.state == "starting":
+            return ["(daemon starting)"]
+        return self.supervisor.not_ready()
 
     def status_line(self) -> str:
         total = len(self.supervisor.runners)

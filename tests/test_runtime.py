@@ -330,3 +330,15 @@ def test_local_mode_with_a_fixed_port_reuses_a_running_moto_server(
     )
     assert not proc.logs.matching("local AWS endpoint started")
     assert proc.stop() == 0
+
+
+def test_readyz_waits_for_startup_to_finish(offline_configs: ConfigFactory):
+    """During startup (the reconciler's first pass, workers starting) no worker is failing yet,
+    but the daemon is not ready: /readyz must say so."""
+    from daemon.app import Daemon
+    from daemon.config import load_config
+
+    daemon = Daemon(load_config(offline_configs.write({"custom": {"a": idle_worker("a")}}), {}))
+    assert daemon.not_ready() == ["(daemon starting)"]
+    daemon.state = "running"
+    assert daemon.not_ready() == []  # no worker started yet: nothing to wait for
