@@ -148,8 +148,19 @@ class Daemon:
         return 0
 
     async def _startup(self) -> None:
-        await self._ensure_local_endpoint(self.config)
-        self.services = self._build_services(self.config, None)
+        early = self.local if self.config.aws.local and self.local_endpoint is None else None
+        if early is not None:
+            # `awsd run` spawned the local endpoint before its imports; its address is known, so
+            # the clients (botocore models: CPU work) are built while it finishes booting.
+            self.local_endpoint = early.endpoint
+            self.services = self._build_services(self.config, None)
+            try:
+                await asyncio.gather(early.start(), self._warm_clients(self.services))
+            except RuntimeError as exc:
+                raise StartupError(str(exc)) from None
+        else:
+            await self._ensure_local_endpoint(self.config)
+            self.services = self._build_services(self.config, None)
         await self._apply_telemetry(self.config, self.services)
         await self._start_health(self.config)
         loop = asyncio.get_running_loop()
@@ -200,6 +211,13 @@ class Daemon:
         log.info("stopped", duration_s=round(loop.time() - began, 3))
 
     # --- parts -----------------------------------------------------------------------------------
+
+    async def _warm_clients(self, services: Services) -> None:
+        from daemon.iam import services as services_used  # noqa: PLC0415
+
+        for service in sorted(services_used(services.config)):
+            await services.clients.client(service)
+            await asyncio.sleep(0)  # let the endpoint's readiness check run in between
 
     async def _ensure_local_endpoint(self, config: Config) -> None:
         if not config.aws.local:

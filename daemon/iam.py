@@ -70,6 +70,13 @@ def grants(config: Config, scope: Scope) -> list[Grant]:
     return [grant for contribute in CONTRIBUTORS for grant in contribute(config, scope)]
 
 
+def services(config: Config) -> set[str]:
+    """The AWS services a config calls (botocore names), from what its components are granted."""
+    scope = Names(config, region=config.aws.region or "*", account="*")
+    found = {action.split(":", 1)[0] for grant in grants(config, scope) for action in grant.actions}
+    return found & {"sns", "sqs", "kinesis", "s3", "dynamodb", "cloudwatch", "logs"}
+
+
 def policy(config: Config, *, account: str = "*", region: str | None = None) -> dict[str, Any]:
     """The policy document: one statement per set of resources, actions sorted and merged."""
     scope = Names(config, region=region or config.aws.region or "*", account=account)

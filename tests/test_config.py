@@ -87,11 +87,14 @@ class TestEnvironment:
             "AWSD__RUNTIME__SHUTDOWN_TIMEOUT": "2.5",
             "AWSD__CUSTOM__W__ENTRYPOINT": "tests.support.workers:idle",
             "AWSD__CUSTOM__W__OPTIONS": '{ tag = "t", n = [1, 2] }',
+            "AWSD__AWS__PROFILE": '"quoted profile"',
+            "AWSD__AWS__REGION": "eu-west-1",
         }
         cfg = load_config(top, environ).config
         assert cfg.aws.max_attempts == 9 and cfg.aws.local is True
         assert cfg.log.level == "debug" and cfg.runtime.shutdown_timeout == 2.5
         assert cfg.custom["w"].options == {"tag": "t", "n": [1, 2]}
+        assert (cfg.aws.profile, cfg.aws.region) == ("quoted profile", "eu-west-1")
 
     def test_bad_override_names_the_variable(self, tmp_path: Path):
         top = write(tmp_path, "c.toml", 'env = "x"\n')

@@ -244,11 +244,14 @@ def _apply_env_overrides(
 
 
 def _parse_env_value(raw: str) -> Any:
-    """`5`, `true`, `1.5`, `["a", "b"]` and `{ k = 1 }` keep their TOML types; the rest is text."""
+    """`5`, `true`, `1.5`, `["a", "b"]`, `{ k = 1 }` and `"quoted"` are read as TOML; anything
+    else is taken as text as it is (`prod`, `2026-01-01`, `1.2.3`)."""
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+    if isinstance(value, str) and raw.strip()[:1] in ('"', "'"):
+        return value  # a quoted TOML string: its content, without the quotes
     return value if isinstance(value, bool | int | float | list | dict) else raw
 
 
