@@ -8,6 +8,7 @@ PYTEST_ARGS ?=
 .PHONY: run test lint typecheck pytest bench docs install clean
 
 run: $(STAMP)
+	$(BIN)/python scripts/local_resources.py &  # TEMPORARY until the reconciler lands: see the script
 	$(BIN)/awsd run --config configs/local.toml
 
 test: $(STAMP) lint typecheck pytest

@@ -29,6 +29,7 @@ from daemon.metrics import Registry
 from daemon.notify import Notifier
 from daemon.outbox import Outbox
 from daemon.outbox.core import outbox_path
+from daemon.publishing import publish_routes
 from daemon.services import Services
 from daemon.supervisor import Supervisor
 from daemon.workers import worker_specs
@@ -71,7 +72,7 @@ class Daemon:
         self._reload: asyncio.Event | None = None
         self._stop_signal: str | None = None
         self._reloads = self.metrics.counter("awsd_reloads_total", "Config reloads", ("result",))
-        self.routes: list[tuple[str, str, Handler]] = []
+        self.routes: list[tuple[str, str, Handler]] = [*publish_routes(lambda: self.services)]
         """Extra routes for the health server (method, path, handler); handlers reach the
         current services through `self.services`, which a reload replaces."""
 
@@ -197,6 +198,8 @@ class Daemon:
             status=self.status,
             not_ready=self.supervisor.not_ready,
         )
+        for method, path, handler in self.routes:
+            server.add_route(method, path, handler)
         try:
             await server.start()
         except OSError as exc:

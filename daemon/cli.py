@@ -134,9 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the configuration reference as Markdown instead",
     )
     schema.set_defaults(func=cmd_schema)
+    from daemon import publish_cli  # noqa: PLC0415
     from daemon.outbox import cli as outbox_cli  # noqa: PLC0415
 
-    for register in (outbox_cli.register, *EXTRA_COMMANDS):
+    for register in (outbox_cli.register, publish_cli.register, *EXTRA_COMMANDS):
         register(sub)
     return parser
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from daemon.config.base import Entrypoint, HttpUrl, Name, Section
+from daemon.config.messaging import SnsPublisherConfig, SqsPollerConfig
 from daemon.config.outbox import OutboxConfig
 
 AwsService = Literal["sns", "sqs", "kinesis", "s3", "dynamodb", "cloudwatch", "logs", "sts", "iam"]
@@ -169,3 +170,9 @@ class Config(Section):
 
     custom: dict[Name, CustomWorkerConfig] = Field(default_factory=dict)
     """User-written Python workers, by name."""
+
+    sqs: dict[Name, SqsPollerConfig] = Field(default_factory=dict)
+    """SQS pollers, by name: each polls one queue with its own worker `sqs:<name>`."""
+
+    sns: SnsPublisherConfig | None = None
+    """The SNS publisher (readings, events, `awsd publish`); unset: not running."""

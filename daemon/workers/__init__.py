@@ -10,13 +10,15 @@ from collections.abc import Callable
 
 from daemon.config.models import Config
 from daemon.worker import WorkerSpec
-from daemon.workers import custom, outbox
+from daemon.workers import custom, outbox, sns_publisher, sqs_poller
 
 SpecBuilder = Callable[[Config], list[WorkerSpec]]
 
 BUILDERS: list[SpecBuilder] = [
     custom.specs,
     outbox.specs,
+    sns_publisher.specs,
+    sqs_poller.specs,
 ]
 
 
