@@ -103,7 +103,8 @@ class ReadingConfig(Section):
     """Seconds between readings."""
 
     timeout: float = Field(default=10.0, gt=0, le=3600)
-    """Seconds the file read or command may take (capped at the interval)."""
+    """Seconds the file read or command may take; a reading that outlasts its interval makes
+    the ticks it covered be skipped."""
 
     topic: str | None = None
     """Topic name or ARN; unset: `sns.topic`."""

@@ -101,7 +101,7 @@ class Receipts:
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
 
-    # --- what the poller calls -------------------------------------------------------------------
+    # --- what the poller calls --------------------------------------------------------------------
 
     def hold(self, held: Held) -> None:
         if self.interval is not None:
@@ -136,7 +136,7 @@ class Receipts:
         """Re-check whether waiting acks should go now (a handler finished)."""
         self._wake.set()
 
-    # --- the loop --------------------------------------------------------------------------------
+    # --- the loop ---------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"sqs-receipts:{self.url}")
@@ -231,7 +231,7 @@ class Receipts:
             out.append((held, seconds))
         return out
 
-    # --- calls -----------------------------------------------------------------------------------
+    # --- calls ------------------------------------------------------------------------------------
 
     async def _delete(self, batch: list[Held]) -> int:
         entries = [{"Id": str(i), "ReceiptHandle": h.receipt} for i, h in enumerate(batch)]
@@ -295,7 +295,7 @@ class Receipts:
                     retry += 1  # the next round extends it again
         return 1 if retry else 0
 
-    # --- bookkeeping -----------------------------------------------------------------------------
+    # --- bookkeeping ------------------------------------------------------------------------------
 
     def _settle(self, held: Held) -> None:
         if held.state == "settled":

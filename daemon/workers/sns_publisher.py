@@ -148,11 +148,8 @@ class SnsPublisher(Worker):
             if not await ctx.stop.sleep(next_at - loop.time()):
                 return
             await self._take(ctx, name, reading, state)
-            next_at += reading.interval
-            late = loop.time() - next_at
-            if late >= 0:  # overran: skip the ticks it covered instead of catching up
-                missed = math.floor(late / reading.interval) + 1
-                next_at += missed * reading.interval
+            next_at, missed = next_tick(next_at, reading.interval, loop.time())
+            if missed:
                 state.missed_ticks += missed
                 self._missed.labels(reading=name).inc(missed)
                 ctx.log.warning(
@@ -165,9 +162,8 @@ class SnsPublisher(Worker):
     async def _take(
         self, ctx: WorkerContext, name: str, reading: ReadingConfig, state: ReadingState
     ) -> None:
-        timeout = min(reading.timeout, reading.interval)
         try:
-            raw = await self._read(reading, timeout)
+            raw = await self._read(reading, reading.timeout)
         except ReadingFailed as exc:
             self._reading_errors.labels(reading=name).inc()
             if state.last_error != str(exc):  # log changes, not every repetition
@@ -259,6 +255,16 @@ class SnsPublisher(Worker):
                 for name, s in self.readings.items()
             },
         }
+
+
+def next_tick(previous: float, interval: float, now: float) -> tuple[float, int]:
+    """The tick after `previous` that is still ahead of `now` (start-to-start schedule), and how
+    many ticks were skipped because they passed while the reading ran: never made up later."""
+    due = previous + interval
+    if due > now:
+        return due, 0
+    missed = math.floor((now - due) / interval) + 1
+    return due + missed * interval, missed
 
 
 def parse_value(text: str, scale: float | None) -> Any:

@@ -125,7 +125,7 @@ class SqsPoller(Worker):
         self._slot = asyncio.Event()
         self._backoff = Backoff(cfg.failure_backoff, cfg.failure_backoff_max)
 
-    # --- lifecycle -------------------------------------------------------------------------------
+    # --- lifecycle --------------------------------------------------------------------------------
 
     async def run(self, ctx: WorkerContext) -> None:
         handler = build_handler(self.cfg.handler, self.services, log=ctx.log, name=ctx.name)
@@ -279,7 +279,7 @@ class SqsPoller(Worker):
         self.m.inflight.set(len(self.receipts.held))
         self._slot.set()
 
-    # --- dispatch --------------------------------------------------------------------------------
+    # --- dispatch ---------------------------------------------------------------------------------
 
     def _accept(
         self,
@@ -417,7 +417,7 @@ class SqsPoller(Worker):
             held.state = "releasing"
             self.receipts.forget(held)
 
-    # --- stop ------------------------------------------------------------------------------------
+    # --- stop -------------------------------------------------------------------------------------
 
     async def _finish(self, ctx: WorkerContext, receipts: Receipts) -> None:
         self.state = "stopping"
@@ -438,7 +438,7 @@ class SqsPoller(Worker):
         self.state = "stopped"
         ctx.log.info("poller stopped", settled=held_now - given_up, given_up=given_up)
 
-    # --- setup -----------------------------------------------------------------------------------
+    # --- setup ------------------------------------------------------------------------------------
 
     async def _resolve_queue(self, ctx: WorkerContext) -> str | None:
         """The queue URL; waits (with backoff) for a queue that does not exist yet."""
@@ -496,7 +496,7 @@ class SqsPoller(Worker):
         )
         return await ctx.sleep(delay)
 
-    # --- health ----------------------------------------------------------------------------------
+    # --- health -----------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
         now = time.time()

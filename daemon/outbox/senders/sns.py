@@ -162,8 +162,9 @@ def batch_outcomes(response: dict[str, Any]) -> list[Outcome]:
     for failed in response.get("Failed", []):
         error = f"{failed.get('Code')}: {failed.get('Message', '')}"
         code = failed.get("Code")
-        if failed.get("SenderFault") and code not in SENDER_FAULT_CODES:
+        throttled = is_throttle_code(code)
+        if failed.get("SenderFault") and not throttled and code not in SENDER_FAULT_CODES:
             outcomes.append(Reject(int(failed["Id"]), error))
         else:
-            outcomes.append(Retry(int(failed["Id"]), error, throttled=is_throttle_code(code)))
+            outcomes.append(Retry(int(failed["Id"]), error, throttled=throttled))
     return outcomes
