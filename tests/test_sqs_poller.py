@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from daemon.workers import worker_specs
 from tests.support import handlers
 from tests.support.messaging import Harness, Logs, queue_attributes, unique, wait_until
 from tests.support.proxy import FaultProxy
@@ -296,3 +297,19 @@ async def test_a_queue_that_does_not_exist_yet_is_waited_for(harness: Harness, b
     url = boto("sqs").create_queue(QueueName=name)["QueueUrl"]
     send(boto, url, "finally")
     await wait_until(lambda: bodies() == ["finally"], timeout=30)
+
+
+async def test_a_reload_restarts_only_the_queue_whose_section_changed(harness: Harness, boto):
+    first, second = make_queue(boto), make_queue(boto)
+    pollers = {
+        "a": {"queue": first, "wait_time_seconds": 1},
+        "b": {"queue": second, "wait_time_seconds": 1},
+    }
+    services = await harness.start(harness.config(sqs=pollers))
+    pollers["b"] = {"queue": second, "wait_time_seconds": 1, "max_in_flight": 3}
+    config = harness.config(sqs=pollers)
+    loop = asyncio.get_running_loop()
+    changes = await harness.supervisor.apply(
+        worker_specs(config), services, config.runtime, loop.time() + 5
+    )
+    assert changes.changed == ("sqs:b",) and changes.unchanged == ("sqs:a",)
