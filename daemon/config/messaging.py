@@ -34,8 +34,10 @@ class SqsPollerConfig(Section):
     """Most messages per receive."""
 
     max_in_flight: int = Field(default=10, ge=1, le=1000)
-    """Most messages being handled at once, independent of `batch_size`; the poller receives
-    only when a slot is free, asking for no more messages than there are free slots."""
+    """Most messages being handled at once, independent of `batch_size`: the poller receives
+    only when a slot is free, asking for no more messages than there are free slots. A slot is
+    free once its message's ack is queued; acks waiting for SQS are bounded by the same number
+    (so at most twice this many messages are invisible because of this poller)."""
 
     visibility_timeout: int | None = Field(default=None, ge=1, le=MAX_VISIBILITY)
     """Seconds a received message stays invisible, asked for on receive and renewed by the

@@ -1,7 +1,8 @@
 """What the poller does with the receipt handles of the messages it holds, batched ≤ 10 per call.
 
-A held message is one received and not yet deleted or released: it counts against
-`max_in_flight` until then. Three things happen to it here:
+A held message is one received and not yet deleted or released. While it is being handled it
+counts against `max_in_flight`; once its ack or release is queued its slot is free, and the
+poller bounds what waits here for SQS to the same number. Three things happen to it here:
 - **heartbeat**: while its handler runs, its visibility is extended every `interval` seconds
   (ChangeMessageVisibilityBatch), never past 12 hours after it was received;
 - **ack**: DeleteMessageBatch once handled; an ack waits up to `linger` for others to share its
@@ -100,6 +101,8 @@ class Receipts:
         self._retry_at = 0.0
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
+        self.calls = {"DeleteMessageBatch": 0, "ChangeMessageVisibilityBatch": 0}
+        """API calls made, for health (what acking costs)."""
 
     # --- what the poller calls --------------------------------------------------------------------
 
@@ -126,6 +129,11 @@ class Receipts:
     def forget(self, held: Held) -> None:
         """Stop holding it without telling SQS: it comes back when its visibility runs out."""
         self._settle(held)
+
+    @property
+    def in_flight(self) -> int:
+        """Held messages not yet handled (running, or waiting for their FIFO group)."""
+        return sum(1 for h in self.held if h.state == "handling")
 
     @property
     def backlog(self) -> int:
@@ -235,6 +243,7 @@ class Receipts:
 
     async def _delete(self, batch: list[Held]) -> int:
         entries = [{"Id": str(i), "ReceiptHandle": h.receipt} for i, h in enumerate(batch)]
+        self.calls["DeleteMessageBatch"] += 1
         try:
             response = await self.sqs.delete_message_batch(QueueUrl=self.url, Entries=entries)
         except Exception as exc:  # noqa: BLE001 - every failure is retried later
@@ -262,6 +271,7 @@ class Receipts:
             {"Id": str(i), "ReceiptHandle": h.receipt, "VisibilityTimeout": seconds}
             for i, (h, seconds) in enumerate(batch)
         ]
+        self.calls["ChangeMessageVisibilityBatch"] += 1
         try:
             response = await self.sqs.change_message_visibility_batch(
                 QueueUrl=self.url, Entries=entries

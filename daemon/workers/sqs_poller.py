@@ -2,8 +2,9 @@
 
 Promises:
 - long polls (20 s by default) on a client whose read timeout is above the wait, asking only for
-  as many messages as there are free slots: at most `max_in_flight` messages are held (received
-  and not yet deleted or released) at any time, and one slow handler holds only its own slot;
+  as many messages as there are free slots: at most `max_in_flight` messages are being handled
+  (or wait for their FIFO group) at any time, one slow handler holds only its own slot, and acks
+  still waiting for SQS are bounded by the same number;
 - each held message's visibility is extended before it runs out while its handler runs (never
   past 12 h), acks go out in DeleteMessageBatch calls, and a receipt that expired is logged as
   "may be redelivered", never a crash (`daemon/sqs/receipts.py`);
@@ -48,6 +49,7 @@ from daemon.workers.outbox import OUTBOX_USERS
 DEFAULT_VISIBILITY = 30
 STOP_RESERVE = 2.0  # seconds kept at shutdown for releasing and acking what is held
 SLOT_WAIT = 5.0  # seconds between progress beats while every slot is busy
+FILL_WAIT = 0.05  # seconds a receive may wait for a whole batch of slots to come free
 MISSING_QUEUE = frozenset(
     {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
 )
@@ -66,6 +68,10 @@ class PollerMetrics:
         self.duplicates = counter("duplicates", "Copies of already handled messages dropped")
         self.skipped = counter("skipped", "Messages needing no handling (s3:TestEvent)")
         self.receive_errors = counter("receive_errors", "Failed ReceiveMessage calls")
+        self.receives = counter("receives", "ReceiveMessage calls answered")
+        self.empty_receives = counter(
+            "empty_receives", "ReceiveMessage calls that returned no message (billed all the same)"
+        )
         self.receipts = ReceiptMetrics(
             deleted=counter("deleted", "Messages deleted (acked)"),
             released=counter("released", "Messages made visible again (backoff, shutdown)"),
@@ -75,7 +81,14 @@ class PollerMetrics:
             ),
         )
         self.inflight = registry.gauge(
-            "awsd_sqs_inflight", "Messages held: received, not yet deleted or released", ("queue",)
+            "awsd_sqs_inflight",
+            "Messages being handled (or waiting for their FIFO group): the max_in_flight slots",
+            ("queue",),
+        ).labels(queue=queue)
+        self.held = registry.gauge(
+            "awsd_sqs_held",
+            "Messages received and not yet deleted or released (invisible because of us)",
+            ("queue",),
         ).labels(queue=queue)
         self.latency = registry.histogram(
             "awsd_sqs_handler_seconds", "Handler time per message", ("queue",)
@@ -140,6 +153,7 @@ class SqsPoller(Worker):
         finally:
             await handler.close()
             self.m.inflight.set(0)
+            self.m.held.set(0)
 
     async def _poll(self, ctx: WorkerContext, handler: Handler, url: str, visibility: int) -> None:
         self.fifo = url.endswith(".fifo")
@@ -182,13 +196,23 @@ class SqsPoller(Worker):
         )
         failures = Attempts(Backoff(self.cfg.receive_backoff, self.cfg.receive_backoff_max))
         attempt_id: str | None = None
+        loop = asyncio.get_running_loop()
+        fill_until: float | None = None
         while not ctx.stopping:
             ctx.beat()
-            free = self.cfg.max_in_flight - len(self.receipts.held)
-            if free <= 0:
+            free = self.cfg.max_in_flight - self.receipts.in_flight
+            if free <= 0 or self.receipts.backlog > self.cfg.max_in_flight:
                 self.state = "all slots busy"
-                await self._wait_for_slot(ctx)
+                await self._wait_for_slot(ctx, SLOT_WAIT)
                 continue
+            if free < self.cfg.batch_size and self.receipts.in_flight:
+                # Handlers are finishing: wait a moment for a whole batch of slots rather than
+                # settle into receiving half batches (twice the calls for the same messages).
+                fill_until = fill_until or loop.time() + FILL_WAIT
+                if loop.time() < fill_until:
+                    await self._wait_for_slot(ctx, fill_until - loop.time())
+                    continue
+            fill_until = None
             self.state = "polling"
             if self.fifo and attempt_id is None:
                 attempt_id = uuid.uuid4().hex  # reused if this receive has to be retried
@@ -202,6 +226,9 @@ class SqsPoller(Worker):
                     return
                 continue
             attempt_id = None
+            self.m.receives.inc()
+            if not messages:
+                self.m.empty_receives.inc()
             failures.reset()
             self.last_error = None
             self.last_receive = time.time()
@@ -264,19 +291,24 @@ class SqsPoller(Worker):
         )
         return await ctx.sleep(delay)
 
-    async def _wait_for_slot(self, ctx: WorkerContext) -> None:
+    async def _wait_for_slot(self, ctx: WorkerContext, timeout: float) -> None:
         self._slot.clear()
         stop = asyncio.ensure_future(ctx.stop.wait())
         slot = asyncio.ensure_future(self._slot.wait())
         try:
-            await asyncio.wait({stop, slot}, timeout=SLOT_WAIT, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({stop, slot}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
             slot.cancel()
 
     def _settled(self, held: Held) -> None:
+        self._gauges()
+
+    def _gauges(self) -> None:
+        """Update the gauges and wake the receive loop: a slot or some backlog may be free."""
         assert self.receipts is not None
-        self.m.inflight.set(len(self.receipts.held))
+        self.m.inflight.set(self.receipts.in_flight)
+        self.m.held.set(len(self.receipts.held))
         self._slot.set()
 
     # --- dispatch ---------------------------------------------------------------------------------
@@ -313,7 +345,7 @@ class SqsPoller(Worker):
                 self._queue_in_group(ctx, handler, held.group_id, (held, decoded))
             else:
                 self._spawn(ctx, self._handle(ctx, handler, held, decoded))
-        self.m.inflight.set(len(self.receipts.held))
+        self._gauges()
 
     def _needs_no_handling(self, ctx: WorkerContext, held: Held, decoded: Decoded) -> bool:
         if decoded.skip is not None:
@@ -387,11 +419,13 @@ class SqsPoller(Worker):
             self.handling -= 1
             self.m.latency.observe(loop.time() - began)
             self.receipts.poke()
+            self._gauges()
         self.m.processed.inc()
         self.seen.add(f"sqs:{held.message_id}")
         if decoded.sns_message_id:
             self.seen.add(f"sns:{decoded.sns_message_id}")
         self.receipts.ack(held)
+        self._gauges()
         return True
 
     def _failed(self, ctx: WorkerContext, held: Held, exc: Exception) -> None:
@@ -500,13 +534,13 @@ class SqsPoller(Worker):
 
     def health(self) -> dict[str, Any]:
         now = time.time()
-        held = len(self.receipts.held) if self.receipts else 0
         return {
             "queue": self.url or self.cfg.queue,
             "state": self.state,
             "last_receive_at": _iso(self.last_receive),
             "last_receive_s_ago": round(now - self.last_receive, 3) if self.last_receive else None,
-            "in_flight": held,
+            "in_flight": self.receipts.in_flight if self.receipts else 0,
+            "held": len(self.receipts.held) if self.receipts else 0,
             "handling": self.handling,
             "received": int(self.m.received.value),
             "processed": int(self.m.processed.value),
@@ -514,6 +548,11 @@ class SqsPoller(Worker):
             "deleted": int(self.m.receipts.deleted.value),
             "released": int(self.m.receipts.released.value),
             "duplicates": int(self.m.duplicates.value),
+            "api_calls": {
+                "ReceiveMessage": int(self.m.receives.value + self.m.receive_errors.value),
+                "empty_receives": int(self.m.empty_receives.value),
+                **(self.receipts.calls if self.receipts else {}),
+            },
             "last_error": self.last_error or (self.receipts.last_error if self.receipts else None),
         }
 
