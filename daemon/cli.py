@@ -110,6 +110,10 @@ CommandRegistrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser
 EXTRA_COMMANDS: list[CommandRegistrar] = []
 """Functions that add subcommands (`sub.add_parser(...)`); capability modules register here."""
 
+from daemon.probes.cli import register as _register_probe  # noqa: E402 (light: argparse only)
+
+EXTRA_COMMANDS.append(_register_probe)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="awsd", description="AWS edge daemon")
@@ -134,10 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the configuration reference as Markdown instead",
     )
     schema.set_defaults(func=cmd_schema)
-    from daemon import publish_cli  # noqa: PLC0415
+    from daemon import cloudwatch_cli, publish_cli  # noqa: PLC0415
     from daemon.outbox import cli as outbox_cli  # noqa: PLC0415
+    from daemon.resources import commands as resources_cli  # noqa: PLC0415
 
-    for register in (outbox_cli.register, publish_cli.register, *EXTRA_COMMANDS):
+    registrars = (
+        outbox_cli.register,
+        cloudwatch_cli.register,
+        resources_cli.register,
+        publish_cli.register,
+    )
+    for register in (*registrars, *EXTRA_COMMANDS):
         register(sub)
     return parser
 

@@ -66,6 +66,15 @@ class EventBus:
         self._published = metrics.counter(
             "awsd_events_published_total", "Events published", ("type",)
         )
+        queued = metrics.gauge(
+            "awsd_events_queued", "Events waiting in a subscriber queue", ("subscriber",)
+        )
+
+        def collect() -> None:
+            for sub in self._subs:
+                queued.labels(subscriber=sub.name).set(sub.queue.qsize())
+
+        metrics.add_collector(collect)
 
     def subscribe(self, *types: type[Event], maxsize: int = 1000, name: str = "") -> Subscription:
         sub = Subscription(self, types or (Event,), maxsize, name or "anonymous")
@@ -101,3 +110,63 @@ class EventBus:
         return [
             {"name": s.name, "queued": s.queue.qsize(), "dropped": s.dropped} for s in self._subs
         ]
+
+
+# --- events shared between workers --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigReloaded(Event):
+    """The daemon applied a new config (published once the workers were updated)."""
+
+    version: str
+    """The new config version."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResourceDrifted(Event):
+    """A declared AWS resource no longer matches the config (published by the reconciler once
+    per distinct drift, in `detect` and in `enforce` mode). The SNS publisher forwards it."""
+
+    env: str
+    resource: str
+    """Address: `queue.readings`."""
+    physical: str
+    """Its AWS name."""
+    arn: str
+    action: str
+    """What it takes to fix: `create` (it is missing), `update`, `replace`, `delete`."""
+    changes: tuple[tuple[str, str, str], ...]
+    """(attribute path, expected, actual) with values as JSON text."""
+    fixed: bool
+    """True when the reconciler (enforce mode) has already put it back."""
+
+    def text(self) -> str:
+        """A one-line summary for an alert (SNS, SMS)."""
+        shown = "; ".join(f"{path or 'resource'}: {actual} -> {expected}"
+                          for path, expected, actual in self.changes[:3])  # fmt: skip
+        more = f" (+{len(self.changes) - 3} more)" if len(self.changes) > 3 else ""
+        state = "fixed" if self.fixed else "not fixed"
+        return f"awsd[{self.env}] drift on {self.resource} ({self.action}, {state}): {shown}{more}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResourceContested(Event):
+    """The reconciler fixed the same drift on a resource `fixes` times within `window_s`:
+    another tool keeps changing it back, so the reconciler stopped fixing it."""
+
+    env: str
+    resource: str
+    physical: str
+    arn: str
+    fixes: int
+    window_s: float
+    paths: tuple[str, ...]
+    """The attributes being fought over."""
+
+    def text(self) -> str:
+        return (
+            f"awsd[{self.env}] {self.resource} is contested: the same fix was applied "
+            f"{self.fixes} times in {self.window_s:g} s ({', '.join(self.paths)}); awsd stopped "
+            "fixing it until someone decides which side is right"
+        )

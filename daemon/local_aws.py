@@ -54,6 +54,10 @@ class LocalAws:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
+            # Its own session: Ctrl-C in a terminal signals the whole foreground group, and the
+            # endpoint must outlive the daemon's final flush of metrics and logs. It still
+            # exits with the daemon, when its stdin closes.
+            start_new_session=True,
         )
         loop = asyncio.get_running_loop()
         give_up = loop.time() + timeout

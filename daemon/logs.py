@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -42,6 +43,7 @@ _FIRST_KEYS = ("timestamp", "level", "event", "worker", "env", "config_version")
 
 _static: dict[str, Any] = {}
 _sinks: list[Sink] = []
+_unfiltered: Any = None
 
 
 def set_context(**fields: Any) -> None:
@@ -83,17 +85,57 @@ def _fan_out(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
-def _render_json(_: WrappedLogger, __: str, event: EventDict) -> str:
-    ordered = {key: event.pop(key) for key in _FIRST_KEYS if key in event}
+def to_json(event: Mapping[str, Any]) -> str:
+    """One event as the JSON line journald gets (timestamp, level, event... first)."""
+    ordered = {key: event[key] for key in _FIRST_KEYS if key in event}
     ordered.update(event)
     return json.dumps(ordered, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def _render_json(_: WrappedLogger, __: str, event: EventDict) -> str:
+    return to_json(event)
+
+
+_SYSLOG_PRIORITY = {
+    "debug": 7,
+    "info": 6,
+    "warning": 4,
+    "warn": 4,
+    "error": 3,
+    "exception": 3,
+    "critical": 2,
+}
+
+
+def _to_journal(stream: TextIO) -> bool:
+    """True when stdout is systemd's journal stream (JOURNAL_STREAM names its device:inode)."""
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    if not expected:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"
+
+
+def _with_priority(render: Processor) -> Processor:
+    """Prefix each line with its syslog priority (`<3>`): journald strips it and records the
+    level, so `journalctl -p err` filters and `-o json` still shows the plain JSON line."""
+
+    def prefixed(logger: WrappedLogger, method: str, event: EventDict) -> str:
+        priority = _SYSLOG_PRIORITY.get(str(event.get("level", method)), 6)
+        line = render(logger, method, event)
+        return f"<{priority}>{line.decode() if isinstance(line, bytes) else line}"
+
+    return prefixed
 
 
 def _renderer(cfg: LogConfig, stream: TextIO) -> Processor:
     console = cfg.format == "console" or (cfg.format == "auto" and stream.isatty())
     if console:
         return structlog.dev.ConsoleRenderer(colors=stream.isatty())
-    return _render_json
+    return _with_priority(_render_json) if _to_journal(stream) else _render_json
 
 
 def _shared_processors(console: bool) -> list[Processor]:
@@ -112,16 +154,23 @@ def configure_logging(cfg: LogConfig, *, stream: TextIO | None = None) -> None:
     """(Re)configure the whole pipeline; safe to call again on reload."""
     out = stream or sys.stdout
     renderer = _renderer(cfg, out)
-    console = renderer is not _render_json
+    console = isinstance(renderer, structlog.dev.ConsoleRenderer)
+    processors: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        *_shared_processors(console),
+        renderer,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            *_shared_processors(console),
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[cfg.level]),
         logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
+    )
+    global _unfiltered  # noqa: PLW0603 - rebuilt with the pipeline it mirrors
+    _unfiltered = structlog.wrap_logger(
+        structlog.WriteLogger(file=out),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
@@ -141,6 +190,12 @@ def configure_logging(cfg: LogConfig, *, stream: TextIO | None = None) -> None:
     root.setLevel(min(library, _LEVELS[cfg.level]))
     for name in _LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(library)
+
+
+def unfiltered_logger() -> Any:
+    """A logger through the same pipeline (redaction, sinks, stdout) that ignores `log.level`:
+    for EMF metric lines, which must reach journald and CloudWatch Logs at any log level."""
+    return _unfiltered if _unfiltered is not None else structlog.get_logger()
 
 
 def bind_worker(name: str) -> None:

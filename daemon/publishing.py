@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -90,6 +90,14 @@ class PublishRequest(Event):
         return Message("sns", topic, body, origin or self.source)
 
 
+async def resolved(services: Services, message: Message) -> Message:
+    """`message` with its topic as AWS knows it (a declared logical name becomes its AWS name)."""
+    if message.kind != "sns":
+        return message
+    target = await services.targets.aws_name("topics", message.target)
+    return replace(message, target=target) if target != message.target else message
+
+
 def request_from_json(data: Any, *, source: str) -> PublishRequest:
     """A PublishRequest from an ingest payload; ValueError with a clear reason otherwise."""
     if not isinstance(data, dict):
@@ -159,6 +167,7 @@ def publish_routes(services: Callable[[], Services | None]) -> list[tuple[str, s
         try:
             requests = _parse(await request.read())
             messages = [r.to_message(current.config.sns.topic, origin="ingest") for r in requests]
+            messages = [await resolved(current, m) for m in messages]
             _check(messages)
         except web.HTTPRequestEntityTooLarge:
             return _error(413, "request body larger than the 2 MiB the endpoint takes")

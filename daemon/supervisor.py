@@ -192,6 +192,16 @@ class Supervisor:
     def __init__(self, metrics: Registry) -> None:
         self.metrics = metrics
         self.runners: dict[str, Runner] = {}
+        by_state = metrics.gauge("awsd_workers", "Workers by state", ("state",))
+
+        def collect() -> None:
+            counts: dict[str, int] = {}
+            for runner in self.runners.values():
+                counts[runner.state.value] = counts.get(runner.state.value, 0) + 1
+            for state in State:
+                by_state.labels(state=state.value).set(counts.get(state.value, 0))
+
+        metrics.add_collector(collect)
 
     async def apply(
         self, specs: list[WorkerSpec], services: Services, runtime: RuntimeConfig, deadline: float

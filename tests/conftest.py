@@ -41,6 +41,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.usefixtures("no_leaked_tasks"))
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Tests that configure the daemon's logging on a stream of their own must not leave later
+    tests writing to it."""
+    yield
+    import logging
+
+    import structlog
+
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler.formatter, structlog.stdlib.ProcessorFormatter):
+            root.removeHandler(handler)
+
+
 @pytest.fixture
 async def no_leaked_tasks() -> Any:
     """Fails an async test that leaves asyncio tasks running behind it."""

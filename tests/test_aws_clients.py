@@ -93,3 +93,19 @@ async def test_region_comes_from_config_or_is_a_clear_error(monkeypatch: pytest.
     with pytest.raises(ConfigError, match="no AWS region"):
         await clients.resolve_region()
     await clients.close()
+
+
+async def test_standard_endpoint_variables_are_honoured(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_endpoint)
+    clients = AwsClients(AwsConfig(region="us-east-1", max_attempts=1))
+    try:
+        sqs = await clients.client("sqs")
+        assert sqs.meta.endpoint_url == moto_endpoint
+        await sqs.list_queues()
+        sns = await clients.client("sns")
+        assert sns.meta.endpoint_url == "http://127.0.0.1:9"
+    finally:
+        await clients.close()

@@ -23,6 +23,7 @@ from daemon.metrics import Registry
 from daemon.outbox import Outbox
 from daemon.outbox.senders import SENDERS
 from daemon.programs import program_env
+from daemon.targets import Targets
 from tests.support.messaging import Harness, unique, wait_until
 
 
@@ -45,13 +46,15 @@ def record(body: bytes = b'{"t": 1}', **meta: Any) -> Record:
 
 
 class Services:
-    """Just what the forward handler uses: an outbox."""
+    """Just what the forward handler uses: an outbox, and names that need no AWS call."""
 
     def __init__(self) -> None:
         metrics = Registry()
+        self.config = Config(env="test")
         self.outbox = Outbox(
-            Config(env="test").outbox, ":memory:", metrics=metrics, events=EventBus(metrics)
+            self.config.outbox, ":memory:", metrics=metrics, events=EventBus(metrics)
         )
+        self.targets = Targets(self)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -37,7 +37,8 @@ def cli(config: Path, *args: str, stdin: bytes | None = None) -> subprocess.Comp
 
 
 def topic_and_queues(boto: Callable[[str], Any], **raw: bool) -> tuple[str, dict[str, str]]:
-    """A topic and one queue per keyword (raw delivery or not) subscribed to it."""
+    """A topic (its ARN: undeclared topics are named by ARN in a config) and one queue per
+    keyword (raw delivery or not) subscribed to it."""
     sns, sqs = boto("sns"), boto("sqs")
     name = unique("topic")
     arn = sns.create_topic(Name=name)["TopicArn"]
@@ -54,7 +55,7 @@ def topic_and_queues(boto: Callable[[str], Any], **raw: bool) -> tuple[str, dict
             Attributes={"RawMessageDelivery": str(is_raw).lower()},
         )
         urls[key] = url
-    return name, urls
+    return arn, urls
 
 
 def handled(proc: Awsd, worker: str | None = None) -> list[dict[str, Any]]:

@@ -233,3 +233,45 @@ def test_notifier_survives_a_vanished_socket(tmp_path):
     path.unlink()
     assert notifier.status("gone") is False
     notifier.close()
+
+
+def test_journal_stream_lines_carry_their_syslog_priority(tmp_path, monkeypatch):
+    import os
+
+    from daemon.config.models import LogConfig
+    from daemon.logs import configure_logging, get_logger
+
+    path = tmp_path / "journal"
+    with path.open("w") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        configure_logging(LogConfig(format="json"), stream=stream)
+        get_logger().error("disk on fire", path="/x")
+        get_logger().info("all fine")
+        monkeypatch.delenv("JOURNAL_STREAM")
+        configure_logging(LogConfig(format="json"), stream=stream)
+        get_logger().info("not the journal any more")
+    error, info, plain = path.read_text().splitlines()
+    assert error.startswith('<3>{"timestamp"') and '"event":"disk on fire"' in error
+    assert info.startswith("<6>{")
+    assert plain.startswith("{")
+
+
+def test_clock_skew_is_retry_later():
+    from botocore.exceptions import ClientError
+
+    from daemon.aws import is_clock_skew, is_retryable
+
+    skewed = ClientError(
+        {
+            "Error": {
+                "Code": "InvalidSignatureException",
+                "Message": "Signature expired: 20261127T000000Z is now earlier"
+                " than 20261127T031500Z",
+            }
+        },
+        "Publish",
+    )
+    assert is_clock_skew(skewed) and is_retryable(skewed)
+    too_skewed = ClientError({"Error": {"Code": "RequestTimeTooSkewed", "Message": ""}}, "Put")
+    assert is_retryable(too_skewed)

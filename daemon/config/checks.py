@@ -6,9 +6,13 @@ reload that names a missing module is refused while the old config keeps running
 
 from __future__ import annotations
 
-from daemon.config.handlers import PythonHandlerConfig
+from pathlib import Path
+
+from daemon.config.handlers import ForwardHandlerConfig, HandlerConfig, PythonHandlerConfig
 from daemon.config.loader import CROSS_CHECKS
 from daemon.config.models import Config
+from daemon.config.references import REFERENCES, ResourceRef
+from daemon.config.resources import ResourceKind
 from daemon.plugins import load_callable
 
 
@@ -44,3 +48,46 @@ def _reading_topics(config: Config) -> list[tuple[str, str]]:
 
 
 CROSS_CHECKS.extend([_custom_entrypoints, _handler_entrypoints, _reading_topics])
+
+
+def handler_references(handler: HandlerConfig, path: str, user: str) -> list[ResourceRef]:
+    """The topic, queue or stream a `forward` handler sends to (for any source's handler)."""
+    if not isinstance(handler, ForwardHandlerConfig) or handler.url is not None:
+        return []
+    kind: dict[str, ResourceKind] = {"sns": "topics", "sqs": "queues", "kinesis": "streams"}
+    field, value = handler.destination
+    return [ResourceRef(kind[field], value, f"{path}.{field}", user)]
+
+
+def _messaging_references(config: Config) -> list[ResourceRef]:
+    """The queues the pollers poll, where their handlers forward to, the publisher's topics."""
+    refs = []
+    for name, poller in config.sqs.items():
+        refs.append(ResourceRef("queues", poller.queue, f"sqs.{name}.queue", f"sqs:{name}"))
+        refs += handler_references(poller.handler, f"sqs.{name}.handler", f"sqs:{name}")
+    if config.sns is not None:
+        if config.sns.topic:
+            refs.append(ResourceRef("topics", config.sns.topic, "sns.topic", "sns"))
+        for name, reading in config.sns.readings.items():
+            if reading.topic:
+                path = f"sns.readings.{name}.topic"
+                refs.append(ResourceRef("topics", reading.topic, path, "sns"))
+    return refs
+
+
+REFERENCES.append(_messaging_references)
+
+
+def _probe_tls_files(config: Config) -> list[tuple[str, str]]:
+    """A CA file or client certificate that is not there would fail every check of the endpoint;
+    say so when the config is loaded instead."""
+    problems = []
+    for name, endpoint in config.probes.endpoints.items():
+        for field in ("ca_file", "client_cert", "client_key"):
+            path = getattr(endpoint.tls, field)
+            if path and not Path(path).is_file():
+                problems.append((f"probes.endpoints.{name}.tls.{field}", f"no such file: {path}"))
+    return problems
+
+
+CROSS_CHECKS.append(_probe_tls_files)

@@ -20,7 +20,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -36,6 +36,17 @@ DEFAULT_CONFIG_FILE = "/etc/awsd/config.toml"
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
 _SECRET_NAME = re.compile(r"secret|token|passw|credential|authorization|private|api_?key", re.I)
 
+FileStamp = tuple[int, int, int] | None
+
+
+def file_stamp(path: Path) -> FileStamp:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 CrossCheck = Callable[[Config], list[tuple[str, str]]]
 """A check across sections: returns (dotted path, reason) pairs for what is wrong."""
 CROSS_CHECKS: list[CrossCheck] = []
@@ -49,6 +60,9 @@ class LoadedConfig:
     path: Path
     files: tuple[Path, ...]
     """Every file read (the `extends` chain), for the file watcher."""
+    stamps: tuple[FileStamp, ...]
+    """(mtime_ns, size, inode) of each file taken just before it was read, so a change made
+    while or after loading is always noticed by the watcher."""
     version: str
     """Short hash of the resolved config: shown in logs, status and STATUS=."""
 
@@ -91,7 +105,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] = os.environ) -> Lo
     """Load, merge, override, interpolate and validate; raise ConfigError listing every problem."""
     top = Path(path)
     files: list[Path] = []
-    data, prov = _load_layers(top, (), files)
+    stamps: list[FileStamp] = []
+    data, prov = _load_layers(top, (), files, stamps)
     issues = _apply_env_overrides(data, prov, environ)
     issues += _interpolate(data, prov, (), environ, str(top))
     if issues:
@@ -107,7 +122,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] = os.environ) -> Lo
     ]
     if cross:
         raise ConfigError(cross)
-    return LoadedConfig(config, top, tuple(files), config_version(config))
+    return LoadedConfig(config, top, tuple(files), tuple(stamps), config_version(config))
 
 
 def config_version(config: BaseModel) -> str:
@@ -149,12 +164,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _load_layers(
-    path: Path, stack: tuple[Path, ...], files: list[Path]
+    path: Path, stack: tuple[Path, ...], files: list[Path], stamps: list[FileStamp]
 ) -> tuple[dict[str, Any], Provenance]:
     resolved = path.resolve()
     if resolved in stack:
         chain = " -> ".join(p.name for p in (*stack, resolved))
         raise ConfigError.one(str(path), f"extends cycle: {chain}", "extends")
+    stamps.append(file_stamp(path))
     data = _read_toml(path)
     files.append(path)
     parents = data.pop("extends", None)
@@ -170,7 +186,7 @@ def _load_layers(
         parent_path = path.parent / parent
         if not parent_path.exists():
             raise ConfigError.one(str(path), f"file not found: {parent_path}", "extends")
-        parent_data, parent_prov = _load_layers(parent_path, (*stack, resolved), files)
+        parent_data, parent_prov = _load_layers(parent_path, (*stack, resolved), files, stamps)
         _merge(merged, parent_data, prov, (), None)
         prov.update(parent_prov)
     _merge(merged, data, prov, (), str(path))
@@ -319,11 +335,16 @@ def _clean_loc(loc: Loc, data: Any) -> Loc:
 
 def _did_you_mean(loc: Loc) -> str:
     model: Any = Config
-    for part in loc[:-1]:
+    parts = list(loc[:-1])
+    while parts:
+        part = parts.pop(0)
         fields = getattr(model, "model_fields", None)
         if fields is None or part not in fields:
             return ""
-        model = _model_of(fields[part].annotation)
+        annotation = fields[part].annotation
+        model = _model_of(annotation)
+        if get_origin(annotation) is dict and parts:
+            parts.pop(0)  # a key of a table of sections (`[resources.queues.<name>]`)
     known = list(getattr(model, "model_fields", {}))
     match = difflib.get_close_matches(str(loc[-1]), known, n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""

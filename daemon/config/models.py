@@ -13,8 +13,12 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from daemon.config.base import Entrypoint, HttpUrl, Name, Section
+from daemon.config.cloudwatch_logs import CloudWatchLogsConfig
 from daemon.config.messaging import SnsPublisherConfig, SqsPollerConfig
+from daemon.config.metrics import MetricsConfig
 from daemon.config.outbox import OutboxConfig
+from daemon.config.probes import ProbesConfig
+from daemon.config.resources import ResourcesConfig
 
 AwsService = Literal["sns", "sqs", "kinesis", "s3", "dynamodb", "cloudwatch", "logs", "sts", "iam"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -80,6 +84,9 @@ class LogConfig(Section):
 
     library_level: LogLevel = "warning"
     """Lowest level for botocore, aiohttp and asyncio's own loggers."""
+
+    cloudwatch: CloudWatchLogsConfig = Field(default_factory=CloudWatchLogsConfig)
+    """Shipping every event to a CloudWatch Logs group and stream."""
 
 
 class HealthConfig(Section):
@@ -165,6 +172,9 @@ class Config(Section):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     """Supervisor, shutdown and reload settings."""
 
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    """Metrics exporters: CloudWatch PutMetricData, EMF, Prometheus."""
+
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     """The durable outbox outgoing messages pass through."""
 
@@ -176,3 +186,9 @@ class Config(Section):
 
     sns: SnsPublisherConfig | None = None
     """The SNS publisher (readings, events, `awsd publish`); unset: not running."""
+
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
+    """HTTP, TCP and DNS uptime probes, their conditions, and alerts through SNS and SMS."""
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    """Declared AWS resources (topics, queues, streams, buckets, log groups, alarms, tables)
+    and how the reconciler keeps them as declared."""

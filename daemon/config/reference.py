@@ -40,8 +40,13 @@ def _section(title: str, field: FieldInfo, model: type[BaseModel]) -> list[str]:
     lines += _table([(n, f) for n, f, _ in plain])
     for name, sub, inner in nested:
         assert inner is not None
-        keyed = _is_keyed(sub.annotation)
-        child_title = title[:-1] + (f".{name}.<name>]" if keyed else f".{name}]")
+        core = f"{title.strip('[]`')}.{name}"
+        if _is_keyed(sub.annotation):
+            child_title = f"[{core}.<name>]"
+        elif _is_list(sub.annotation):
+            child_title = f"[[{core}]]"  # an array of tables
+        else:
+            child_title = f"[{core}]"
         lines += _section(child_title, sub, inner)
     return lines
 
@@ -108,6 +113,8 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     origin, args = get_origin(annotation), get_args(annotation)
     if origin in (dict, typing.Dict) and args:  # noqa: UP006
         return _model_in(args[1])
+    if origin is list and args:
+        return _model_in(args[0])
     if origin in (typing.Union, types.UnionType):
         models = [m for m in (_model_in(a) for a in args) if m is not None]
         return models[0] if len(models) == 1 else None
@@ -116,6 +123,12 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 
 def _is_keyed(annotation: Any) -> bool:
     return get_origin(annotation) in (dict, typing.Dict)  # noqa: UP006
+
+
+def _is_list(annotation: Any) -> bool:
+    if get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_is_list(a) for a in get_args(annotation))
+    return get_origin(annotation) is list
 
 
 def update_readme(path: str = "README.md") -> bool:

@@ -42,7 +42,9 @@ class ForwardHandler(Handler):
             return
         from daemon.outbox import InvalidMessage, Message, OutboxFull  # noqa: PLC0415
 
-        message = Message(self.to, self.target, self.body_for(record), origin=self.name)
+        kind = {"sns": "topics", "sqs": "queues", "kinesis": "streams"}[self.to]
+        target = await self.services.targets.aws_name(kind, self.target)
+        message = Message(self.to, target, self.body_for(record), origin=self.name)
         try:
             await self.services.outbox.put(message)
         except InvalidMessage as exc:

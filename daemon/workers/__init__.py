@@ -2,24 +2,41 @@
 
 Adding a worker kind: write `daemon/workers/<kind>.py` with a `specs(config)` function and add it
 to `BUILDERS`. The supervisor diffs specs by name and fingerprint on every reload.
+
+`PREPARE` holds coroutines the daemon awaits once at startup, before the first workers start
+(the reconciler creates the queues and topics the others use); each bounds its own duration.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from daemon.config.models import Config
+from daemon.services import Services
 from daemon.worker import WorkerSpec
-from daemon.workers import custom, outbox, sns_publisher, sqs_poller
+from daemon.workers import custom, outbox, probes, reconciler, sns_publisher, sqs_poller
 
 SpecBuilder = Callable[[Config], list[WorkerSpec]]
+Preparer = Callable[[Services], Awaitable[None]]
 
 BUILDERS: list[SpecBuilder] = [
     custom.specs,
     outbox.specs,
+    probes.specs,
+    reconciler.specs,
     sns_publisher.specs,
     sqs_poller.specs,
 ]
+
+PREPARE: list[Preparer] = [
+    reconciler.prepare,
+]
+
+
+async def prepare_workers(services: Services) -> None:
+    """Run every startup preparation, in order (each bounds its own time, none may fail)."""
+    for prepare in PREPARE:
+        await prepare(services)
 
 
 def worker_specs(config: Config) -> list[WorkerSpec]:

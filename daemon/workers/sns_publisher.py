@@ -29,7 +29,7 @@ from daemon.config.models import Config
 from daemon.events import Subscription
 from daemon.outbox import InvalidMessage, Message, OutboxFull
 from daemon.programs import program_env, run_program
-from daemon.publishing import PublishMetrics, PublishRequest
+from daemon.publishing import PublishMetrics, PublishRequest, resolved
 from daemon.services import Services
 from daemon.worker import Worker, WorkerContext, WorkerSpec, fingerprint
 from daemon.workers.outbox import OUTBOX_USERS
@@ -122,7 +122,7 @@ class SnsPublisher(Worker):
     async def _publish_request(self, ctx: WorkerContext, event: PublishRequest) -> None:
         try:
             message = event.to_message(self.cfg.topic, origin=event.source or "events")
-            await self.services.outbox.put(message)
+            await self.services.outbox.put(await resolved(self.services, message))
         except (InvalidMessage, OutboxFull) as exc:
             reason = "full" if isinstance(exc, OutboxFull) else "invalid"
             self.events_refused += 1
@@ -174,9 +174,10 @@ class SnsPublisher(Worker):
             ctx.log.info("reading recovered", reading=name)
             state.last_error = None
         value = parse_value(raw, reading.scale)
-        message = Message(
-            "sns", reading.topic or self.cfg.topic or "", self._body(name, reading, value), ctx.name
+        topic = await self.services.targets.aws_name(
+            "topics", reading.topic or self.cfg.topic or ""
         )
+        message = Message("sns", topic, self._body(name, reading, value), ctx.name)
         try:
             await self.services.outbox.put(message)
         except (InvalidMessage, OutboxFull) as exc:

@@ -476,13 +476,18 @@ class SqsPoller(Worker):
 
     async def _resolve_queue(self, ctx: WorkerContext) -> str | None:
         """The queue URL; waits (with backoff) for a queue that does not exist yet."""
-        if self.cfg.queue.startswith(("https://", "http://")):
-            return self.cfg.queue
+        ref = await self.services.targets.aws_name("queues", self.cfg.queue)
+        if ref.startswith(("https://", "http://")):
+            return ref
+        request = {"QueueName": ref}
+        if ref.startswith("arn:"):  # arn:aws:sqs:region:account:name
+            _, _, _, _, account, name = ref.split(":", 5)
+            request = {"QueueName": name, "QueueOwnerAWSAccountId": account}
         failures = Attempts(Backoff(self.cfg.receive_backoff, self.cfg.receive_backoff_max))
         while not ctx.stopping:
             try:
                 sqs = await self.services.clients.client("sqs")
-                response = await sqs.get_queue_url(QueueName=self.cfg.queue)
+                response = await sqs.get_queue_url(**request)
                 return str(response["QueueUrl"])
             except Exception as exc:  # noqa: BLE001 - retried until it works or we stop
                 if not await self._setup_failed(ctx, exc, failures, "resolving the queue URL"):

@@ -46,6 +46,24 @@ async def leak_secrets(ctx: Any, options: dict[str, Any]) -> None:
         pass
 
 
+async def ticking(ctx: Any, options: dict[str, Any]) -> None:
+    """Counts ticks in a counter and a histogram; logs the final count once stopped."""
+    metrics = ctx.services.metrics
+    ticks = metrics.counter("awsd_test_ticks_total", "Test ticks", ("worker",)).labels(
+        worker=ctx.name
+    )
+    latency = metrics.histogram("awsd_test_tick_seconds", "Test tick", ("worker",)).labels(
+        worker=ctx.name
+    )
+    ctx.log.info("test worker started", tag=options.get("tag"))
+    while await ctx.sleep(float(options.get("every", 0.05))):
+        ticks.inc()
+        latency.observe(0.01)
+    ticks.inc()  # one last tick while stopping: only a flush after the workers stop sends it
+    latency.observe(0.02)
+    ctx.log.info("test worker finished", tag=options.get("tag"), ticks=ticks.value)
+
+
 async def produce(ctx: Any, options: dict[str, Any]) -> None:
     """Puts `count` numbered messages for SQS queue `queue` through the outbox, logging each id
     only after the outbox accepted it (so the test knows what must arrive)."""

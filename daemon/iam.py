@@ -1,0 +1,192 @@
+"""The least-privilege IAM policy of a config: every part of awsd says what it calls, on what.
+
+`awsd iam-policy` prints one policy document with every action the configured workers, exporters
+and the reconciler need, each scoped to the ARNs of the resources they use (the way Chalice
+generates a Lambda's policy from the calls it makes). Nothing is guessed from a list of
+"services used": a component that is not configured contributes nothing.
+
+How a component contributes (in its own module, registered when the module is imported; worker
+modules are all imported through `daemon.workers`)::
+
+    from daemon.iam import CONTRIBUTORS, Grant, Scope
+
+    def _iam(config: Config, scope: Scope) -> list[Grant]:
+        return [
+            Grant(
+                f"sqs:{name}",
+                ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                 "sqs:GetQueueAttributes", "sqs:GetQueueUrl"),
+                (scope.arn_of("queues", poller.queue),),
+            )
+            for name, poller in config.sqs.items()
+        ]
+
+    CONTRIBUTORS.append(_iam)
+
+`scope.arn_of(kind, reference)` resolves a declared resource's logical name (or passes an ARN
+through); the account is `*` unless `--account` is given, the region is the config's or `*`.
+Use `("*",)` only for actions AWS cannot scope (`sqs:ListQueues`, `cloudwatch:PutMetricData`).
+
+`action_for(service, operation)` maps a botocore operation to its IAM action (they differ for
+S3 and for batch calls); the tests use it to check that every call a component made is covered.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.config.models import Config
+from daemon.resources.naming import Names
+
+Scope = Names
+"""What a contributor gets to resolve references to ARNs (see `daemon.resources.naming`)."""
+
+MANAGED_POLICY_LIMIT = 6144  # characters, whitespace excluded, of a managed policy
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Actions one component needs on some resources."""
+
+    component: str
+    """Who needs it: `reconciler`, `sqs:orders`, `metrics`..."""
+    actions: tuple[str, ...]
+    resources: tuple[str, ...] = ("*",)
+    sid: str = ""
+    """Statement id to use (letters and digits); default: derived from the component."""
+
+
+Contributor = Callable[[Config, Scope], list[Grant]]
+CONTRIBUTORS: list[Contributor] = []
+"""Every registered contributor (see the module docstring)."""
+
+
+def grants(config: Config, scope: Scope) -> list[Grant]:
+    import daemon.workers  # noqa: F401, PLC0415 - registers every worker's contributor
+
+    return [grant for contribute in CONTRIBUTORS for grant in contribute(config, scope)]
+
+
+def policy(config: Config, *, account: str = "*", region: str | None = None) -> dict[str, Any]:
+    """The policy document: one statement per set of resources, actions sorted and merged."""
+    scope = Names(config, region=region or config.aws.region or "*", account=account)
+    merged: dict[tuple[str, ...], tuple[set[str], set[str]]] = {}
+    for grant in grants(config, scope):
+        resources = tuple(sorted(set(grant.resources)))
+        actions, names = merged.setdefault(resources, (set(), set()))
+        actions.update(grant.actions)
+        names.add(grant.sid or grant.component)
+    statements = []
+    sids: set[str] = set()
+    for resources, (actions, names) in sorted(merged.items(), key=_statement_order):
+        statements.append(
+            {
+                "Sid": _sid({"any resource"} if resources == ("*",) else names, sids),
+                "Effect": "Allow",
+                "Action": sorted(actions),
+                "Resource": resources[0] if len(resources) == 1 else list(resources),
+            }
+        )
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _statement_order(
+    item: tuple[tuple[str, ...], tuple[set[str], set[str]]],
+) -> tuple[bool, str, str]:
+    resources, (_, names) = item
+    return (resources != ("*",), ",".join(sorted(names)), ",".join(resources))
+
+
+def _sid(components: set[str], taken: set[str]) -> str:
+    base = (
+        "".join(
+            part[0].upper() + part[1:]
+            for component in sorted(components)
+            for part in re.split(r"[^A-Za-z0-9]+", component)
+            if part
+        )[:60]
+        or "Awsd"
+    )
+    sid, n = base, 2
+    while sid in taken:
+        sid, n = f"{base}{n}", n + 1
+    taken.add(sid)
+    return sid
+
+
+def policy_size(document: dict[str, Any]) -> int:
+    """Characters IAM counts against its size limits (whitespace excluded)."""
+    import json  # noqa: PLC0415
+
+    return len(re.sub(r"\s+", "", json.dumps(document)))
+
+
+# --- botocore operation -> IAM action ------------------------------------------------------------
+
+_PREFIX = {"logs": "logs", "cloudwatch": "cloudwatch", "monitoring": "cloudwatch"}
+
+_ACTIONS: dict[tuple[str, str], str | None] = {
+    ("sts", "GetCallerIdentity"): None,  # needs no permission
+    ("s3", "HeadBucket"): "s3:ListBucket",
+    ("s3", "ListObjects"): "s3:ListBucket",
+    ("s3", "ListObjectsV2"): "s3:ListBucket",
+    ("s3", "ListBuckets"): "s3:ListAllMyBuckets",
+    ("s3", "HeadObject"): "s3:GetObject",
+    ("s3", "DeleteObjects"): "s3:DeleteObject",
+    ("s3", "CreateMultipartUpload"): "s3:PutObject",
+    ("s3", "UploadPart"): "s3:PutObject",
+    ("s3", "CompleteMultipartUpload"): "s3:PutObject",
+    ("s3", "AbortMultipartUpload"): "s3:AbortMultipartUpload",
+    ("s3", "GetBucketEncryption"): "s3:GetEncryptionConfiguration",
+    ("s3", "PutBucketEncryption"): "s3:PutEncryptionConfiguration",
+    ("s3", "DeleteBucketEncryption"): "s3:PutEncryptionConfiguration",
+    ("s3", "GetPublicAccessBlock"): "s3:GetBucketPublicAccessBlock",
+    ("s3", "PutPublicAccessBlock"): "s3:PutBucketPublicAccessBlock",
+    ("s3", "DeletePublicAccessBlock"): "s3:PutBucketPublicAccessBlock",
+    ("s3", "GetBucketCors"): "s3:GetBucketCORS",
+    ("s3", "PutBucketCors"): "s3:PutBucketCORS",
+    ("s3", "DeleteBucketCors"): "s3:PutBucketCORS",
+    ("s3", "GetBucketLifecycleConfiguration"): "s3:GetLifecycleConfiguration",
+    ("s3", "PutBucketLifecycleConfiguration"): "s3:PutLifecycleConfiguration",
+    ("s3", "DeleteBucketLifecycle"): "s3:PutLifecycleConfiguration",
+    ("s3", "DeleteBucketTagging"): "s3:PutBucketTagging",
+    ("s3", "DeleteBucketPolicy"): "s3:DeleteBucketPolicy",
+    ("sqs", "SendMessageBatch"): "sqs:SendMessage",
+    ("sqs", "DeleteMessageBatch"): "sqs:DeleteMessage",
+    ("sqs", "ChangeMessageVisibilityBatch"): "sqs:ChangeMessageVisibility",
+    ("sns", "PublishBatch"): "sns:Publish",
+}
+
+
+def action_for(service: str, operation: str) -> str | None:
+    """The IAM action a botocore call needs (None: no permission needed)."""
+    if (service, operation) in _ACTIONS:
+        return _ACTIONS[(service, operation)]
+    return f"{_PREFIX.get(service, service)}:{operation}"
+
+
+def allows(document: dict[str, Any], action: str, resource: str | None = None) -> bool:
+    """Whether the policy allows `action` on `resource` (on some resource when None), with
+    wildcards read the way IAM reads them."""
+    for statement in document.get("Statement", []):
+        if statement.get("Effect") != "Allow":
+            continue
+        actions = statement.get("Action", [])
+        resources = statement.get("Resource", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        resources = [resources] if isinstance(resources, str) else resources
+        if any(_matches(a, action, ignore_case=True) for a in actions) and (
+            resource is None or any(_matches(r, resource) for r in resources)
+        ):
+            return True
+    return False
+
+
+def _matches(pattern: str, value: str, *, ignore_case: bool = False) -> bool:
+    """IAM wildcard matching: `*` any run of characters, `?` one character."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    flags = re.IGNORECASE if ignore_case else 0
+    return re.fullmatch(regex, value, flags=flags) is not None

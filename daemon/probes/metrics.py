@@ -1,0 +1,107 @@
+"""Probe metrics: blackbox_exporter's names (so existing dashboards and alert rules work) with an
+`endpoint` label, plus awsd's own series for CloudWatch (latency statistic sets, check counts by
+result) and for the engine itself (start lateness, skipped checks, notifications).
+
+Series are created once per endpoint and kept (the hot path is attribute updates); the families
+are process-lifetime, so a reload does not reset them, and a removed endpoint's series go away.
+"""
+
+from __future__ import annotations
+
+from daemon.metrics import Gauge, Histogram, Registry
+from daemon.probes.result import ProbeResult
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENESS_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+PHASES = ("resolve", "connect", "tls", "processing", "transfer")
+
+
+class _Series:
+    __slots__ = ("cert", "chain", "duration", "latency", "length", "phases", "redirects", "status",
+                 "success")  # fmt: skip
+
+    def __init__(self, m: ProbeMetrics, endpoint: str) -> None:
+        self.success: Gauge = m.success.labels(endpoint=endpoint)
+        self.duration: Gauge = m.duration.labels(endpoint=endpoint)
+        self.status: Gauge = m.status.labels(endpoint=endpoint)
+        self.length: Gauge = m.length.labels(endpoint=endpoint)
+        self.redirects: Gauge = m.redirects.labels(endpoint=endpoint)
+        self.chain: Gauge = m.chain_expiry.labels(endpoint=endpoint)
+        self.cert: Gauge = m.leaf_expiry.labels(endpoint=endpoint)
+        self.phases = {p: m.phases.labels(endpoint=endpoint, phase=p) for p in PHASES}
+        self.latency: Histogram = m.latency.labels(endpoint=endpoint)
+
+
+class ProbeMetrics:
+    def __init__(self, registry: Registry) -> None:
+        g, c, h = registry.gauge, registry.counter, registry.histogram
+        ep = ("endpoint",)
+        self.success = g("probe_success", "Whether the last check succeeded (1) or not (0)", ep)
+        self.duration = g("probe_duration_seconds", "How long the last check took", ep)
+        self.status = g("probe_http_status_code", "HTTP status of the last check (0: none)", ep)
+        self.length = g("probe_http_content_length", "Body bytes of the last check", ep)
+        self.redirects = g("probe_http_redirects", "Redirects followed by the last check", ep)
+        self.phases = g(
+            "probe_http_duration_seconds",
+            "Duration of the last check by phase, summed over redirects",
+            ("endpoint", "phase"),
+        )
+        self.chain_expiry = g(
+            "probe_ssl_earliest_cert_expiry",
+            "Earliest expiry of the certificate chain (unix time)",
+            ep,
+        )
+        self.leaf_expiry = g(
+            "probe_ssl_leaf_cert_expiry", "Expiry of the server's own certificate (unix time)", ep
+        )
+        self.latency = h(
+            "awsd_probe_latency_seconds", "Check duration (CloudWatch statistic sets)", ep,
+            buckets=LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.checks = c(
+            "awsd_probe_checks_total", "Checks by result (success or the failure reason)",
+            ("endpoint", "result"),
+        )  # fmt: skip
+        self.lateness = h(
+            "awsd_probe_start_lateness_seconds", "How late checks started against their schedule",
+            buckets=LATENESS_BUCKETS,
+        ).labels()  # fmt: skip
+        self.skipped = c("awsd_probe_skipped_total", "Checks skipped (no slot, still running)")
+        self.alerts = c("awsd_probe_alerts_total", "Alert notices by event", ("endpoint", "event"))
+        self.notifications = c(
+            "awsd_probe_notifications_total",
+            "Notification messages by outcome: accepted by the outbox, delivered, rejected, "
+            "held (probe host offline) or refused (outbox full or invalid)",
+            ("status",),
+        )
+        self.open = g("awsd_probe_alerts_open", "Alerts currently open").labels()
+        self._series: dict[str, _Series] = {}
+
+    def observe(self, result: ProbeResult) -> None:
+        s = self._series.get(result.endpoint)
+        if s is None:
+            s = self._series[result.endpoint] = _Series(self, result.endpoint)
+        s.success.set(1.0 if result.success else 0.0)
+        s.duration.set(result.duration)
+        s.latency.observe(result.duration)
+        label = "success" if result.success else str(result.reason)
+        self.checks.labels(endpoint=result.endpoint, result=label).inc()
+        if result.kind != "http":
+            return
+        s.status.set(result.status or 0)
+        s.length.set(result.size or 0)
+        s.redirects.set(result.redirects)
+        for name, seconds in result.phases.as_metrics().items():
+            s.phases[name].set(seconds)
+        if result.chain_expires_at is not None:
+            s.chain.set(result.chain_expires_at)
+        if result.cert_expires_at is not None:
+            s.cert.set(result.cert_expires_at)
+
+    def forget(self, endpoint: str) -> None:
+        self._series.pop(endpoint, None)
+        for family in (self.success, self.duration, self.status, self.length, self.redirects,
+                       self.chain_expiry, self.leaf_expiry, self.latency):  # fmt: skip
+            family.remove(endpoint=endpoint)
+        for phase in PHASES:
+            self.phases.remove(endpoint=endpoint, phase=phase)

@@ -1,0 +1,58 @@
+"""One entry point for a check of any kind: `Prober.check(name, endpoint) -> ProbeResult`.
+
+It picks the HTTP, TCP or DNS probe from the URL scheme, compiles each endpoint's conditions once,
+and turns anything unexpected into a result with reason `error`, so the scheduler and the alert
+machine only ever see values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from daemon.config.probes import EndpointConfig
+from daemon.logs import get_logger
+from daemon.probes.conditions import Conditions
+from daemon.probes.dns import probe_dns
+from daemon.probes.http import HttpProber
+from daemon.probes.result import ProbeResult, Reason
+from daemon.probes.tcp import probe_tcp
+
+log = get_logger()
+
+
+class Prober:
+    def __init__(self) -> None:
+        self.http = HttpProber()
+        self._conditions: dict[str, tuple[EndpointConfig, Conditions]] = {}
+
+    async def check(self, name: str, cfg: EndpointConfig) -> ProbeResult:
+        started, began = time.time(), asyncio.get_running_loop().time()
+        try:
+            if cfg.kind == "tcp":
+                return await probe_tcp(name, cfg)
+            if cfg.kind == "dns":
+                return await probe_dns(name, cfg)
+            return await self.http.probe(name, cfg, self._compiled(name, cfg))
+        except Exception as exc:  # a probe bug must not stop the other probes
+            log.error("probe failed unexpectedly", endpoint=name, exc_info=exc)
+            return ProbeResult(
+                endpoint=name,
+                kind=cfg.kind,
+                target=cfg.url,
+                success=False,
+                reason=Reason.ERROR,
+                detail=f"{type(exc).__name__}: {exc}",
+                started_at=started,
+                duration=asyncio.get_running_loop().time() - began,
+            )
+
+    def _compiled(self, name: str, cfg: EndpointConfig) -> Conditions:
+        cached = self._conditions.get(name)
+        if cached is None or cached[0] is not cfg:
+            cached = (cfg, Conditions(cfg.conditions))
+            self._conditions[name] = cached
+        return cached[1]
+
+    async def close(self) -> None:
+        await self.http.close()

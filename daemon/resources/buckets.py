@@ -1,0 +1,499 @@
+"""S3 buckets: versioning, default encryption, public access block, policy, CORS, lifecycle,
+server access logging, tags.
+
+Every setting is its own S3 sub-resource with its own Get/Put call; only the declared ones are
+read. Bucket names are global: a name another account owns is a clear error, not an adoption.
+`PutBucketTagging` replaces the whole tag set, so tags others added are carried over. A bucket
+is never emptied to be deleted: pruning a bucket with objects in it fails with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from daemon.aws import error_code, http_status
+from daemon.config.resources import BucketConfig
+from daemon.resources.base import (
+    ACCESS_DENIED,
+    Adapter,
+    Context,
+    Found,
+    Observed,
+    ResourceFailed,
+    owned_by,
+    ownership_tags,
+)
+from daemon.resources.diff import Entries
+from daemon.resources.naming import Declared, Names
+
+MISSING = frozenset({"NoSuchBucket", "404", "NotFound"})
+NO_TAGS = frozenset({"NoSuchTagSet"})
+
+# setting -> (get operation, "not configured" error codes)
+_GETTERS: dict[str, tuple[str, frozenset[str]]] = {
+    "versioning": ("get_bucket_versioning", frozenset()),
+    "encryption": (
+        "get_bucket_encryption",
+        frozenset({"ServerSideEncryptionConfigurationNotFoundError"}),
+    ),
+    "block_public_access": (
+        "get_public_access_block",
+        frozenset({"NoSuchPublicAccessBlockConfiguration"}),
+    ),
+    "policy": ("get_bucket_policy", frozenset({"NoSuchBucketPolicy"})),
+    "cors": ("get_bucket_cors", frozenset({"NoSuchCORSConfiguration"})),
+    "lifecycle": (
+        "get_bucket_lifecycle_configuration",
+        frozenset({"NoSuchLifecycleConfiguration"}),
+    ),
+    "logging": ("get_bucket_logging", frozenset()),
+}
+_POLICY_FIELDS = {"policy", "deny_unencrypted_uploads", "deny_insecure_transport"}
+_ENCRYPTION_FIELDS = {"encryption", "kms_key_id", "bucket_key"}
+
+
+class BucketAdapter(Adapter):
+    kind = "buckets"
+    service = "s3"
+    tag_read_actions = ("s3:GetBucketTagging",)
+    read_actions = (
+        "s3:ListBucket",
+        "s3:GetBucketVersioning",
+        "s3:GetEncryptionConfiguration",
+        "s3:GetBucketPublicAccessBlock",
+        "s3:GetBucketPolicy",
+        "s3:GetBucketCORS",
+        "s3:GetLifecycleConfiguration",
+        "s3:GetBucketLogging",
+        "s3:GetBucketTagging",
+    )
+    write_actions = (
+        "s3:CreateBucket",
+        "s3:PutBucketVersioning",
+        "s3:PutEncryptionConfiguration",
+        "s3:PutBucketPublicAccessBlock",
+        "s3:PutBucketPolicy",
+        "s3:PutBucketCORS",
+        "s3:PutLifecycleConfiguration",
+        "s3:PutBucketLogging",
+        "s3:PutBucketTagging",
+    )
+    delete_actions = ("s3:DeleteBucket",)
+    list_actions = ("s3:ListAllMyBuckets",)
+
+    def arn(self, physical: str, ctx: Names) -> str:
+        return f"arn:{ctx.partition}:s3:::{physical}"
+
+    def desired(self, res: Declared, ctx: Context) -> dict[str, Any]:
+        spec = res.spec
+        assert isinstance(spec, BucketConfig)
+        out: dict[str, Any] = {}
+        if spec.versioning is not None:
+            out["versioning"] = spec.versioning
+        for field in ("encryption", "kms_key_id", "bucket_key"):
+            if getattr(spec, field) is not None:
+                out[field] = getattr(spec, field)
+        if spec.block_public_access is not None:
+            out["block_public_access"] = spec.block_public_access
+        policy = _policy(spec, res.arn, _log_delivery(res, ctx))
+        if policy is not None:
+            out["policy"] = policy
+        if spec.cors is not None:
+            out["cors"] = [_clean(rule.model_dump()) for rule in spec.cors]
+        if spec.lifecycle is not None:
+            out["lifecycle"] = [_clean(rule.model_dump()) for rule in spec.lifecycle]
+        if spec.logging is not None:
+            out["logging"] = {
+                "target_bucket": ctx.physical_of("buckets", spec.logging.target_bucket),
+                "prefix": spec.logging.prefix,
+            }
+        out["tags"] = Entries({**spec.tags, **ownership_tags(ctx.env)})
+        return out
+
+    def compared(self, res: Declared) -> set[str]:
+        # The policy is compared whenever there is one: declared, or generated for the
+        # buckets that log here.
+        return (super().compared(res) - _POLICY_FIELDS) | {"policy"}
+
+    async def read(self, ctx: Context, res: Declared) -> Observed | None:
+        name = res.physical
+        try:
+            await ctx.call("s3", "head_bucket", Bucket=name)
+        except Exception as exc:
+            if error_code(exc) in MISSING or http_status(exc) == 404:
+                return None
+            if http_status(exc) == 403:
+                raise ResourceFailed(
+                    f"bucket {name!r} exists but this account cannot see it: either another "
+                    "account owns the name (bucket names are global; add {account} to it) or "
+                    "the credentials lack s3:ListBucket on it"
+                ) from exc
+            raise
+        state: dict[str, Any] = {}
+        compared = self.compared(res) & set(self.desired(res, ctx))
+        if compared & _ENCRYPTION_FIELDS:
+            compared = (compared - _ENCRYPTION_FIELDS) | {"encryption"}
+        for setting in compared & set(_GETTERS):
+            operation, absent = _GETTERS[setting]
+            got = await ctx.call_or_none(absent, "s3", operation, Bucket=name)
+            state.update(_READERS[setting](got))
+        tags = await ctx.call_or_none(NO_TAGS, "s3", "get_bucket_tagging", Bucket=name)
+        state["tags"] = {t["Key"]: t["Value"] for t in (tags or {}).get("TagSet", [])}
+        return Observed(state)
+
+    async def create(self, ctx: Context, res: Declared, desired: dict[str, Any]) -> None:
+        params: dict[str, Any] = {"Bucket": res.physical}
+        if ctx.region != "us-east-1":
+            params["CreateBucketConfiguration"] = {"LocationConstraint": ctx.region}
+        try:
+            await ctx.call("s3", "create_bucket", **params)
+        except Exception as exc:
+            code = error_code(exc)
+            if code == "BucketAlreadyExists":
+                raise ResourceFailed(
+                    f"the bucket name {res.physical!r} belongs to another AWS account (bucket "
+                    "names are global): choose another `name`, for example with {account} in it"
+                ) from exc
+            if code != "BucketAlreadyOwnedByYou":
+                raise
+        # Settings and tags follow through `update`: S3 takes them one sub-resource at a time.
+
+    async def update(
+        self,
+        ctx: Context,
+        res: Declared,
+        observed: Observed,
+        desired: dict[str, Any],
+        changed: set[str],
+    ) -> None:
+        name = res.physical
+        # Public access block first: it decides whether the policy that follows is accepted.
+        if changed & _ENCRYPTION_FIELDS:
+            changed = changed | {"encryption"}
+        for setting in ("block_public_access", "versioning", "encryption", "policy", "cors",
+                        "lifecycle", "logging"):  # fmt: skip
+            if setting in changed and setting in desired:
+                await _WRITERS[setting](ctx, name, desired)
+        if "tags" in changed:
+            merged = {**observed.tags, **dict(desired["tags"])}
+            await ctx.call(
+                "s3",
+                "put_bucket_tagging",
+                Bucket=name,
+                Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in sorted(merged.items())]},
+            )
+
+    async def delete(self, ctx: Context, found: Found) -> None:
+        try:
+            await ctx.call("s3", "delete_bucket", Bucket=found.physical)
+        except Exception as exc:
+            if error_code(exc) == "BucketNotEmpty":
+                raise ResourceFailed(
+                    f"bucket {found.physical!r} is not empty; awsd never deletes objects: "
+                    "empty it yourself (or keep it declared)"
+                ) from exc
+            if error_code(exc) not in MISSING:
+                raise
+
+    async def discover(self, ctx: Context) -> list[Found]:
+        owned: list[Found] = []
+        listing = await ctx.call("s3", "list_buckets")
+        for bucket in listing.get("Buckets", []):
+            name = bucket["Name"]
+            try:
+                tags = await ctx.call_or_none(
+                    NO_TAGS | ACCESS_DENIED, "s3", "get_bucket_tagging", Bucket=name
+                )
+            except Exception:  # noqa: BLE001 - another region or no access: not provably ours
+                continue
+            found_tags = {t["Key"]: t["Value"] for t in (tags or {}).get("TagSet", [])}
+            if owned_by(found_tags, ctx.env):
+                owned.append(Found("buckets", name, self.arn(name, ctx), found_tags))
+        return owned
+
+
+def _clean(value: Any) -> Any:
+    """Drop None and empty values, so the config's defaults and AWS's omissions compare equal."""
+    if isinstance(value, dict):
+        cleaned = {k: _clean(v) for k, v in value.items()}
+        return {k: v for k, v in cleaned.items() if v not in (None, [], {}, "")}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _log_delivery(res: Declared, ctx: Names) -> list[dict[str, Any]]:
+    """Statements letting S3 server access logging write here, one per declared bucket that
+    logs to this one (AWS's recommended form: the logging service, from that bucket only)."""
+    statements = []
+    for name, bucket in ctx.config.resources.buckets.items():
+        if bucket.logging is None or bucket.logging.target_bucket != res.name:
+            continue
+        statements.append(
+            {
+                "Sid": "awsdAccessLogs" + re.sub(r"[^A-Za-z0-9]", "", name.title()),
+                "Effect": "Allow",
+                "Principal": {"Service": "logging.s3.amazonaws.com"},
+                "Action": "s3:PutObject",
+                "Resource": f"{res.arn}/{bucket.logging.prefix}*",
+                "Condition": {
+                    "ArnLike": {"aws:SourceArn": ctx.arn_of("buckets", name)},
+                    "StringEquals": {"aws:SourceAccount": ctx.account},
+                },
+            }
+        )
+    return statements
+
+
+def _policy(spec: BucketConfig, arn: str, generated: list[dict[str, Any]]) -> dict[str, Any] | None:
+    raw = (spec.policy or {}).get("Statement", [])
+    statements: list[Any] = [raw] if isinstance(raw, dict) else list(raw)
+    statements += generated
+    if spec.deny_unencrypted_uploads:
+        statements.append(
+            {
+                "Sid": "awsdDenyUnencryptedUploads",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": f"{arn}/*",
+                "Condition": {"Null": {"s3:x-amz-server-side-encryption": "true"}},
+            }
+        )
+    if spec.deny_insecure_transport:
+        statements.append(
+            {
+                "Sid": "awsdDenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [arn, f"{arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        )
+    if not statements:
+        return None
+    return {**(spec.policy or {}), "Version": "2012-10-17", "Statement": statements}
+
+
+# --- reading each setting into the config's vocabulary ----------------------------------------
+
+
+def _read_versioning(got: dict[str, Any] | None) -> dict[str, Any]:
+    return {"versioning": bool(got and got.get("Status") == "Enabled")}
+
+
+_ALGORITHMS = {"AES256": "sse-s3", "aws:kms": "sse-kms", "aws:kms:dsse": "dsse-kms"}
+
+
+def _read_encryption(got: dict[str, Any] | None) -> dict[str, Any]:
+    rules = ((got or {}).get("ServerSideEncryptionConfiguration") or {}).get("Rules") or []
+    if not rules:
+        return {"encryption": None}
+    default = rules[0].get("ApplyServerSideEncryptionByDefault", {})
+    algorithm = default.get("SSEAlgorithm")
+    return {
+        "encryption": _ALGORITHMS.get(algorithm, algorithm),
+        "kms_key_id": default.get("KMSMasterKeyID"),
+        "bucket_key": bool(rules[0].get("BucketKeyEnabled", False)),
+    }
+
+
+def _read_public_access(got: dict[str, Any] | None) -> dict[str, Any]:
+    flags = list(((got or {}).get("PublicAccessBlockConfiguration") or {}).values())
+    if flags and all(flags):
+        return {"block_public_access": True}
+    return {"block_public_access": "partly" if any(flags) else False}
+
+
+def _read_policy(got: dict[str, Any] | None) -> dict[str, Any]:
+    return {"policy": json.loads(got["Policy"]) if got and got.get("Policy") else None}
+
+
+def _read_cors(got: dict[str, Any] | None) -> dict[str, Any]:
+    rules = (got or {}).get("CORSRules", [])
+    return {
+        "cors": [
+            _clean(
+                {
+                    "allowed_origins": r.get("AllowedOrigins"),
+                    "allowed_methods": r.get("AllowedMethods"),
+                    "allowed_headers": r.get("AllowedHeaders"),
+                    "expose_headers": r.get("ExposeHeaders"),
+                    "max_age": r.get("MaxAgeSeconds"),
+                }
+            )
+            for r in rules
+        ]
+    }
+
+
+def _read_lifecycle(got: dict[str, Any] | None) -> dict[str, Any]:
+    out = []
+    for rule in (got or {}).get("Rules", []):
+        prefix = rule.get("Filter", {}).get("Prefix", rule.get("Prefix", ""))
+        out.append(
+            _clean(
+                {
+                    "id": rule.get("ID"),
+                    "prefix": prefix,
+                    "enabled": rule.get("Status") == "Enabled",
+                    "expire_days": rule.get("Expiration", {}).get("Days"),
+                    "noncurrent_expire_days": rule.get("NoncurrentVersionExpiration", {}).get(
+                        "NoncurrentDays"
+                    ),
+                    "abort_incomplete_upload_days": rule.get(
+                        "AbortIncompleteMultipartUpload", {}
+                    ).get("DaysAfterInitiation"),
+                    "transitions": [
+                        {"days": t.get("Days"), "storage_class": t.get("StorageClass")}
+                        for t in rule.get("Transitions", [])
+                    ],
+                }
+            )
+        )
+    return {"lifecycle": out}
+
+
+def _read_logging(got: dict[str, Any] | None) -> dict[str, Any]:
+    enabled = (got or {}).get("LoggingEnabled")
+    if not enabled:
+        return {"logging": None}
+    return {
+        "logging": {
+            "target_bucket": enabled.get("TargetBucket"),
+            "prefix": enabled.get("TargetPrefix", ""),
+        }
+    }
+
+
+Reader = Callable[[dict[str, Any] | None], dict[str, Any]]
+Writer = Callable[[Context, str, dict[str, Any]], Awaitable[None]]
+
+_READERS: dict[str, Reader] = {
+    "versioning": _read_versioning,
+    "encryption": _read_encryption,
+    "block_public_access": _read_public_access,
+    "policy": _read_policy,
+    "cors": _read_cors,
+    "lifecycle": _read_lifecycle,
+    "logging": _read_logging,
+}
+
+
+# --- writing each setting ---------------------------------------------------------------------
+
+
+async def _write_versioning(ctx: Context, name: str, desired: dict[str, Any]) -> None:
+    status = "Enabled" if desired["versioning"] else "Suspended"
+    await ctx.call(
+        "s3", "put_bucket_versioning", Bucket=name, VersioningConfiguration={"Status": status}
+    )
+
+
+async def _write_encryption(ctx: Context, name: str, desired: dict[str, Any]) -> None:
+    algorithm = {v: k for k, v in _ALGORITHMS.items()}[desired["encryption"]]
+    default: dict[str, Any] = {"SSEAlgorithm": algorithm}
+    if desired.get("kms_key_id"):
+        default["KMSMasterKeyID"] = desired["kms_key_id"]
+    rule: dict[str, Any] = {"ApplyServerSideEncryptionByDefault": default}
+    if "bucket_key" in desired:
+        rule["BucketKeyEnabled"] = desired["bucket_key"]
+    await ctx.call(
+        "s3",
+        "put_bucket_encryption",
+        Bucket=name,
+        ServerSideEncryptionConfiguration={"Rules": [rule]},
+    )
+
+
+async def _write_public_access(ctx: Context, name: str, desired: dict[str, Any]) -> None:
+    flags = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
+    await ctx.call(
+        "s3",
+        "put_public_access_block",
+        Bucket=name,
+        PublicAccessBlockConfiguration=dict.fromkeys(flags, bool(desired["block_public_access"])),
+    )
+
+
+async def _write_policy(ctx: Context, name: str, desired: dict[str, Any]) -> None:
+    await ctx.call("s3", "put_bucket_policy", Bucket=name, Policy=json.dumps(desired["policy"]))
+
+
+async def _write_cors(ctx: Context, name: str, desired: dict[str, Any]) -> None:
+    rules: list[dict[str, Any]] = desired["cors"]
+    if not rules:
+        await ctx.call("s3", "delete_bucket_cors", Bucket=name)
+        return
+    aws_rules = [
+        _clean(
+            {
+                "AllowedOrigins": r["allowed_origins"],
+                "AllowedMethods": r["allowed_methods"],
+                "AllowedHeaders": r.get("allowed_headers"),
+                "ExposeHeaders": r.get("expose_headers"),
+                "MaxAgeSeconds": r.get("max_age"),
+            }
+        )
+        for r in rules
+    ]
+    await ctx.call("s3", "put_bucket_cors", Bucket=name, CORSConfiguration={"CORSRules": aws_rules})
+
+
+async def _write_lifecycle(ctx: Context, name: str, desired: dict[str, Any]) -> None:
+    rules: list[dict[str, Any]] = desired["lifecycle"]
+    if not rules:
+        await ctx.call("s3", "delete_bucket_lifecycle", Bucket=name)
+        return
+    aws_rules = []
+    for r in rules:
+        rule: dict[str, Any] = {
+            "ID": r["id"],
+            "Filter": {"Prefix": r.get("prefix", "")},
+            "Status": "Enabled" if r.get("enabled", True) else "Disabled",
+        }
+        if r.get("expire_days"):
+            rule["Expiration"] = {"Days": r["expire_days"]}
+        if r.get("noncurrent_expire_days"):
+            rule["NoncurrentVersionExpiration"] = {"NoncurrentDays": r["noncurrent_expire_days"]}
+        if r.get("abort_incomplete_upload_days"):
+            rule["AbortIncompleteMultipartUpload"] = {
+                "DaysAfterInitiation": r["abort_incomplete_upload_days"]
+            }
+        if r.get("transitions"):
+            rule["Transitions"] = [
+                {"Days": t["days"], "StorageClass": t["storage_class"]} for t in r["transitions"]
+            ]
+        aws_rules.append(rule)
+    await ctx.call(
+        "s3",
+        "put_bucket_lifecycle_configuration",
+        Bucket=name,
+        LifecycleConfiguration={"Rules": aws_rules},
+    )
+
+
+async def _write_logging(ctx: Context, name: str, desired: dict[str, Any]) -> None:
+    logging = desired["logging"]
+    status = {
+        "LoggingEnabled": {
+            "TargetBucket": logging["target_bucket"],
+            "TargetPrefix": logging["prefix"],
+        }
+    }
+    await ctx.call("s3", "put_bucket_logging", Bucket=name, BucketLoggingStatus=status)
+
+
+_WRITERS: dict[str, Writer] = {
+    "versioning": _write_versioning,
+    "encryption": _write_encryption,
+    "block_public_access": _write_public_access,
+    "policy": _write_policy,
+    "cors": _write_cors,
+    "lifecycle": _write_lifecycle,
+    "logging": _write_logging,
+}

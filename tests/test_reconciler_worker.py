@@ -1,0 +1,293 @@
+"""The reconciler worker: detect and enforce modes, events, metrics, flapping, the real daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+from daemon.aws import AwsClients
+from daemon.config.models import Config
+from daemon.config.outbox import OutboxConfig
+from daemon.events import EventBus, ResourceContested, ResourceDrifted
+from daemon.local_aws import free_port
+from daemon.metrics import Registry
+from daemon.outbox import Outbox
+from daemon.services import Services
+from daemon.workers.reconciler import Reconciler
+from tests.support.awsproxy import AwsProxy
+from tests.support.proc import REPO, base_env
+from tests.support.resources import load, plan_and_apply, session, unique_env, write_config
+
+QUEUE = {"queues": {"jobs": {"visibility_timeout": 60}}}
+
+
+@contextlib.asynccontextmanager
+async def services_for(config: Config) -> AsyncIterator[Services]:
+    metrics = Registry()
+    events = EventBus(metrics)
+    outbox = Outbox(OutboxConfig(path=":memory:"), ":memory:", metrics=metrics, events=events)
+    services = Services(
+        config,
+        metrics=metrics,
+        events=events,
+        clients=AwsClients(config.aws, metrics=metrics),
+        outbox=outbox,
+    )
+    try:
+        yield services
+    finally:
+        await services.close()
+        await outbox.close()
+
+
+def set_visibility(boto: Any, env: str, seconds: int) -> None:
+    sqs = boto("sqs")
+    url = sqs.get_queue_url(QueueName=f"{env}-jobs")["QueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": str(seconds)})
+
+
+def visibility(boto: Any, env: str) -> int:
+    sqs = boto("sqs")
+    url = sqs.get_queue_url(QueueName=f"{env}-jobs")["QueueUrl"]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
+    return int(attrs["Attributes"]["VisibilityTimeout"])
+
+
+def value(services: Services, name: str, **labels: str) -> float:
+    family = {f.name: f for f in services.metrics.families()}[name]
+    return family.labels(**labels).value  # type: ignore[union-attr]
+
+
+def drained(sub: Any) -> list[Any]:
+    events = []
+    while not sub.queue.empty():
+        events.append(sub.queue.get_nowait())
+    return events
+
+
+class TestDetect:
+    async def test_drift_is_logged_counted_and_published_once_and_nothing_changes(
+        self, configs: Any, boto: Any
+    ):
+        env = unique_env()
+        config = load(configs, env, {"mode": "detect", **QUEUE})
+        async with session(config) as ctx:
+            await plan_and_apply(ctx)
+        set_visibility(boto, env, 30)
+        async with services_for(config) as services:
+            events = services.events.subscribe(ResourceDrifted, name="test")
+            reconciler = Reconciler(config, services)
+            first = await reconciler.run_pass()
+            second = await reconciler.run_pass()
+        assert first.drifted == second.drifted == ("queue.jobs",)
+        assert first.fixed == second.fixed == ()
+        (event,) = drained(events)  # the same drift is announced once, not every pass
+        assert (event.resource, event.action, event.fixed) == ("queue.jobs", "update", False)
+        assert event.changes == (("visibility_timeout", "60", "30"),)
+        assert "drift on queue.jobs (update, not fixed): visibility_timeout: 30 -> 60" in (
+            event.text()
+        )
+        assert value(services, "awsd_reconciler_drift_total", kind="queues") == 2
+        assert value(services, "awsd_reconciler_resources", state="drifted") == 1
+        assert visibility(boto, env) == 30
+
+    async def test_a_missing_resource_is_drift_in_detect_mode(self, configs: Any):
+        config = load(configs, unique_env(), {"mode": "detect", **QUEUE})
+        async with services_for(config) as services:
+            result = await Reconciler(config, services).run_pass()
+        assert result.drifted == ("queue.jobs",) and result.applied == ()
+
+
+class TestEnforce:
+    async def test_first_pass_creates_and_later_drift_is_fixed_and_published(
+        self, configs: Any, boto: Any
+    ):
+        env = unique_env()
+        config = load(configs, env, {"mode": "enforce", **QUEUE})
+        async with services_for(config) as services:
+            events = services.events.subscribe(ResourceDrifted, name="test")
+            reconciler = Reconciler(config, services)
+            first = await reconciler.run_pass()
+            assert (first.applied, first.drifted) == (("queue.jobs",), ())
+            set_visibility(boto, env, 30)
+            second = await reconciler.run_pass()
+        assert second.drifted == second.fixed == ("queue.jobs",)
+        assert visibility(boto, env) == 60
+        (event,) = drained(events)
+        assert event.fixed
+        assert value(services, "awsd_reconciler_fixes_total", kind="queues", result="done") == 2
+
+    async def test_a_resource_another_tool_keeps_changing_is_contested_and_left_alone(
+        self, configs: Any, boto: Any
+    ):
+        env = unique_env()
+        config = load(configs, env, {"mode": "enforce", "flap_threshold": 2, **QUEUE})
+        async with services_for(config) as services:
+            contested = services.events.subscribe(ResourceContested, name="test")
+            reconciler = Reconciler(config, services)
+            await reconciler.run_pass()
+            for _ in range(2):
+                set_visibility(boto, env, 30)  # the other tool
+                assert (await reconciler.run_pass()).fixed == ("queue.jobs",)
+            (event,) = drained(contested)
+            assert (event.resource, event.fixes, event.paths) == (
+                "queue.jobs",
+                2,
+                ("visibility_timeout",),
+            )
+            set_visibility(boto, env, 30)
+            third = await reconciler.run_pass()
+            assert third.contested == ("queue.jobs",) and third.fixed == ()
+            assert visibility(boto, env) == 30  # no longer fought over
+            assert "contested" in event.text()
+            set_visibility(boto, env, 60)  # someone settles it the config's way
+            assert (await reconciler.run_pass()).contested == ()
+
+    async def test_a_pass_that_cannot_reach_aws_fails_cleanly(self, configs: Any):
+        dead = f"http://127.0.0.1:{free_port()}"
+        config = load(
+            configs,
+            unique_env(),
+            {"mode": "enforce", **QUEUE},
+            aws={"endpoint_url": dead, "max_attempts": 1, "connect_timeout": 0.5},
+        )
+        async with services_for(config) as services:
+            result = await Reconciler(config, services).run_pass()
+        assert not result.ok and "Could not connect" in (result.error or "")
+        assert value(services, "awsd_reconciler_passes_total", result="failed") == 1
+
+
+LEASED = {
+    "mode": "enforce",
+    "lease_table": "leases",
+    "lease_failover": 1.0,
+    "tables": {"leases": {"partition_key": "lease_key"}},
+    **QUEUE,
+}
+
+
+class TestLeadership:
+    async def test_only_the_lease_holder_reconciles_and_a_release_hands_over(
+        self, configs: Any, boto: Any
+    ):
+        env = unique_env()
+        config = load(configs, env, LEASED)
+        async with services_for(config) as one, services_for(config) as two:
+            first, second = Reconciler(config, one), Reconciler(config, two)
+            led = await first.run_pass()
+            assert led.leader and "queue.jobs" in led.applied
+            assert not (await second.run_pass()).leader
+            set_visibility(boto, env, 30)
+            assert not (await second.run_pass()).leader
+            assert visibility(boto, env) == 30
+            await first.close()  # a graceful stop gives the lease up
+            taken = await second.run_pass()
+            await second.close()
+        # ("applied", not "fixed": this daemon had not seen the queue in sync before)
+        assert taken.leader and taken.applied == ("queue.jobs",)
+        assert visibility(boto, env) == 60
+        table = boto("dynamodb").describe_table(TableName=f"{env}-leases")["Table"]
+        assert table["KeySchema"] == [{"AttributeName": "lease_key", "KeyType": "HASH"}]
+
+    async def test_a_holder_that_stops_renewing_loses_the_lease_after_failover(
+        self, configs: Any, moto_endpoint: str
+    ):
+        env = unique_env()
+        config = load(configs, env, LEASED)
+        proxy = AwsProxy(moto_endpoint)
+        await proxy.start()
+        cut_off = load(
+            configs,
+            env,
+            LEASED,
+            aws={"endpoint_url": proxy.url, "max_attempts": 1, "connect_timeout": 0.5},
+        )
+        async with services_for(cut_off) as one, services_for(config) as two:
+            first, second = Reconciler(cut_off, one), Reconciler(config, two)
+            assert (await first.run_pass()).leader
+            await proxy.stop()  # the holder loses its network: it can no longer renew
+            assert not (await second.run_pass()).leader
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + 30
+            while not (await second.run_pass()).leader:
+                assert loop.time() < give_up, "the lease was never taken over"
+                await asyncio.sleep(0.2)
+            assert not (await first.run_pass()).leader
+            await first.close()
+            await second.close()
+
+
+class TestDaemon:
+    def test_resources_exist_before_other_workers_start_and_plan_then_shows_no_changes(
+        self, configs: Any, awsd: Any, boto: Any
+    ):
+        env = unique_env()
+        path = write_config(
+            configs,
+            env,
+            {**LEASED, "interval": 3600, "topics": {"news": {}}},
+            custom={"poller": {"entrypoint": "tests.support.workers:idle"}},
+        )
+        daemon = awsd(path)
+        daemon.wait_ready(timeout=60)
+        events = [e.get("event") for e in daemon.logs.events]
+        assert events.index("create applied") < events.index("test worker started")
+        assert events.index("reconcile pass") < events.index("ready")
+
+        plan = subprocess.run(
+            [sys.executable, "-m", "daemon", "plan", "--config", str(path)],
+            check=False,
+            cwd=REPO,
+            env=base_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert plan.returncode == 0, plan.stdout + plan.stderr
+        assert "No changes. 3 resources match the configuration." in plan.stdout
+
+        _, status = daemon.http("/status")
+        reconciler = status["workers"]["reconciler"]
+        assert (reconciler["last_pass"]["checked"], reconciler["leader"]) == (3, True)
+
+        set_visibility(boto, env, 30)
+        daemon.signal(signal.SIGHUP)
+        daemon.logs.wait_for("reconciling after a config reload", timeout=30)
+        daemon.logs.wait_for("drift detected", resource="queue.jobs", timeout=30)
+        daemon.logs.wait_for("update applied", resource="queue.jobs", timeout=30)
+        assert visibility(boto, env) == 60
+        assert daemon.stop() == 0
+
+    def test_plan_in_local_mode_sees_the_running_daemons_local_account(
+        self, offline_configs: Any, awsd: Any
+    ):
+        """`make run` then `awsd plan --env local`: the same moto server, "No changes"."""
+        path = offline_configs.write(
+            {
+                "env": unique_env(),
+                "aws": {"local": True, "local_port": free_port(), "region": "us-east-1"},
+                "resources": {"mode": "enforce", "interval": 3600, **QUEUE},
+            }
+        )
+        daemon = awsd(path)
+        daemon.wait_ready(timeout=60)
+        plan = subprocess.run(
+            [sys.executable, "-m", "daemon", "plan", "--config", str(path)],
+            check=False,
+            cwd=REPO,
+            env=base_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (plan.returncode, plan.stdout.splitlines()[-1]) == (
+            0,
+            "No changes. 1 resource matches the configuration.",
+        ), plan.stderr
+        assert "no local AWS endpoint answered" not in plan.stderr
+        assert daemon.stop() == 0
