@@ -27,6 +27,7 @@ from typing import Any
 from daemon.config.messaging import ReadingConfig, SnsPublisherConfig
 from daemon.config.models import Config
 from daemon.events import Subscription
+from daemon.iam import CONTRIBUTORS, Grant, Scope
 from daemon.outbox import InvalidMessage, Message, OutboxFull
 from daemon.programs import program_env, run_program
 from daemon.publishing import PublishMetrics, PublishRequest, resolved
@@ -307,6 +308,23 @@ def _publishes(config: Config) -> bool:
 
 
 OUTBOX_USERS.append(_publishes)
+
+
+def _iam(config: Config, scope: Scope) -> list[Grant]:
+    """Publish on the topics the config names. `awsd publish` to other topics, and SMS, need
+    sns:Publish on those (SMS: on `*`) added by hand: they are not known from the config."""
+    if config.sns is None:
+        return []
+    topics = {r.topic for r in config.sns.readings.values() if r.topic}
+    if config.sns.topic:
+        topics.add(config.sns.topic)
+    if not topics:
+        return []
+    arns = tuple(sorted(scope.arn_of("topics", t) for t in topics))
+    return [Grant("sns", ("sns:Publish",), arns)]
+
+
+CONTRIBUTORS.append(_iam)
 
 
 def specs(config: Config) -> list[WorkerSpec]:

@@ -38,6 +38,8 @@ from daemon.config.handlers import ForwardHandlerConfig
 from daemon.config.messaging import SqsPollerConfig
 from daemon.config.models import Config
 from daemon.handlers import Handler, HandlerError, build_handler
+from daemon.handlers.forward import forward_grants
+from daemon.iam import CONTRIBUTORS, Grant, Scope
 from daemon.metrics import Registry
 from daemon.retry import Attempts, Backoff
 from daemon.services import Services
@@ -580,6 +582,24 @@ def _forwards_through_outbox(config: Config) -> bool:
 
 
 OUTBOX_USERS.append(_forwards_through_outbox)
+
+
+def _iam(config: Config, scope: Scope) -> list[Grant]:
+    grants = []
+    for name, poller in config.sqs.items():
+        actions = (
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueAttributes",
+            "sqs:GetQueueUrl",
+        )
+        grants.append(Grant(f"sqs:{name}", actions, (scope.arn_of("queues", poller.queue),)))
+        grants += forward_grants(poller.handler, f"sqs:{name}", scope)
+    return grants
+
+
+CONTRIBUTORS.append(_iam)
 
 
 def specs(config: Config) -> list[WorkerSpec]:
