@@ -90,6 +90,29 @@ class PublishRequest(Event):
         return Message("sns", topic, body, origin or self.source)
 
 
+def notifiable_events() -> dict[str, type[Event]]:
+    """The events of `daemon/events.py` the publisher can publish as text (they have `text()`)."""
+    import daemon.events as shared  # noqa: PLC0415
+
+    return {
+        name: cls
+        for name, cls in vars(shared).items()
+        if isinstance(cls, type)
+        and issubclass(cls, Event)
+        and cls is not Event
+        and callable(getattr(cls, "text", None))
+    }
+
+
+def notification(event: Event, topic: str, *, origin: str) -> Message:
+    """The outbox message for a notifiable event."""
+    from daemon.outbox import Message  # noqa: PLC0415
+
+    text: str = event.text()  # type: ignore[attr-defined]
+    body = {"message": text, "attributes": {"awsd_event": type(event).__name__}}
+    return Message("sns", topic, body, origin or event.source)
+
+
 async def resolved(services: Services, message: Message) -> Message:
     """`message` with its topic as AWS knows it (a declared logical name becomes its AWS name)."""
     if message.kind != "sns":

@@ -319,3 +319,45 @@ def test_next_tick_is_start_to_start_and_never_catches_up():
     assert parse_value(" 42 ", None) == 42 and parse_value("48312", 0.001) == 48.312
     assert parse_value("temp=48.3'C", None) == "temp=48.3'C"
     assert parse_value("nan", None) == "nan" and parse_value("[1, 2]", None) == [1, 2]
+
+
+async def test_drift_events_are_published_as_text_to_their_topic(harness: Harness, boto):
+    from daemon.events import ResourceDrifted
+
+    _, arn, url = topic_with_queue(boto, raw=False)
+    services = await harness.start(harness.config(sns={"notify": {"ResourceDrifted": arn}}))
+    await asyncio.sleep(0.05)
+    drift = ResourceDrifted(
+        source="reconciler",
+        env="test",
+        resource="queue.readings",
+        physical="test-readings",
+        arn="arn:aws:sqs:us-east-1:123456789012:test-readings",
+        action="update",
+        changes=(("VisibilityTimeout", "60", "30"),),
+        fixed=True,
+    )
+    services.events.publish(drift)
+    await wait_until(lambda: harness.worker("sns").events_published == 1)
+    await wait_until(lambda: services.outbox.count == 0)
+    (got,) = [json.loads(m["Body"]) for m in drain(boto, url, 1)]
+    assert got["Message"] == drift.text() and "drift on queue.readings" in got["Message"]
+    assert got["MessageAttributes"]["awsd_event"]["Value"] == "ResourceDrifted"
+
+
+def test_notify_names_only_events_with_a_text_form(offline_configs: Any):
+    from daemon.config import ConfigError, load_config
+
+    path = offline_configs.write(
+        {
+            "sns": {
+                "notify": {"ResourceDrifted": "arn:aws:sns:us-east-1:123456789012:a", "Nope": "x"}
+            }
+        },
+        health=False,
+    )
+    with pytest.raises(ConfigError) as failure:
+        load_config(path)
+    rendered = failure.value.render()
+    assert "sns.notify.Nope: no such event; known: ResourceContested, ResourceDrifted" in rendered
+    assert "sns.notify.Nope: names topic 'x', which is not declared" in rendered

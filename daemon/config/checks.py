@@ -50,6 +50,22 @@ def _reading_topics(config: Config) -> list[tuple[str, str]]:
 CROSS_CHECKS.extend([_custom_entrypoints, _handler_entrypoints, _reading_topics])
 
 
+def _notify_events(config: Config) -> list[tuple[str, str]]:
+    if config.sns is None or not config.sns.notify:
+        return []
+    from daemon.publishing import notifiable_events  # noqa: PLC0415 - imports the event bus
+
+    known = notifiable_events()
+    return [
+        (f"sns.notify.{name}", f"no such event; known: {', '.join(sorted(known))}")
+        for name in config.sns.notify
+        if name not in known
+    ]
+
+
+CROSS_CHECKS.append(_notify_events)
+
+
 def handler_references(handler: HandlerConfig, path: str, user: str) -> list[ResourceRef]:
     """The topic, queue or stream a `forward` handler sends to (for any source's handler)."""
     if not isinstance(handler, ForwardHandlerConfig) or handler.url is not None:
@@ -72,6 +88,8 @@ def _messaging_references(config: Config) -> list[ResourceRef]:
             if reading.topic:
                 path = f"sns.readings.{name}.topic"
                 refs.append(ResourceRef("topics", reading.topic, path, "sns"))
+        for event, topic in config.sns.notify.items():
+            refs.append(ResourceRef("topics", topic, f"sns.notify.{event}", "sns"))
     return refs
 
 

@@ -148,6 +148,11 @@ class SnsPublisherConfig(Section):
     events: bool = True
     """Publish the PublishRequest events other workers put on the event bus."""
 
+    notify: dict[str, str] = Field(default_factory=dict)
+    """Events from other workers published as one line of text to a topic, by event type, for
+    example `{ ResourceDrifted = "alerts", ResourceContested = "alerts" }` (any event of
+    `daemon/events.py` with a text form). They carry the attribute `awsd_event` = the type."""
+
     event_queue: int = Field(default=1000, ge=1, le=1_000_000)
     """Events waiting for the outbox at most; more are dropped, counted and logged."""
 

@@ -26,11 +26,17 @@ from typing import Any
 
 from daemon.config.messaging import ReadingConfig, SnsPublisherConfig
 from daemon.config.models import Config
-from daemon.events import Subscription
+from daemon.events import Event, Subscription
 from daemon.iam import CONTRIBUTORS, Grant, Scope
 from daemon.outbox import InvalidMessage, Message, OutboxFull
 from daemon.programs import program_env, run_program
-from daemon.publishing import PublishMetrics, PublishRequest, resolved
+from daemon.publishing import (
+    PublishMetrics,
+    PublishRequest,
+    notifiable_events,
+    notification,
+    resolved,
+)
 from daemon.services import Services
 from daemon.worker import Worker, WorkerContext, WorkerSpec, fingerprint
 from daemon.workers.outbox import OUTBOX_USERS
@@ -74,9 +80,13 @@ class SnsPublisher(Worker):
     async def run(self, ctx: WorkerContext) -> None:
         sub = None
         tasks: list[asyncio.Task[None]] = []
+        known = notifiable_events()
+        types = [known[name] for name in self.cfg.notify if name in known]
         if self.cfg.events:
+            types.append(PublishRequest)
+        if types:
             sub = self.services.events.subscribe(
-                PublishRequest, maxsize=self.cfg.event_queue, name=ctx.name
+                *types, maxsize=self.cfg.event_queue, name=ctx.name
             )
             tasks.append(asyncio.create_task(self._events(ctx, sub), name="sns-events"))
         for name, reading in self.cfg.readings.items():
@@ -100,29 +110,29 @@ class SnsPublisher(Worker):
 
     async def _events(self, ctx: WorkerContext, sub: Subscription) -> None:
         while True:
-            event = await sub.get()
-            if isinstance(event, PublishRequest):
-                await self._publish_request(ctx, event)
+            await self._publish_event(ctx, await sub.get())
 
     async def _drain(self, ctx: WorkerContext, sub: Subscription) -> None:
         """Put the events already taken from the bus into the outbox before stopping."""
-        left: list[PublishRequest] = []
+        left: list[Event] = []
         while not sub.queue.empty():
-            event = sub.queue.get_nowait()
-            if isinstance(event, PublishRequest):
-                left.append(event)
+            left.append(sub.queue.get_nowait())
         if not left:
             return
         try:
             async with asyncio.timeout(ctx.stop.remaining(5.0)):
                 for event in left:
-                    await self._publish_request(ctx, event)
+                    await self._publish_event(ctx, event)
         except TimeoutError:
-            ctx.log.error("publish requests lost at the shutdown deadline", lost=len(left))
+            ctx.log.error("events lost at the shutdown deadline", lost=len(left))
 
-    async def _publish_request(self, ctx: WorkerContext, event: PublishRequest) -> None:
+    async def _publish_event(self, ctx: WorkerContext, event: Event) -> None:
         try:
-            message = event.to_message(self.cfg.topic, origin=event.source or "events")
+            if isinstance(event, PublishRequest):
+                message = event.to_message(self.cfg.topic, origin=event.source or "events")
+            else:
+                topic = self.cfg.notify[type(event).__name__]
+                message = notification(event, topic, origin=event.source or "events")
             await self.services.outbox.put(await resolved(self.services, message))
         except (InvalidMessage, OutboxFull) as exc:
             reason = "full" if isinstance(exc, OutboxFull) else "invalid"
@@ -131,8 +141,7 @@ class SnsPublisher(Worker):
             ctx.log.error(
                 "publish request refused",
                 requested_by=event.source,
-                topic=event.topic or self.cfg.topic,
-                phone=bool(event.phone),
+                event_type=type(event).__name__,
                 error=str(exc),
             )
             return
@@ -316,6 +325,7 @@ def _iam(config: Config, scope: Scope) -> list[Grant]:
     if config.sns is None:
         return []
     topics = {r.topic for r in config.sns.readings.values() if r.topic}
+    topics.update(config.sns.notify.values())
     if config.sns.topic:
         topics.add(config.sns.topic)
     if not topics:
