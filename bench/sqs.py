@@ -174,8 +174,9 @@ def _start_role(role: str, *args: str) -> subprocess.Popen[str]:
 
 
 def producer(endpoint: str, url: str) -> None:
-    """Keeps the queue short but never empty, until killed: one batch of 10 whenever fewer than
-    TARGET_DEPTH messages are visible (moto's receive cost grows with the queue's length)."""
+    """Keeps the queue short but never empty, until killed: up to three batches of 10 whenever
+    fewer than TARGET_DEPTH messages are visible (moto's receive cost grows with the queue's
+    length, so a long queue would measure moto's scanning instead of the consumers)."""
     sqs = _boto("sqs", endpoint)
     n = 0
     while True:
@@ -187,9 +188,10 @@ def producer(endpoint: str, url: str) -> None:
         if depth >= TARGET_DEPTH:
             time.sleep(0.02)
             continue
-        entries = [{"Id": str(i), "MessageBody": f"reading {n + i}"} for i in range(10)]
-        sqs.send_message_batch(QueueUrl=url, Entries=entries)
-        n += 10
+        for _ in range(min(3, (TARGET_DEPTH - depth + 9) // 10)):
+            entries = [{"Id": str(i), "MessageBody": f"reading {n + i}"} for i in range(10)]
+            sqs.send_message_batch(QueueUrl=url, Entries=entries)
+            n += 10
 
 
 def course_consumer(endpoint: str, name: str, warmup: str, window: str) -> None:
@@ -297,8 +299,8 @@ def publish_course(moto: Moto) -> dict[str, float]:
 
 
 def publish_awsd(moto: Moto, state: Path) -> dict[str, float]:
-    _boto("sns", moto.endpoint).create_topic(Name="awsd-pub")
-    daemon = Daemon(moto.endpoint, '[sns]\ntopic = "awsd-pub"\n', state / "publish")
+    arn = _boto("sns", moto.endpoint).create_topic(Name="awsd-pub")["TopicArn"]
+    daemon = Daemon(moto.endpoint, f'[sns]\ntopic = "{arn}"\n', state / "publish")
     try:
         began, cpu = time.monotonic(), daemon.cpu()
         for start in range(0, PUBLISH_COUNT, INGEST_BATCH):

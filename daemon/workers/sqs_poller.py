@@ -261,9 +261,10 @@ class SqsPoller(Worker):
                 left = ctx.stop.remaining(self.cfg.wait_time_seconds + 10.0) - STOP_RESERVE
                 await asyncio.wait({call}, timeout=max(0.0, left))
             if not call.done():
-                ctx.log.warning(
-                    "the last receive outlasted the shutdown deadline and was cancelled; any "
-                    "messages SQS gave it come back after their visibility timeout",
+                ctx.log.info(
+                    "the last long poll was still waiting at the stop deadline and was "
+                    "cancelled; messages SQS had just assigned to it, if any, come back after "
+                    "their visibility timeout",
                     wait_time_s=self.cfg.wait_time_seconds,
                 )
                 return []
