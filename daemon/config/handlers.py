@@ -45,13 +45,13 @@ class ForwardHandlerConfig(Section):
     """Handler kind."""
 
     sns: str | None = None
-    """Topic name or ARN."""
+    """Topic: a declared topic's logical name, or its ARN."""
 
     sqs: str | None = None
-    """Queue name or URL."""
+    """Queue: a declared queue's logical name, its URL, or its ARN."""
 
     kinesis: str | None = None
-    """Stream name."""
+    """Stream: a declared stream's logical name, or its ARN."""
 
     url: HttpUrl | None = None
     """Webhook URL: the record is POSTed (see `payload`)."""

@@ -22,7 +22,8 @@ class SqsPollerConfig(Section):
     """One queue, polled by its own worker `sqs:<name>`."""
 
     queue: str = Field(min_length=1)
-    """Queue name or URL."""
+    """The queue: a declared queue's logical name (`[resources.queues.<name>]`), its URL, or its
+    ARN."""
 
     handler: HandlerConfig = Field(default_factory=lambda: LogHandlerConfig(kind="log"))
     """What to do with each message: `log`, `python`, `forward` or `command`."""
@@ -109,7 +110,7 @@ class ReadingConfig(Section):
     the ticks it covered be skipped."""
 
     topic: str | None = None
-    """Topic name or ARN; unset: `sns.topic`."""
+    """A declared topic's logical name, or a topic ARN; unset: `sns.topic`."""
 
     scale: float | None = None
     """Multiply a numeric value by this (0.001 turns millidegrees into degrees)."""
@@ -138,8 +139,8 @@ class SnsPublisherConfig(Section):
     POST /publish), all through the durable outbox."""
 
     topic: str | None = None
-    """Default topic name or ARN: for `awsd publish` without `--topic`, readings without their
-    own topic and events that name none."""
+    """Default topic (a declared topic's logical name, or an ARN): for `awsd publish` without
+    `--topic`, readings without their own topic and events that name none."""
 
     ingest: Literal["loopback", "any", "off"] = "loopback"
     """Who may POST /publish on the health server: loopback clients only (`awsd publish` on this
