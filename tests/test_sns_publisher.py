@@ -361,3 +361,26 @@ def test_notify_names_only_events_with_a_text_form(offline_configs: Any):
     rendered = failure.value.render()
     assert "sns.notify.Nope: no such event; known: ResourceContested, ResourceDrifted" in rendered
     assert "sns.notify.Nope: names topic 'x', which is not declared" in rendered
+
+
+async def test_declared_logical_names_become_their_aws_names(harness: Harness):
+    config = harness.config(
+        resources={
+            "mode": "off",  # names only: no reconciler worker in this test
+            "topics": {"news": {}, "named": {"name": "exact-{region}"}},
+            "queues": {"q": {}},
+        },
+        sns={"topic": "news"},
+    )
+    services = await harness.start(config)
+    targets = services.targets
+    assert await targets.aws_name("topics", "news") == "test-news"
+    assert await targets.aws_name("topics", "named") == "exact-us-east-1"
+    assert await targets.aws_name("queues", "q") == "test-q"
+    assert await targets.aws_name("topics", "not-declared") == "not-declared"
+    arn = "arn:aws:sns:us-east-1:123456789012:x"
+    assert await targets.aws_name("topics", arn) == arn
+    await asyncio.sleep(0.05)
+    services.events.publish(PublishRequest(source="t", message="m"))
+    await wait_until(lambda: harness.worker("sns").events_published == 1)
+    assert ("sns", "test-news") in services.outbox._targets

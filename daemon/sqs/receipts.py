@@ -184,6 +184,15 @@ class Receipts:
             self._settle(held)
         return len(left)
 
+    def check(self) -> None:
+        """Raise what stopped the receipt loop, if it died (the poller then crashes and is
+        restarted, instead of waiting forever for acks that will never be sent)."""
+        task = self._task
+        if task is not None and task.done() and not task.cancelled():
+            error = task.exception()
+            if error is not None:
+                raise RuntimeError("the ack and heartbeat loop failed") from error
+
     def _next_wait(self, now: float) -> float:
         """Seconds until the next round: at once for releases and full (or final) ack batches,
         after `linger` for a partial one, half an interval before a heartbeat is due; never

@@ -202,6 +202,7 @@ class SqsPoller(Worker):
         fill_until: float | None = None
         while not ctx.stopping:
             ctx.beat()
+            self.receipts.check()
             free = self.cfg.max_in_flight - self.receipts.in_flight
             if free <= 0 or self.receipts.backlog > self.cfg.max_in_flight:
                 self.state = "all slots busy"
