@@ -52,7 +52,13 @@ class StartupError(Exception):
 class Daemon:
     """One awsd process."""
 
-    def __init__(self, loaded: LoadedConfig, *, environ: Mapping[str, str] = os.environ) -> None:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        environ: Mapping[str, str] = os.environ,
+        local: LocalAws | None = None,
+    ) -> None:
         self.loaded = loaded
         self.environ = environ
         self.metrics = Registry()
@@ -67,7 +73,8 @@ class Daemon:
             events=self.events,
         )
         self.health: HealthServer | None = None
-        self.local: LocalAws | None = None
+        self.local: LocalAws | None = local
+        """The embedded moto child: spawned early by `awsd run`, or started in `_startup`."""
         self.local_endpoint: str | None = None
         self.state = "starting"
         self.started_at = time.time()
@@ -202,7 +209,7 @@ class Daemon:
         if self.local_endpoint is None:
             try:
                 self.local_endpoint, self.local = await attach_or_start(
-                    config.aws.local_port, self.environ
+                    config.aws.local_port, self.environ, early=self.local
                 )
             except RuntimeError as exc:
                 raise StartupError(str(exc)) from None

@@ -65,12 +65,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         loaded = load_from_args(args)
     except ConfigError as exc:
         return config_failure(exc)
+    early = None
+    if loaded.config.aws.local:  # boot the local endpoint while the daemon imports its modules
+        from daemon.local_aws import spawn_early  # noqa: PLC0415
+
+        try:
+            early = spawn_early(loaded.config.aws.local_port)
+        except RuntimeError as exc:
+            print(f"awsd: {exc}", file=sys.stderr)
+            return 1
     from daemon.app import Daemon  # noqa: PLC0415
     from daemon.logs import configure_logging, set_context  # noqa: PLC0415
 
     configure_logging(loaded.config.log)
     set_context(env=loaded.config.env, config_version=loaded.version)
-    return run_async(Daemon(loaded).run())
+    return run_async(Daemon(loaded, local=early).run())
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -125,13 +125,25 @@ class LeaseTable:
         )
         return Lease(key, None, 0, dict(attrs or {})) if ok else None
 
-    async def take(self, lease: Lease) -> Lease | None:
+    async def take(self, lease: Lease, *, increment: tuple[str, ...] = ()) -> Lease | None:
         """Become the owner of `lease` (free, expired or stolen) if nobody changed it since it
-        was observed; None when somebody did."""
+        was observed; None when somebody did. `increment` names numeric attributes of the user's
+        to add 1 to in the same write (a count of owner switches, say)."""
+        if _RESERVED & set(increment):
+            raise ValueError(f"cannot increment {sorted(_RESERVED)}")
+        names = {f"#i{i}": name for i, name in enumerate(increment)}
+        adds = ", ".join(f"#i{i} :one" for i in range(len(increment)))
         ok = await self._update(
-            lease, "SET #o = :me, #c = :next", "#c = :seen", {":me": {"S": self.owner}}
+            lease,
+            "SET #o = :me, #c = :next" + (f" ADD {adds}" if adds else ""),
+            "#c = :seen",
+            {":me": {"S": self.owner}, **({":one": {"N": "1"}} if adds else {})},
+            names=names,
         )
-        return Lease(lease.key, self.owner, lease.counter + 1, lease.attrs) if ok else None
+        if not ok:
+            return None
+        attrs = {**lease.attrs, **{n: int(lease.attrs.get(n) or 0) + 1 for n in increment}}
+        return Lease(lease.key, self.owner, lease.counter + 1, attrs)
 
     async def renew(self, lease: Lease) -> Lease | None:
         """Prove we are alive; None when the lease was taken from us."""
@@ -168,7 +180,13 @@ class LeaseTable:
         await db.delete_item(TableName=self.table, Key={KEY: {"S": key}})
 
     async def _update(
-        self, lease: Lease, expression: str, condition: str, values: dict[str, Any]
+        self,
+        lease: Lease,
+        expression: str,
+        condition: str,
+        values: dict[str, Any],
+        *,
+        names: dict[str, str] | None = None,
     ) -> bool:
         values = {
             **values,
@@ -182,9 +200,12 @@ class LeaseTable:
             UpdateExpression=expression,
             ConditionExpression=condition,
             ExpressionAttributeNames={
-                k: v
-                for k, v in (("#o", OWNER), ("#c", COUNTER))
-                if k in expression or k in condition
+                **{
+                    k: v
+                    for k, v in (("#o", OWNER), ("#c", COUNTER))
+                    if k in expression or k in condition
+                },
+                **(names or {}),
             },
             ExpressionAttributeValues=used,
         )

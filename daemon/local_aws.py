@@ -12,12 +12,11 @@ import importlib.util
 import logging
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Mapping
-
-import aiohttp
 
 from daemon.logs import get_logger
 
@@ -31,70 +30,85 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class LocalAws:
-    """Starts and stops one moto server on a free loopback port."""
+    """One moto server child process on a loopback port.
+
+    `spawn()` is synchronous and cheap, so `awsd run` can start the child before its own heavy
+    imports and the two boot in parallel; `start()` waits until it answers."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.endpoint = f"http://{host}:{self.port}"
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
 
-    async def start(self, timeout: float = 20.0) -> str:
+    def spawn(self) -> None:
+        if self._proc is not None:
+            return
         if importlib.util.find_spec("moto") is None:
             raise RuntimeError(
                 "aws.local needs the moto server: install awsd with the 'local' extra "
                 "(pip install 'awsd[local]')"
             )
-        self._proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "daemon.local_aws",
-            self.host,
-            str(self.port),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon.local_aws", self.host, str(self.port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             # Its own session: Ctrl-C in a terminal signals the whole foreground group, and the
             # endpoint must outlive the daemon's final flush of metrics and logs. It still
             # exits with the daemon, when its stdin closes.
             start_new_session=True,
         )
+
+    async def start(self, timeout: float = 20.0) -> str:
+        """Spawn if not yet done, and wait until the server answers."""
+        self.spawn()
+        assert self._proc is not None
         loop = asyncio.get_running_loop()
         give_up = loop.time() + timeout
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
-            while loop.time() < give_up:
-                if self._proc.returncode is not None:
-                    raise RuntimeError(
-                        f"local moto server exited with code {self._proc.returncode}"
-                    )
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
-                    async with http.get(f"{self.endpoint}/moto-api/") as resp:
-                        if resp.status == 200:
-                            log.info(
-                                "local AWS endpoint started",
-                                endpoint=self.endpoint,
-                                pid=self._proc.pid,
-                            )
-                            return self.endpoint
-                await asyncio.sleep(0.05)
+        while loop.time() < give_up:
+            code = self._proc.poll()
+            if code is not None:
+                raise RuntimeError(f"local moto server exited with code {code}")
+            if await answers(self.endpoint, timeout=1.0):
+                log.info("local AWS endpoint started", endpoint=self.endpoint, pid=self._proc.pid)
+                return self.endpoint
+            await asyncio.sleep(0.05)
         await self.stop()
         raise RuntimeError(f"local moto server did not answer on {self.endpoint} in {timeout}s")
 
     async def stop(self, timeout: float = 5.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
+        if proc is None or proc.poll() is not None:
             return
         if proc.stdin is not None:
             proc.stdin.close()
         try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
+            await asyncio.to_thread(proc.wait, timeout)
+        except subprocess.TimeoutExpired:
             proc.kill()
-            await proc.wait()
+            await asyncio.to_thread(proc.wait)
+
+
+def spawn_early(port: int, environ: Mapping[str, str] = os.environ) -> LocalAws | None:
+    """Start the local endpoint's child now (before heavy imports), unless AWS_ENDPOINT_URL is
+    set or something already listens on the fixed port (then `attach_or_start` decides)."""
+    if environ.get("AWS_ENDPOINT_URL"):
+        return None
+    if port:
+        with socket.socket() as probe:
+            probe.settimeout(0.2)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return None
+    local = LocalAws(port=port)
+    local.spawn()
+    return local
 
 
 async def answers(endpoint: str, timeout: float = 1.0) -> bool:
     """True when a moto server answers at `endpoint`."""
+    import aiohttp  # noqa: PLC0415 - keeps `spawn_early` free of heavy imports
+
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
@@ -106,10 +120,13 @@ async def answers(endpoint: str, timeout: float = 1.0) -> bool:
 
 
 async def attach_or_start(
-    port: int, environ: Mapping[str, str] = os.environ
+    port: int, environ: Mapping[str, str] = os.environ, *, early: LocalAws | None = None
 ) -> tuple[str, LocalAws | None]:
-    """The local endpoint to use: AWS_ENDPOINT_URL when set, a moto server already answering on
-    the fixed `port`, or a new one (returned so the caller stops it)."""
+    """The local endpoint to use: AWS_ENDPOINT_URL when set, the child `spawn_early` started,
+    a moto server already answering on the fixed `port`, or a new one (returned so the caller
+    stops it)."""
+    if early is not None:
+        return await early.start(), early
     reuse = environ.get("AWS_ENDPOINT_URL")
     if reuse:
         log.info("local AWS: using AWS_ENDPOINT_URL", endpoint=reuse)
@@ -129,11 +146,22 @@ def _exit_when_parent_goes() -> None:
     os._exit(0)
 
 
+def _ignore_signal(signum: int, frame: object) -> None:
+    del signum, frame
+
+
 def main(argv: list[str]) -> None:
     host, port = argv[0], argv[1]
     threading.Thread(target=_exit_when_parent_goes, daemon=True).start()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    from moto.server import main as moto_main  # noqa: PLC0415 - only in the child process
+    from moto import server  # noqa: PLC0415 - only in the child process
+
+    if not sys.stdin.isatty():
+        # Ctrl-C in a terminal (or `timeout`) signals the whole process group, and moto's own
+        # handler would stop serving at once: the endpoint must outlive the daemon's graceful
+        # stop, which still flushes to it. It goes when the daemon closes our stdin (or dies).
+        server.signal_handler = _ignore_signal
+    moto_main = server.main
 
     time.sleep(0)  # let the watcher thread start before the server blocks
     moto_main(["-H", host, "-p", port])

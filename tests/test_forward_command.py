@@ -21,7 +21,6 @@ from daemon.events import EventBus
 from daemon.handlers import HandlerError, Record, build_handler
 from daemon.metrics import Registry
 from daemon.outbox import Outbox
-from daemon.outbox.senders import SENDERS
 from daemon.programs import program_env
 from daemon.targets import Targets
 from tests.support.messaging import Harness, unique, wait_until
@@ -101,13 +100,39 @@ async def test_forward_failures_name_the_destination_and_the_reason(services: Se
     assert services.outbox.count == 0
 
 
-@pytest.mark.skipif("kinesis" in SENDERS, reason="the Kinesis sender has landed")
-async def test_forward_to_kinesis_fails_clearly_until_its_sender_exists(services: Services):
-    handler = build_handler(forward(kinesis="clicks"), services)
-    body = handler.body_for(record(partition_key="p1"))  # type: ignore[attr-defined]
-    assert body == {"data": base64.b64encode(b'{"t": 1}').decode(), "partition_key": "p1"}
-    with pytest.raises(HandlerError, match="unknown message kind 'kinesis'"):
-        await handler.handle(record())
+async def test_forward_to_kinesis_puts_a_record_with_its_partition_key(services: Services):
+    handler = build_handler(forward(kinesis="clicks"), services, name="sqs:in")
+    await handler.handle(record(partition_key="p1"))
+    await handler.handle(record(b"\xff"))
+    first, second = await services.outbox.take(("kinesis", "clicks"), 10, 1 << 20)
+    assert first.body == {"data": base64.b64encode(b'{"t": 1}').decode(), "partition_key": "p1"}
+    assert base64.b64decode(second.body["data"]) == b"\xff"
+    assert second.body["partition_key"] == "rec-1"  # no group or key: the record id
+
+
+async def test_forward_to_kinesis_end_to_end(moto_endpoint: str, tmp_path: Path, boto):
+    kinesis = boto("kinesis")
+    stream = unique("clicks")
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"][
+        "StreamARN"
+    ]
+    harness = Harness(moto_endpoint, tmp_path)
+    handler_cfg = {"kind": "forward", "kinesis": arn}
+    config = harness.config(sqs={"x": {"queue": unique("none"), "handler": handler_cfg}})
+    try:
+        services = await harness.start(config)
+        handler = build_handler(config.sqs["x"].handler, services)
+        await handler.handle(record(b"to the stream", partition_key="k"))
+        await wait_until(lambda: services.outbox.count == 0)
+    finally:
+        await harness.stop(2.0)
+    shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
+    iterator = kinesis.get_shard_iterator(
+        StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    (got,) = kinesis.get_records(ShardIterator=iterator)["Records"]
+    assert got["Data"] == b"to the stream" and got["PartitionKey"] == "k"
 
 
 def test_forward_needs_exactly_one_destination():

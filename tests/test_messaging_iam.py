@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from daemon.iam import action_for, allows, policy
 from tests.support import handlers
 from tests.support.messaging import Harness, unique, wait_until
@@ -57,3 +59,46 @@ async def test_every_call_of_a_poller_forwarding_and_a_publisher_is_allowed(
         action = action_for(service, operation)
         assert action is None or allows(document, action), f"{service}:{operation} not allowed"
     assert not allows(document, "sqs:ReceiveMessage", f"arn:aws:sqs:us-east-1:{ACCOUNT}:other")
+
+
+def test_check_config_names_what_messaging_sections_get_wrong(offline_configs: Any):
+    from daemon.config import ConfigError, load_config
+
+    path = offline_configs.write(
+        {
+            "sqs": {
+                "a": {"queue": "orders", "handler": {"kind": "forward", "sns": "alerts"}},
+                "b": {
+                    "queue": "https://sqs.eu-west-1.amazonaws.com/123456789012/q",
+                    "handler": {"kind": "python", "entrypoint": "no_such_module:f"},
+                },
+                "c": {"queue": "arn:aws:sqs:eu-west-1:123456789012:q", "batch_size": 11},
+            },
+            "sns": {"readings": {"r": {"file": "/dev/null"}}},
+        },
+        health=False,
+    )
+    with pytest.raises(ConfigError) as failure:
+        load_config(path)
+    text = failure.value.render()
+    assert "sqs.c.batch_size: Input should be less than or equal to 10" in text
+    path = offline_configs.write(
+        {
+            "sqs": {
+                "a": {"queue": "orders", "handler": {"kind": "forward", "sns": "alerts"}},
+                "b": {
+                    "queue": "https://sqs.eu-west-1.amazonaws.com/123456789012/q",
+                    "handler": {"kind": "python", "entrypoint": "no_such_module:f"},
+                },
+            },
+            "sns": {"readings": {"r": {"file": "/dev/null"}}},
+        },
+        health=False,
+    )
+    with pytest.raises(ConfigError) as failure:
+        load_config(path)
+    text = failure.value.render()
+    assert "sqs.a.queue: names queue 'orders', which is not declared" in text
+    assert "sqs.a.handler.sns: names topic 'alerts', which is not declared" in text
+    assert "sqs.b.handler.entrypoint: cannot import 'no_such_module'" in text
+    assert "sns.readings.r.topic: no topic: set it here, or a default in sns.topic" in text

@@ -25,7 +25,7 @@ class TestStopToken:
         await asyncio.sleep(0.01)
         token.stop()
         assert await sleeper is False
-        assert loop.time() - began < 1
+        assert loop.time() - began < 10  # woke long before the 30 s sleep ended
 
     async def test_sleep_returns_true_when_time_passes(self):
         assert await StopToken().sleep(0.01) is True

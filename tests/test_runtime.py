@@ -161,9 +161,8 @@ def test_a_worker_ignoring_stop_is_cancelled_at_the_deadline(
     )
     proc = awsd(path)
     proc.wait_ready()
-    began = time.monotonic()
+    # Exit code 0 proves it finished in time: past shutdown_timeout + 2 s the hard stop exits 1.
     assert proc.stop(timeout=10) == 0
-    assert time.monotonic() - began < 2.0 + 1.5
     proc.logs.wait_for("worker did not stop by the deadline; cancelling", worker="custom:stubborn")
 
 

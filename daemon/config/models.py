@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from daemon.config.base import Entrypoint, HttpUrl, Name, Section
 from daemon.config.cloudwatch_logs import CloudWatchLogsConfig
+from daemon.config.kinesis import KinesisConfig
 from daemon.config.messaging import SnsPublisherConfig, SqsPollerConfig
 from daemon.config.metrics import MetricsConfig
 from daemon.config.outbox import OutboxConfig
@@ -177,6 +178,9 @@ class Config(Section):
 
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     """The durable outbox outgoing messages pass through."""
+
+    kinesis: KinesisConfig = Field(default_factory=KinesisConfig)
+    """Kinesis stream readers (checkpoints, fleet leases, S3 archive) and the producer."""
 
     custom: dict[Name, CustomWorkerConfig] = Field(default_factory=dict)
     """User-written Python workers, by name."""

@@ -15,7 +15,7 @@ from daemon.config.handlers import (
     LogHandlerConfig,
     PythonHandlerConfig,
 )
-from daemon.handlers.base import Handler, HandlerError, Record
+from daemon.handlers.base import BufferingHandler, Handler, HandlerError, Record
 
 
 def build_handler(cfg: HandlerConfig, services: Any, *, log: Any = None, name: str = "") -> Handler:
@@ -40,4 +40,4 @@ def build_handler(cfg: HandlerConfig, services: Any, *, log: Any = None, name: s
     raise ValueError(f"no handler for {cfg!r}")
 
 
-__all__ = ["Handler", "HandlerError", "Record", "build_handler"]
+__all__ = ["BufferingHandler", "Handler", "HandlerError", "Record", "build_handler"]

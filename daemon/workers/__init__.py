@@ -12,15 +12,25 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from daemon.config.models import Config
+from daemon.handlers import configured as _handler_needs  # noqa: F401  (outbox and IAM needs)
 from daemon.services import Services
 from daemon.worker import WorkerSpec
-from daemon.workers import custom, outbox, probes, reconciler, sns_publisher, sqs_poller
+from daemon.workers import (
+    custom,
+    kinesis_reader,
+    outbox,
+    probes,
+    reconciler,
+    sns_publisher,
+    sqs_poller,
+)
 
 SpecBuilder = Callable[[Config], list[WorkerSpec]]
 Preparer = Callable[[Services], Awaitable[None]]
 
 BUILDERS: list[SpecBuilder] = [
     custom.specs,
+    kinesis_reader.specs,
     outbox.specs,
     probes.specs,
     reconciler.specs,

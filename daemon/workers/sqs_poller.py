@@ -34,11 +34,9 @@ from functools import partial
 from typing import Any
 
 from daemon.aws import describe_error, error_code, is_throttle
-from daemon.config.handlers import ForwardHandlerConfig
 from daemon.config.messaging import SqsPollerConfig
 from daemon.config.models import Config
 from daemon.handlers import Handler, HandlerError, build_handler
-from daemon.handlers.forward import forward_grants
 from daemon.iam import CONTRIBUTORS, Grant, Scope
 from daemon.metrics import Registry
 from daemon.retry import Attempts, Backoff
@@ -46,7 +44,6 @@ from daemon.services import Services
 from daemon.sqs.decode import Decoded, decode_message
 from daemon.sqs.receipts import Held, ReceiptMetrics, Receipts
 from daemon.worker import Worker, WorkerContext, WorkerSpec, fingerprint
-from daemon.workers.outbox import OUTBOX_USERS
 
 DEFAULT_VISIBILITY = 30
 STOP_RESERVE = 2.0  # seconds kept at shutdown for releasing and acking what is held
@@ -576,32 +573,21 @@ def _build(name: str, cfg: SqsPollerConfig, services: Services) -> Worker:
     return SqsPoller(name, cfg, services)
 
 
-def _forwards_through_outbox(config: Config) -> bool:
-    return any(
-        isinstance(p.handler, ForwardHandlerConfig) and p.handler.url is None
-        for p in config.sqs.values()
-    )
-
-
-OUTBOX_USERS.append(_forwards_through_outbox)
-
-
 def _iam(config: Config, scope: Scope) -> list[Grant]:
-    grants = []
-    for name, poller in config.sqs.items():
-        actions = (
-            "sqs:ReceiveMessage",
-            "sqs:DeleteMessage",
-            "sqs:ChangeMessageVisibility",
-            "sqs:GetQueueAttributes",
-            "sqs:GetQueueUrl",
-        )
-        grants.append(Grant(f"sqs:{name}", actions, (scope.arn_of("queues", poller.queue),)))
-        grants += forward_grants(poller.handler, f"sqs:{name}", scope)
-    return grants
+    actions = (
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+    )
+    return [
+        Grant(f"sqs:{name}", actions, (scope.arn_of("queues", poller.queue),))
+        for name, poller in config.sqs.items()
+    ]
 
 
-CONTRIBUTORS.append(_iam)
+CONTRIBUTORS.append(_iam)  # what the handlers need: daemon/handlers/configured.py
 
 
 def specs(config: Config) -> list[WorkerSpec]:

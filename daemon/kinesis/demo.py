@@ -1,0 +1,39 @@
+"""The `make run` demo producer: a custom worker that puts readings on a stream through the
+outbox, so the local setup shows records produced, read from every shard and archived.
+
+`[custom.NAME] entrypoint = "daemon.kinesis.demo:produce"` with options `stream` (a declared
+stream's logical name, or an AWS name or ARN), `every` (seconds) and `sensors` (how many
+partition keys).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import socket
+import time
+from typing import Any
+
+from daemon.config.kinesis import PartitionKeyConfig
+from daemon.kinesis.names import physical
+from daemon.kinesis.producer import kinesis_message
+
+KEY = PartitionKeyConfig(source="field", field="sensor")
+
+
+async def produce(ctx: Any, options: dict[str, Any]) -> None:
+    stream = await physical(ctx.services, "streams", str(options["stream"]))
+    every = float(options.get("every", 2.0))
+    sensors = int(options.get("sensors", 4))
+    host = socket.gethostname()
+    for n in itertools.count():
+        reading = {
+            "sensor": f"sensor-{n % sensors}",
+            "n": n,
+            "value": round(20 + random.random() * 5, 2),
+            "host": host,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        await ctx.services.outbox.put(kinesis_message(stream, reading, key=KEY, origin=ctx.name))
+        if not await ctx.sleep(every):
+            return

@@ -1,0 +1,334 @@
+"""The Kinesis reader in process, against a real moto server (and a protocol-level fault front,
+and a moto server with AWS's resharding behaviour): multi-shard reads, resuming, expired
+iterators, throttling, backpressure, failures, KPL records, resharding, the S3 archive."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from daemon.kinesis.deagg import aggregate
+from daemon.kinesis.shards import hash_key
+from daemon.local_aws import free_port
+from tests.support import kinesis as k
+from tests.support.aws_front import AwsFront
+from tests.support.proc import REPO, base_env
+
+FAST = {"idle_interval": 0.05, "shard_refresh_interval": 5}
+
+
+def reader(stream: str, handler: str = "collect", **options: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"stream": stream, **FAST, **options}
+    if handler:
+        cfg["handler"] = {"kind": "python", "entrypoint": f"tests.support.kinesis:{handler}"}
+    return cfg
+
+
+def texts(stream: str) -> list[str]:
+    return [r.text or "" for r in k.SEEN[stream]]
+
+
+def checkpoints(tmp_path: Path) -> dict[str, str]:
+    db = sqlite3.connect(tmp_path / "state" / "kinesis-checkpoints.sqlite3")
+    try:
+        return {s: p for s, p in db.execute("SELECT shard, position FROM checkpoints")}
+    finally:
+        db.close()
+
+
+async def test_every_shard_is_read_once_in_order_per_key(tmp_path, boto, moto_endpoint):
+    stream = k.stream_name()
+    kinesis = boto("kinesis")
+    k.create_stream(kinesis, stream, 4)
+    produced = k.keyed(400)
+    k.put(kinesis, stream, produced)
+    r = await k.Reader(k.reader_config(tmp_path, moto_endpoint, {"r": reader(stream)})).start()
+    try:
+        await k.wait_until(lambda: len(k.SEEN[stream]) >= 400)
+        health = r.worker("r").health()
+    finally:
+        await r.stop()
+    assert sorted(texts(stream)) == sorted(d.decode() for _, d in produced)
+    assert k.per_key_order_holds(texts(stream))
+    assert {rec.meta["shard"] for rec in k.SEEN[stream]} == {
+        f"shardId-00000000000{i}" for i in range(4)
+    }
+    assert len(health["shards"]) == 4
+    # A graceful stop checkpoints everything processed: a restart reads only what is new.
+    assert all(p.isdigit() for p in checkpoints(tmp_path).values())
+    k.put(kinesis, stream, k.keyed(40, prefix="later", start=400))
+    again = await k.Reader(k.reader_config(tmp_path, moto_endpoint, {"r": reader(stream)})).start()
+    try:
+        await k.wait_until(lambda: len(k.SEEN[stream]) >= 440)
+        await asyncio.sleep(0.3)  # a duplicate would show up here
+    finally:
+        await again.stop()
+    assert len(k.SEEN[stream]) == 440
+    assert sum(t.startswith("later") for t in texts(stream)) == 40
+
+
+@pytest.fixture
+def front(moto_endpoint: str) -> Iterator[AwsFront]:
+    proxy = AwsFront(moto_endpoint).start()
+    yield proxy
+    proxy.stop()
+
+
+async def test_expired_iterators_and_throttling_lose_and_repeat_nothing(tmp_path, boto, front):
+    stream = k.stream_name()
+    kinesis = boto("kinesis")
+    k.create_stream(kinesis, stream, 2)
+    k.put(kinesis, stream, k.keyed(100, prefix="a"))
+    front.inject("GetRecords", "ProvisionedThroughputExceededException", times=8)
+    config = k.reader_config(tmp_path, front.url, {"r": reader(stream, retry_max=0.2)})
+    # botocore's adaptive mode would also slow the whole client after throttles; standard
+    # keeps this test about the reader's own backoff.
+    config["aws"]["retry_mode"] = "standard"
+    r = await k.Reader(config).start()
+    try:
+        await k.wait_until(lambda: len(k.SEEN[stream]) >= 100)
+        front.inject("GetRecords", "ExpiredIteratorException", times=3)
+        k.put(kinesis, stream, k.keyed(100, prefix="b", start=100))
+        await k.wait_until(lambda: len(k.SEEN[stream]) >= 200)
+        await asyncio.sleep(0.3)
+        expired = r.metric("awsd_kinesis_expired_iterators_total")
+        throttles = r.metric("awsd_kinesis_throttles_total")
+        behind = r.metric("awsd_kinesis_millis_behind_latest")
+    finally:
+        await r.stop()
+    assert len(k.SEEN[stream]) == 200  # no duplicate
+    assert sorted(texts(stream)) == sorted(
+        [d.decode() for _, d in k.keyed(100, prefix="a") + k.keyed(100, prefix="b", start=100)]
+    )
+    assert k.per_key_order_holds(texts(stream))
+    assert expired == 3 and front.faults["GetRecords:ExpiredIteratorException"] == 3
+    assert throttles >= 1  # botocore retries some itself; the rest reach the reader's backoff
+    assert behind >= 0
+
+
+async def test_a_stalled_handler_pauses_fetching_and_loses_nothing(tmp_path, boto, front):
+    stream = k.stream_name()
+    kinesis = boto("kinesis")
+    k.create_stream(kinesis, stream, 1)
+    k.put(kinesis, stream, k.keyed(120))
+    k.GATES[stream] = asyncio.Event()
+    cfg = reader(stream, "stall", buffer_records=20, max_records=7)
+    r = await k.Reader(k.reader_config(tmp_path, front.url, {"r": cfg})).start()
+    try:
+        consumer = None
+        await k.wait_until(lambda: bool(r.worker("r").running))
+        consumer = next(iter(r.worker("r").running.values())).consumer
+        await k.wait_until(consumer.buffer.full)
+        calls = front.calls["GetRecords"]
+        await asyncio.sleep(0.5)  # ten idle intervals: a fetch would happen if it could
+        assert front.calls["GetRecords"] == calls
+        # Exactly at the limit: each GetRecords asked for no more than the free room.
+        assert consumer.buffer.records == 20 and len(k.SEEN[stream]) == 0
+        k.GATES[stream].set()
+        await k.wait_until(lambda: len(k.SEEN[stream]) >= 120)
+    finally:
+        k.GATES[stream].set()
+        await r.stop()
+    assert texts(stream) == [d.decode() for _, d in k.keyed(120)]  # one shard: total order
+
+
+async def test_failed_records_are_retried_in_place_or_skipped(tmp_path, boto, moto_endpoint):
+    kinesis = boto("kinesis")
+    retry, skip = k.stream_name(), k.stream_name()
+    for stream in (retry, skip):
+        k.create_stream(kinesis, stream, 1)
+        k.put(kinesis, stream, k.keyed(10))
+        k.FAIL_FIRST[stream] = 3
+    readers = {
+        "retry": reader(retry, "flaky", retry_max=0.1),
+        "skip": reader(skip, "flaky", on_failure="skip"),
+    }
+    r = await k.Reader(k.reader_config(tmp_path, moto_endpoint, readers)).start()
+    try:
+        await k.wait_until(lambda: len(k.SEEN[retry]) >= 10 and len(k.SEEN[skip]) >= 7)
+        skipped = r.metric("awsd_kinesis_skipped_total", reader="skip")
+        failures = r.metric("awsd_kinesis_handler_failures_total", reader="retry")
+    finally:
+        await r.stop()
+    assert texts(retry) == [d.decode() for _, d in k.keyed(10)]  # the shard waited: order held
+    assert failures == 3
+    assert texts(skip) == [d.decode() for _, d in k.keyed(10)][3:] and skipped == 3
+
+
+async def test_kpl_aggregated_records_reach_handlers_one_by_one(tmp_path, boto, moto_endpoint):
+    stream = k.stream_name()
+    kinesis = boto("kinesis")
+    k.create_stream(kinesis, stream, 2)
+    low_end = int(
+        kinesis.list_shards(StreamName=stream)["Shards"][0]["HashKeyRange"]["EndingHashKey"]
+    )
+    keys = [f"key{i}" for i in range(60)]
+    low = [x for x in keys if hash_key(x) <= low_end][:3]
+    high = [x for x in keys if hash_key(x) > low_end][:2]
+    subs = [(low[0], b"one"), (high[0], b"stray"), (low[1], b"two"), (low[2], b"three")]
+    kinesis.put_record(
+        StreamName=stream, PartitionKey=low[0], Data=aggregate(subs), ExplicitHashKey="0"
+    )
+    kinesis.put_record(StreamName=stream, PartitionKey=high[1], Data=b"plain")
+    r = await k.Reader(
+        k.reader_config(tmp_path, moto_endpoint, {"r": reader(stream, decoder="text")})
+    ).start()
+    try:
+        await k.wait_until(lambda: len(k.SEEN[stream]) >= 4)
+        await asyncio.sleep(0.2)
+        dropped = r.metric("awsd_kinesis_dropped_subrecords_total")
+    finally:
+        await r.stop()
+    assert sorted(texts(stream)) == ["one", "plain", "three", "two"]
+    ids = [rec.id for rec in k.SEEN[stream] if rec.text != "plain"]
+    assert [i.split(":")[1] for i in ids] == ["0", "2", "3"]
+    assert dropped == 1
+
+
+@pytest.fixture(scope="module")
+def reshard_endpoint() -> Iterator[str]:
+    """A moto server with AWS's resharding behaviour (see tests/support/moto_kinesis.py)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.moto_kinesis", "127.0.0.1", str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env=base_env(),
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
+                break
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, "moto did not start"
+            time.sleep(0.05)
+    yield url
+    assert proc.stdin is not None
+    proc.stdin.close()
+    proc.wait(10)
+
+
+async def test_split_and_merge_during_consumption_keep_order_per_key(tmp_path, reshard_endpoint):
+    kinesis = boto3.client("kinesis", endpoint_url=reshard_endpoint, region_name="us-east-1")
+    stream = k.stream_name()
+    k.create_stream(kinesis, stream, 2)
+    records = k.keyed(900, keys=12)
+    k.put(kinesis, stream, records[:300])
+    cfg = reader(stream, "stall", max_records=25, max_fetches_per_second=5)
+    k.GATES[stream] = asyncio.Event()
+    r = await k.Reader(k.reader_config(tmp_path, reshard_endpoint, {"r": cfg})).start()
+    try:
+        k.GATES[stream].set()
+        await k.wait_until(lambda: len(k.SEEN[stream]) >= 50)
+        # Split shard 0 while its records are still being read, then write more.
+        kinesis.split_shard(
+            StreamName=stream, ShardToSplit="shardId-000000000000", NewStartingHashKey=str(2**126)
+        )
+        k.put(kinesis, stream, records[300:600])
+        # Merge the two children back while they may not even have started.
+        kinesis.merge_shards(
+            StreamName=stream,
+            ShardToMerge="shardId-000000000002",
+            AdjacentShardToMerge="shardId-000000000003",
+        )
+        k.put(kinesis, stream, records[600:])
+        await k.wait_until(lambda: len(k.SEEN[stream]) >= 900, timeout=60)
+        await asyncio.sleep(0.3)
+        health = r.worker("r").health()
+    finally:
+        await r.stop()
+    assert len(k.SEEN[stream]) == 900
+    assert sorted(texts(stream)) == sorted(d.decode() for _, d in records)
+    assert k.per_key_order_holds(texts(stream))
+    shards_seen = {rec.meta["shard"] for rec in k.SEEN[stream]}
+    assert {"shardId-000000000002", "shardId-000000000003", "shardId-000000000004"} <= shards_seen
+    assert {"shardId-000000000000", "shardId-000000000002", "shardId-000000000003"} <= set(
+        health["ended"]
+    )
+    first_seen = {}
+    for index, rec in enumerate(k.SEEN[stream]):
+        first_seen.setdefault(rec.meta["shard"], index)
+    last_seen = {rec.meta["shard"]: i for i, rec in enumerate(k.SEEN[stream])}
+    # Children only after their parents were read to the end.
+    assert last_seen["shardId-000000000000"] < first_seen["shardId-000000000002"]
+    assert (
+        max(last_seen["shardId-000000000002"], last_seen["shardId-000000000003"])
+        < (first_seen["shardId-000000000004"])
+    )
+    assert checkpoints(tmp_path)["shardId-000000000000"] == "SHARD_END"
+
+
+def read_archive(s3: Any, bucket: str, prefix: str) -> list[tuple[str, dict[str, Any]]]:
+    lines = []
+    for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+        body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+        if obj["Key"].endswith(".gz"):
+            body = gzip.decompress(body)
+        lines += [(obj["Key"], json.loads(line)) for line in body.splitlines()]
+    return lines
+
+
+async def test_archive_objects_hold_exactly_the_records_and_checkpoint_after_writing(
+    tmp_path, boto, moto_endpoint
+):
+    stream, bucket = k.stream_name(), k.stream_name("bucket")
+    kinesis, s3 = boto("kinesis"), boto("s3")
+    k.create_stream(kinesis, stream, 2)
+    s3.create_bucket(Bucket=bucket)
+    produced = k.keyed(150)
+    k.put(kinesis, stream, produced)
+    archive = {"bucket": bucket, "prefix": "raw/", "buffer_seconds": 3600, "gzip": True}
+    cfg = reader(stream, handler="", archive=archive)
+    r = await k.Reader(k.reader_config(tmp_path, moto_endpoint, {"r": cfg})).start()
+    try:
+        await k.wait_until(lambda: r.metric("awsd_kinesis_records_total") >= 150)
+        await asyncio.sleep(0.2)
+        # Everything handled, nothing written yet: the checkpoints have not moved.
+        assert set(checkpoints(tmp_path).values()) == {"TRIM_HORIZON"}
+        assert read_archive(s3, bucket, "raw/") == []
+    finally:
+        await r.stop()  # a graceful stop writes the partial buffers, then checkpoints
+    lines = read_archive(s3, bucket, "raw/")
+    assert sorted(entry["data"] for _, entry in lines) == sorted(d.decode() for _, d in produced)
+    now = time.gmtime()
+    for key, entry in lines:
+        assert key.startswith(f"raw/{now.tm_year:04d}/{now.tm_mon:02d}/")
+        assert key.endswith(".jsonl.gz") and stream in key
+        assert entry["partition_key"].startswith("k") and entry["sequence"].isdigit()
+    assert all(p.isdigit() for p in checkpoints(tmp_path).values())
+
+
+async def test_a_handler_past_its_timeout_is_cancelled_and_the_record_retried(
+    tmp_path, boto, moto_endpoint
+):
+    stream = k.stream_name()
+    kinesis = boto("kinesis")
+    k.create_stream(kinesis, stream, 1)
+    k.put(kinesis, stream, k.keyed(5))
+    k.SLOW_FIRST.add(stream)
+    cfg = reader(stream, "slow", handler_timeout=0.3, retry_max=0.1)
+    r = await k.Reader(k.reader_config(tmp_path, moto_endpoint, {"r": cfg})).start()
+    try:
+        await k.wait_until(lambda: len(k.SEEN[stream]) >= 5)
+        failures = r.metric("awsd_kinesis_handler_failures_total")
+    finally:
+        await r.stop()
+    first = k.SEEN[stream][0].id
+    assert first in k.CANCELLED and failures == 1
+    assert texts(stream) == [d.decode() for _, d in k.keyed(5)]
