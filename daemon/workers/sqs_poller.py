@@ -134,6 +134,8 @@ class SqsPoller(Worker):
         self.receipts: Receipts | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._groups: dict[str, deque[Work]] = {}
+        self._latest: list[Held] = []
+        """The messages of the latest receive (to tell finishing handlers from slow ones)."""
         self._slot = asyncio.Event()
         self._backoff = Backoff(cfg.failure_backoff, cfg.failure_backoff_max)
 
@@ -205,9 +207,10 @@ class SqsPoller(Worker):
                 self.state = "all slots busy"
                 await self._wait_for_slot(ctx, SLOT_WAIT)
                 continue
-            if free < self.cfg.batch_size and self.receipts.in_flight:
-                # Handlers are finishing: wait a moment for a whole batch of slots rather than
-                # settle into receiving half batches (twice the calls for the same messages).
+            if free < self.cfg.batch_size and self._latest_still_handled():
+                # The last batch's handlers are finishing: wait a moment for a whole batch of
+                # slots rather than settle into half batches (twice the calls for the same
+                # messages). Slots held by older, slow handlers are not waited for.
                 fill_until = fill_until or loop.time() + FILL_WAIT
                 if loop.time() < fill_until:
                     await self._wait_for_slot(ctx, fill_until - loop.time())
@@ -324,6 +327,7 @@ class SqsPoller(Worker):
     ) -> None:
         assert self.receipts is not None
         now = asyncio.get_running_loop().time()
+        self._latest = []
         for message in messages:
             attributes = message.get("Attributes") or {}
             held = Held(
@@ -334,6 +338,7 @@ class SqsPoller(Worker):
                 group_id=attributes.get("MessageGroupId"),
             )
             self.receipts.hold(held)
+            self._latest.append(held)
             self.m.received.inc()
             if release:  # received while stopping: give it straight back
                 self.receipts.release(held, 0)
@@ -347,6 +352,9 @@ class SqsPoller(Worker):
             else:
                 self._spawn(ctx, self._handle(ctx, handler, held, decoded))
         self._gauges()
+
+    def _latest_still_handled(self) -> bool:
+        return any(h.state == "handling" for h in self._latest)
 
     def _needs_no_handling(self, ctx: WorkerContext, held: Held, decoded: Decoded) -> bool:
         if decoded.skip is not None:
