@@ -35,6 +35,7 @@ from daemon.metrics.process import register_process_metrics
 from daemon.notify import Notifier
 from daemon.outbox import Outbox
 from daemon.outbox.core import outbox_path
+from daemon.publishing import publish_routes
 from daemon.services import Services
 from daemon.supervisor import Supervisor
 from daemon.workers import prepare_workers, worker_specs
@@ -92,6 +93,7 @@ class Daemon:
         self.log_shipper = LogShipper(self.metrics)
         """Ships log events to CloudWatch Logs (process lifetime: outlives reloads)."""
         self.routes: list[tuple[str, str, Handler]] = [
+            *publish_routes(lambda: self.services),
             (
                 "GET",
                 "/metrics",

@@ -147,11 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the configuration reference as Markdown instead",
     )
     schema.set_defaults(func=cmd_schema)
-    from daemon import cloudwatch_cli  # noqa: PLC0415
+    from daemon import cloudwatch_cli, publish_cli  # noqa: PLC0415
     from daemon.outbox import cli as outbox_cli  # noqa: PLC0415
     from daemon.resources import commands as resources_cli  # noqa: PLC0415
 
-    registrars = (outbox_cli.register, cloudwatch_cli.register, resources_cli.register)
+    registrars = (
+        outbox_cli.register,
+        cloudwatch_cli.register,
+        resources_cli.register,
+        publish_cli.register,
+    )
     for register in (*registrars, *EXTRA_COMMANDS):
         register(sub)
     return parser

@@ -14,6 +14,7 @@ from daemon.config.models import Config
 from daemon.events import EventBus
 from daemon.metrics import Registry
 from daemon.outbox import Outbox
+from daemon.targets import Targets
 
 
 class Services:
@@ -34,6 +35,8 @@ class Services:
         self.clients = clients
         self.outbox = outbox
         """The process's durable outbox (process-lifetime: it outlives reloads)."""
+        self.targets = Targets(self)
+        """What the topics and queues named in this config are called in AWS."""
 
     @property
     def state_dir(self) -> Path:

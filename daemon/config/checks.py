@@ -8,8 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from daemon.config.handlers import (
+    ForwardHandlerConfig,
+    HandlerConfig,
+    PythonHandlerConfig,
+    configured_handlers,
+)
 from daemon.config.loader import CROSS_CHECKS
 from daemon.config.models import Config
+from daemon.config.references import REFERENCES, ResourceRef
+from daemon.config.resources import ResourceKind
 from daemon.plugins import load_callable
 
 
@@ -23,7 +31,75 @@ def _custom_entrypoints(config: Config) -> list[tuple[str, str]]:
     return problems
 
 
-CROSS_CHECKS.append(_custom_entrypoints)
+def _handler_entrypoints(config: Config) -> list[tuple[str, str]]:
+    problems = []
+    for path, _, handler in configured_handlers(config):
+        if isinstance(handler, PythonHandlerConfig):
+            try:
+                load_callable(handler.entrypoint)
+            except ValueError as exc:
+                problems.append((f"{path}.entrypoint", str(exc)))
+    return problems
+
+
+def _reading_topics(config: Config) -> list[tuple[str, str]]:
+    if config.sns is None or config.sns.topic is not None:
+        return []
+    return [
+        (f"sns.readings.{name}.topic", "no topic: set it here, or a default in sns.topic")
+        for name, reading in config.sns.readings.items()
+        if reading.topic is None
+    ]
+
+
+CROSS_CHECKS.extend([_custom_entrypoints, _handler_entrypoints, _reading_topics])
+
+
+def _notify_events(config: Config) -> list[tuple[str, str]]:
+    if config.sns is None or not config.sns.notify:
+        return []
+    from daemon.publishing import notifiable_events  # noqa: PLC0415 - imports the event bus
+
+    known = notifiable_events()
+    return [
+        (f"sns.notify.{name}", f"no such event; known: {', '.join(sorted(known))}")
+        for name in config.sns.notify
+        if name not in known
+    ]
+
+
+CROSS_CHECKS.append(_notify_events)
+
+
+def handler_references(handler: HandlerConfig, path: str, user: str) -> list[ResourceRef]:
+    """The topic, queue or stream a `forward` handler sends to (for any source's handler)."""
+    if not isinstance(handler, ForwardHandlerConfig) or handler.url is not None:
+        return []
+    kind: dict[str, ResourceKind] = {"sns": "topics", "sqs": "queues", "kinesis": "streams"}
+    field, value = handler.destination
+    return [ResourceRef(kind[field], value, f"{path}.{field}", user)]
+
+
+def _messaging_references(config: Config) -> list[ResourceRef]:
+    """The queues the pollers poll, where any handler forwards to, the publisher's topics."""
+    refs = []
+    for name, poller in config.sqs.items():
+        refs.append(ResourceRef("queues", poller.queue, f"sqs.{name}.queue", f"sqs:{name}"))
+    for path, worker, handler in configured_handlers(config):
+        refs += handler_references(handler, path, worker)
+    if config.sns is not None:
+        if config.sns.topic:
+            refs.append(ResourceRef("topics", config.sns.topic, "sns.topic", "sns"))
+        for name, reading in config.sns.readings.items():
+            if reading.topic:
+                path = f"sns.readings.{name}.topic"
+                refs.append(ResourceRef("topics", reading.topic, path, "sns"))
+        for event, topic in config.sns.notify.items():
+            refs.append(ResourceRef("topics", topic, f"sns.notify.{event}", "sns"))
+    return refs
+
+
+REFERENCES.append(_messaging_references)
 
 
 def _probe_tls_files(config: Config) -> list[tuple[str, str]]:

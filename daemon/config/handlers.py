@@ -5,11 +5,14 @@ The SQS poller and the Kinesis reader share this union and the handlers behind i
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from daemon.config.base import Entrypoint, Section
+from daemon.config.base import Entrypoint, HttpUrl, Section
+
+if TYPE_CHECKING:
+    from daemon.config.models import Config
 
 
 class LogHandlerConfig(Section):
@@ -36,8 +39,138 @@ class PythonHandlerConfig(Section):
     """The function, as `package.module:function`."""
 
 
+class ForwardHandlerConfig(Section):
+    """Forward each record: to an SNS topic, an SQS queue or a Kinesis stream through the durable
+    outbox (the source acks only once the outbox committed it), or to an HTTP webhook (the source
+    acks once the webhook answered 2xx). Set exactly one of `sns`, `sqs`, `kinesis`, `url`."""
+
+    kind: Literal["forward"]
+    """Handler kind."""
+
+    sns: str | None = None
+    """Topic: a declared topic's logical name, or its ARN."""
+
+    sqs: str | None = None
+    """Queue: a declared queue's logical name, its URL, or its ARN."""
+
+    kinesis: str | None = None
+    """Stream: a declared stream's logical name, or its ARN."""
+
+    url: HttpUrl | None = None
+    """Webhook URL: the record is POSTed (see `payload`)."""
+
+    subject: str | None = Field(default=None, max_length=100)
+    """SNS subject; unset: the record's own subject (SNS envelopes), if any."""
+
+    attributes: dict[str, str] = Field(default_factory=dict)
+    """Message attributes added to the record's own (SNS, SQS); at most 10 in all."""
+
+    keep_attributes: bool = True
+    """Pass the record's own message attributes on (SNS, SQS)."""
+
+    group_id: str | None = Field(default=None, min_length=1, max_length=128)
+    """Message group id for FIFO topics and queues; unset: the record's own group id, else its
+    id. The record id is always the deduplication id, so a redelivered record is not forwarded
+    twice within the FIFO deduplication interval."""
+
+    partition_key: str | None = Field(default=None, min_length=1, max_length=256)
+    """Kinesis partition key; unset: the record's group id or partition key, else its id."""
+
+    method: Literal["POST", "PUT"] = "POST"
+    """Webhook HTTP method."""
+
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Webhook request headers (use `${ENV}` for tokens: they are masked in logs)."""
+
+    payload: Literal["body", "record"] = "body"
+    """Webhook body: `body` sends the record's body as is (Content-Type from its kind); `record`
+    sends JSON with id, kind, body (text, or base64 for bytes), data, attributes and meta."""
+
+    timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds per webhook attempt."""
+
+    retries: int = Field(default=3, ge=0, le=20)
+    """Webhook retries after the first attempt, for connection errors, timeouts, 429 and 5xx
+    (capped exponential backoff with jitter). Other 4xx answers fail the record at once."""
+
+    retry_initial: float = Field(default=0.5, gt=0, le=60)
+    """Seconds before the first webhook retry; doubles per retry, with jitter."""
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> ForwardHandlerConfig:
+        chosen = [n for n in ("sns", "sqs", "kinesis", "url") if getattr(self, n)]
+        if len(chosen) != 1:
+            raise ValueError(
+                "set exactly one destination: sns, sqs, kinesis or url"
+                + (f" (got {', '.join(chosen)})" if chosen else "")
+            )
+        return self
+
+    @property
+    def destination(self) -> tuple[Literal["sns", "sqs", "kinesis", "url"], str]:
+        for name in ("sns", "sqs", "kinesis", "url"):
+            value = getattr(self, name)
+            if value:
+                return name, value
+        raise AssertionError("validated: one destination is set")
+
+
+class CommandHandlerConfig(Section):
+    """Run a program for each record, the record on its stdin: exit code 0 means success.
+    For shell-script users: `command = ["/usr/local/bin/on-reading.sh"]`."""
+
+    kind: Literal["command"]
+    """Handler kind."""
+
+    command: list[str] = Field(min_length=1)
+    """The program and its arguments (no shell). With `shell = true`, one string for /bin/sh."""
+
+    shell: bool = False
+    """Run `command[0]` through `/bin/sh -c` (pipes, globbing); off by default, so a record can
+    never become shell syntax."""
+
+    stdin: Literal["body", "record"] = "body"
+    """What the program reads: the record's body as is, or JSON describing the record (id, kind,
+    body, data, attributes, meta)."""
+
+    timeout: float = Field(default=60.0, gt=0, le=86_400)
+    """Seconds the program may run; then its process group gets SIGTERM (SIGKILL 2 s later) and
+    the record fails."""
+
+    env: dict[str, str] = Field(default_factory=dict)
+    """Extra environment variables. The program also gets the daemon's environment (without AWS
+    credentials) and AWSD_RECORD_ID, AWSD_RECORD_KIND, AWSD_RECORD_SOURCE."""
+
+    pass_aws_credentials: bool = False
+    """Keep AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN in its environment."""
+
+    cwd: str | None = None
+    """Working directory; unset: the daemon's."""
+
+    max_output: int = Field(default=4096, ge=0, le=1024 * 1024)
+    """Bytes of stdout/stderr kept for the log (the rest is read and dropped)."""
+
+    @model_validator(mode="after")
+    def _shell_takes_one_string(self) -> CommandHandlerConfig:
+        if self.shell and len(self.command) != 1:
+            raise ValueError("with shell = true, `command` is one string for /bin/sh -c")
+        return self
+
+
 HandlerConfig = Annotated[
-    LogHandlerConfig | PythonHandlerConfig,
+    LogHandlerConfig | PythonHandlerConfig | ForwardHandlerConfig | CommandHandlerConfig,
     Field(discriminator="kind"),
 ]
 """One handler; `kind` selects which."""
+
+
+def configured_handlers(config: Config) -> list[tuple[str, str, HandlerConfig]]:
+    """Every handler in a config, whatever its source: (config path, worker name, handler)."""
+    found: list[tuple[str, str, HandlerConfig]] = [
+        (f"sqs.{name}.handler", f"sqs:{name}", poller.handler)
+        for name, poller in config.sqs.items()
+    ]
+    for name, reader in config.kinesis.readers.items():
+        if reader.handler is not None:
+            found.append((f"kinesis.readers.{name}.handler", f"kinesis:{name}", reader.handler))
+    return found

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from daemon.config.base import Entrypoint, HttpUrl, Name, Section
 from daemon.config.cloudwatch_logs import CloudWatchLogsConfig
 from daemon.config.kinesis import KinesisConfig
+from daemon.config.messaging import SnsPublisherConfig, SqsPollerConfig
 from daemon.config.metrics import MetricsConfig
 from daemon.config.outbox import OutboxConfig
 from daemon.config.probes import ProbesConfig
@@ -183,6 +184,12 @@ class Config(Section):
 
     custom: dict[Name, CustomWorkerConfig] = Field(default_factory=dict)
     """User-written Python workers, by name."""
+
+    sqs: dict[Name, SqsPollerConfig] = Field(default_factory=dict)
+    """SQS pollers, by name: each polls one queue with its own worker `sqs:<name>`."""
+
+    sns: SnsPublisherConfig | None = None
+    """The SNS publisher (readings, events, `awsd publish`); unset: not running."""
 
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     """HTTP, TCP and DNS uptime probes, their conditions, and alerts through SNS and SMS."""

@@ -38,6 +38,16 @@ def _section(title: str, field: FieldInfo, model: type[BaseModel]) -> list[str]:
         inner = _model_in(sub.annotation)
         (nested if inner is not None else plain).append((name, sub, inner))
     lines += _table([(n, f) for n, f, _ in plain])
+    for name, sub, _ in plain:
+        for kind, variant in _kinds(sub.annotation):  # one table per handler kind
+            fields = [(n, f) for n, f in variant.model_fields.items() if n != "kind"]
+            core = f"{title.strip('[]`')}.{name}"
+            lines += [
+                f'#### `[{core}]` with `kind = "{kind}"`',
+                "",
+                _one_line(variant.__doc__ or ""),
+            ]
+            lines += ["", *_table(fields)]
     for name, sub, inner in nested:
         assert inner is not None
         core = f"{title.strip('[]`')}.{name}"
@@ -88,7 +98,29 @@ def _default(field: FieldInfo) -> str:
     return f"`{value!r}`" if isinstance(value, str) else f"`{value}`"
 
 
+def _kinds(annotation: Any) -> list[tuple[str, type[BaseModel]]]:
+    """The members of a union of tables told apart by a literal `kind` (the handler configs)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is typing.Annotated:
+        return _kinds(args[0])
+    if origin not in (typing.Union, types.UnionType):
+        return []
+    out = []
+    for arg in args:
+        if not (isinstance(arg, type) and issubclass(arg, BaseModel)):
+            return []
+        kind = arg.model_fields.get("kind")
+        literal = get_args(kind.annotation) if kind is not None else ()
+        if not literal:
+            return []
+        out.append((str(literal[0]), arg))
+    return out
+
+
 def _type(annotation: Any) -> str:
+    kinds = _kinds(annotation)
+    if kinds:
+        return "table, `kind` = " + " \\| ".join(f"`{k}`" for k, _ in kinds)
     origin, args = get_origin(annotation), get_args(annotation)
     if origin is typing.Annotated:
         return _type(args[0])

@@ -83,7 +83,9 @@ REFERENCES: list[ReferenceSource] = []
 
 def is_external(kind: ResourceKind, value: str) -> bool:
     """An ARN (or an SQS queue URL, or for buckets a name awsd does not declare) is external."""
-    return value.startswith("arn:") or (kind == "queues" and value.startswith("https://"))
+    return value.startswith("arn:") or (
+        kind == "queues" and value.startswith(("https://", "http://"))
+    )
 
 
 def references(config: Config) -> list[ResourceRef]:

@@ -8,12 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.config.handlers import HandlerConfig, LogHandlerConfig, PythonHandlerConfig
+from daemon.config.handlers import (
+    CommandHandlerConfig,
+    ForwardHandlerConfig,
+    HandlerConfig,
+    LogHandlerConfig,
+    PythonHandlerConfig,
+)
 from daemon.handlers.base import BufferingHandler, Handler, HandlerError, Record
 
 
-def build_handler(cfg: HandlerConfig, services: Any, *, log: Any = None) -> Handler:
-    """The handler for one config entry, with the shared services it may need."""
+def build_handler(cfg: HandlerConfig, services: Any, *, log: Any = None, name: str = "") -> Handler:
+    """The handler for one config entry, with the shared services it may need. `name` (the
+    worker's) is the origin of what `forward` puts into the outbox and appears in errors."""
     if isinstance(cfg, LogHandlerConfig):
         from daemon.handlers.log import LogHandler  # noqa: PLC0415
 
@@ -22,6 +29,14 @@ def build_handler(cfg: HandlerConfig, services: Any, *, log: Any = None) -> Hand
         from daemon.handlers.python import PythonHandler  # noqa: PLC0415
 
         return PythonHandler(cfg)
+    if isinstance(cfg, ForwardHandlerConfig):
+        from daemon.handlers.forward import ForwardHandler  # noqa: PLC0415
+
+        return ForwardHandler(cfg, services, name=name)
+    if isinstance(cfg, CommandHandlerConfig):
+        from daemon.handlers.command import CommandHandler  # noqa: PLC0415
+
+        return CommandHandler(cfg, log, name=name)
     raise ValueError(f"no handler for {cfg!r}")
 
 

@@ -62,7 +62,7 @@ class Names:
         """The ARN a reference stands for: a declared logical name, or an external ARN or URL."""
         if ref.startswith("arn:"):
             return ref
-        if kind == "queues" and ref.startswith("https://"):
+        if kind == "queues" and ref.startswith(("https://", "http://")):
             name = ref.rstrip("/").rsplit("/", 2)
             return f"arn:{self.partition}:sqs:{self.region}:{name[-2]}:{name[-1]}"
         if kind == "buckets" and ref not in self.config.resources.buckets:

@@ -12,9 +12,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from daemon.config.models import Config
+from daemon.handlers import configured as _handler_needs  # noqa: F401  (outbox and IAM needs)
 from daemon.services import Services
 from daemon.worker import WorkerSpec
-from daemon.workers import custom, kinesis_reader, outbox, probes, reconciler
+from daemon.workers import (
+    custom,
+    kinesis_reader,
+    outbox,
+    probes,
+    reconciler,
+    sns_publisher,
+    sqs_poller,
+)
 
 SpecBuilder = Callable[[Config], list[WorkerSpec]]
 Preparer = Callable[[Services], Awaitable[None]]
@@ -25,6 +34,8 @@ BUILDERS: list[SpecBuilder] = [
     outbox.specs,
     probes.specs,
     reconciler.specs,
+    sns_publisher.specs,
+    sqs_poller.specs,
 ]
 
 PREPARE: list[Preparer] = [

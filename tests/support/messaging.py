@@ -1,0 +1,126 @@
+"""In-process harness for the messaging workers: the real workers under a real supervisor, with
+real AWS clients on the moto server, a real (in-memory) outbox, and a log capture."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from daemon.aws import AwsClients
+from daemon.config.models import Config, LogConfig
+from daemon.events import EventBus
+from daemon.logs import add_sink, configure_logging, remove_sink
+from daemon.metrics import Registry
+from daemon.outbox import Outbox
+from daemon.services import Services
+from daemon.supervisor import Supervisor
+from daemon.workers import worker_specs
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class Logs:
+    """Every log event of the process while it is attached (after redaction)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def attach(self) -> Logs:
+        configure_logging(LogConfig(format="json", level="debug"), stream=io.StringIO())
+        add_sink(self._sink)
+        return self
+
+    def detach(self) -> None:
+        remove_sink(self._sink)
+
+    def _sink(self, event: dict[str, Any]) -> None:
+        self.events.append(dict(event))
+
+    def matching(self, event: str, **fields: Any) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in self.events
+            if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+        ]
+
+
+class Harness:
+    """Runs the workers a config asks for, in this process."""
+
+    def __init__(self, endpoint: str, tmp_path: Any) -> None:
+        self.endpoint = endpoint
+        self.tmp_path = tmp_path
+        self.metrics = Registry()
+        self.events = EventBus(self.metrics)
+        self.supervisor = Supervisor(self.metrics)
+        self.outbox: Outbox | None = None
+        self.clients: AwsClients | None = None
+        self.services: Services | None = None
+
+    def config(self, **sections: Any) -> Config:
+        data: dict[str, Any] = {
+            "env": "test",
+            "aws": {
+                "region": "us-east-1",
+                "endpoint_url": self.endpoint,
+                "max_attempts": 1,
+                "connect_timeout": 1.0,
+                "read_timeout": 5.0,
+            },
+            "runtime": {"state_dir": str(self.tmp_path / "state"), "shutdown_timeout": 10.0},
+            "outbox": {"path": ":memory:", "retry_initial": 0.1, "retry_max": 0.5},
+        }
+        data.update(sections)
+        return Config.model_validate(data)
+
+    async def start(self, config: Config) -> Services:
+        if self.services is None:
+            self.outbox = Outbox(
+                config.outbox, ":memory:", metrics=self.metrics, events=self.events
+            )
+            self.clients = AwsClients(config.aws, metrics=self.metrics)
+        assert self.outbox is not None and self.clients is not None
+        self.services = Services(
+            config,
+            metrics=self.metrics,
+            events=self.events,
+            clients=self.clients,
+            outbox=self.outbox,
+        )
+        loop = asyncio.get_running_loop()
+        await self.supervisor.apply(
+            worker_specs(config), self.services, config.runtime, loop.time() + 10
+        )
+        return self.services
+
+    def worker(self, name: str) -> Any:
+        return self.supervisor.runners[name].worker
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        await self.supervisor.stop_all(asyncio.get_running_loop().time() + timeout)
+        if self.clients is not None:
+            await self.clients.close()
+        if self.outbox is not None:
+            await self.outbox.close()
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def queue_attributes(sqs: Any, url: str) -> dict[str, int]:
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return {
+        k: int(v)
+        for k, v in attrs.items()
+        if k.startswith("ApproximateNumberOfMessages") and str(v).isdigit()
+    }
