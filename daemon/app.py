@@ -278,6 +278,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self.request_reload, "SIGHUP")
+        loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
 
     def request_stop(self, reason: str = "request") -> None:
         assert self._stop is not None
@@ -450,6 +451,23 @@ class Daemon:
             "metrics": self.metrics_export.describe(),
             "cloudwatch_logs": self.log_shipper.describe(),
         }
+
+
+def dump_tasks() -> None:
+    """SIGUSR1: log every asyncio task with the chain of awaits it is suspended in (for a daemon
+    that seems stuck: `kill -USR1 $(pidof awsd)`, then read the journal)."""
+    tasks = []
+    for task in asyncio.all_tasks():
+        where: list[str] = []
+        awaited: Any = task.get_coro()
+        while awaited is not None and len(where) < 20:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is not None:
+                path = frame.f_code.co_filename.rsplit("/site-packages/", 1)[-1]
+                where.append(f"{path}:{frame.f_lineno} {frame.f_code.co_name}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        tasks.append({"task": task.get_name(), "awaiting": where})
+    log.warning("task dump (SIGUSR1)", tasks=sorted(tasks, key=lambda t: str(t["task"])))
 
 
 def settle_memory() -> None:

@@ -342,3 +342,16 @@ def test_readyz_waits_for_startup_to_finish(offline_configs: ConfigFactory):
     assert daemon.not_ready() == ["(daemon starting)"]
     daemon.state = "running"
     assert daemon.not_ready() == []  # no worker started yet: nothing to wait for
+
+
+def test_sigusr1_logs_where_every_task_waits(offline_configs: ConfigFactory, awsd: Start):
+    proc = awsd(offline_configs.write({"custom": {"a": idle_worker("a")}}))
+    proc.wait_ready()
+    proc.signal(signal.SIGUSR1)
+    dump = proc.logs.wait_for("task dump (SIGUSR1)")
+    worker = next(t for t in dump["tasks"] if t["task"] == "worker:custom:a")
+    assert any(
+        "tests/support/workers.py" in frame and "idle" in frame for frame in worker["awaiting"]
+    )
+    assert proc.http("/readyz")[0] == 200  # and it keeps running
+    assert proc.stop() == 0

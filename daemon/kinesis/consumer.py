@@ -19,7 +19,6 @@ Promises:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from typing import Any, Literal
 
@@ -227,10 +226,20 @@ class ShardConsumer:
         try:
             outcome = await self._process(fetcher)
         finally:
-            for task in (fetcher, watcher, watchdog):
+            helpers = (fetcher, watcher, watchdog)
+            for task in helpers:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            # asyncio.wait never raises for its tasks' ends, so a cancellation of this task that
+            # arrives meanwhile still propagates (suppressing CancelledError here once lost the
+            # reader's "lease lost" cancel, and the shard kept running).
+            await asyncio.wait(helpers)
+            for task in helpers:
+                if not task.cancelled() and task.exception() is not None:
+                    self.log.warning(
+                        "shard helper task failed",
+                        shard=self.shard.id,
+                        error=repr(task.exception()),
+                    )
             self.m.buffered.set(0)
         if outcome == "ended":
             self.state = "ended"
@@ -474,8 +483,8 @@ class ShardConsumer:
                 raise
             self._timed_out = False
             task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
+            if task is not None and task.uncancel() > 0:
+                raise  # somebody else cancelled us too (lease lost, stop): that one must win
             raise TimeoutError(f"handler took longer than {self.cfg.handler_timeout}s") from None
         finally:
             self._deadline = None

@@ -420,9 +420,14 @@ class KinesisReader(Worker):
 
     async def _abort_lost(self, ctx: WorkerContext) -> None:
         cancelled = [r.task for r in self.running.values() if r.task.cancelling()]
-        if cancelled:
-            await asyncio.gather(*cancelled, return_exceptions=True)
-            await self._reap(ctx)
+        if not cancelled:
+            return
+        # Bounded: the lease loop must keep renewing the other leases whatever a shard does.
+        _, stuck = await asyncio.wait(cancelled, timeout=self.cfg.leases.failover_time / 3)
+        for task in stuck:
+            ctx.log.warning("shard still stopping after its lease was lost", task=task.get_name())
+            task.cancel()
+        await self._reap(ctx)
 
     # --- status ----------------------------------------------------------------------------------
 
