@@ -68,7 +68,8 @@ class SharedTlsSession(AIOHTTPSession):  # type: ignore[misc]
 
     def _create_connector(self, proxy_url: str | None) -> TCPConnector:
         if proxy_url or self._cert_file or not self._verify:
-            return super()._create_connector(proxy_url)
+            connector: TCPConnector = super()._create_connector(proxy_url)
+            return connector
         return TCPConnector(
             limit=self._max_pool_connections,
             ssl=shared_tls_context(get_cert_path(self._verify)),
