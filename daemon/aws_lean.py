@@ -7,9 +7,10 @@ loaded with the CA bundle. On a Raspberry Pi both add up: measured with `python 
 ~0.7 MB. Two changes, neither visible to callers:
 
 - `LeanModelLoader` parses botocore's data files into plain dicts (botocore asks for
-  OrderedDicts, twice the size; nothing it does needs their order-sensitive methods) and drops
+  OrderedDicts, twice the size; nothing it does needs their order-sensitive methods) and empties
   every `documentation` string (~80% of a service model; botocore reads them only to write
-  docstrings and help text). `endpoints.json` alone shrinks from 6.8 to 4.1 MB.
+  docstrings and help text, and gets "" as for a shape that has none). `endpoints.json` alone
+  shrinks from 6.8 to 4.1 MB.
 - `SharedTlsSession` gives every client's connector one TLS context per CA bundle instead of a
   new one each, with the same verification settings botocore would have built.
 """
@@ -26,15 +27,16 @@ from aiohttp import TCPConnector
 from botocore.httpsession import create_urllib3_context, get_cert_path
 from botocore.loaders import JSONFileLoader
 
-DROPPED_KEYS = frozenset({"documentation"})
+EMPTIED_KEYS = frozenset({"documentation"})
+"""Keys whose text is replaced by "" (kept, not dropped: botocore reads some of them with [])."""
 
 
 def _lean_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    return {key: value for key, value in pairs if key not in DROPPED_KEYS}
+    return {key: "" if key in EMPTIED_KEYS else value for key, value in pairs}
 
 
 class LeanModelLoader(JSONFileLoader):  # type: ignore[misc]
-    """botocore's JSON file loader, parsing into plain dicts without documentation strings."""
+    """botocore's JSON file loader, parsing into plain dicts with empty documentation strings."""
 
     def _load_file(self, full_path: str, open_method: Any) -> Any:
         if not os.path.isfile(full_path):
