@@ -65,7 +65,9 @@ CONTRIBUTORS: list[Contributor] = []
 
 
 def grants(config: Config, scope: Scope) -> list[Grant]:
-    import daemon.workers  # noqa: F401, PLC0415 - registers every worker's contributor
+    from daemon.workers import modules_for  # noqa: PLC0415 - the workers import this module
+
+    modules_for(config)  # registers the contributors of the workers this config uses
 
     return [grant for contribute in CONTRIBUTORS for grant in contribute(config, scope)]
 
