@@ -499,9 +499,11 @@ def dump_tasks() -> None:
 
 def settle_memory() -> None:
     """After startup (and reloads): move the long-lived objects (config models, botocore service
-    models) out of the garbage collector's way, and hand freed startup memory back to the OS."""
+    models) out of the garbage collector's way, and hand freed startup memory back to the OS.
+    The collector is enabled here: `awsd run` starts with it off (see `daemon.entry`)."""
     gc.collect()
     gc.freeze()
+    gc.enable()
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").malloc_trim(0)
