@@ -258,7 +258,9 @@ def test_publish_request_payloads_are_checked():
         ([], "JSON object"),
         ({"message": ""}, "non-empty string"),
         ({"message": "m", "colour": "red"}, "unknown field"),
-        ({"message": "m", "topic": "t", "phone": "+1"}, "not both"),
+        ({"message": "m", "topic": "t", "phone": "+1"}, "give one of"),
+        ({"message": "m", "stream": "s", "subject": "x"}, "SNS fields"),
+        ({"message": "m", "partition_key": "k"}, "goes with .stream."),
         ({"message": "m", "attributes": {"a": True}}, "string or number"),
         ({"message": "m", "sms_type": "Loud"}, "Transactional or Promotional"),
     ]:
