@@ -478,14 +478,15 @@ def _iam(config: Config, scope: Scope) -> list[Grant]:
     group = any_host.expand(cfg.log_group)
     stream = any_host.expand(cfg.log_stream)
     prefix = f"arn:{scope.partition}:logs:{scope.region}:{scope.account}:log-group:{group}"
-    grants = [Grant("logs", ("logs:PutLogEvents",), (f"{prefix}:log-stream:{stream}",))]
+    stream_arn = f"{prefix}:log-stream:{stream}"
+    grants = [Grant("logs", ("logs:PutLogEvents",), (stream_arn,), sid="LogsShip")]
     if cfg.create:
         actions = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:TagResource"]
         if cfg.retention_days is not None:
             actions.append("logs:PutRetentionPolicy")
         # IAM matches a log group's actions against `...:log-group:NAME` or `...:NAME:*`
         # depending on the action; both are the same group.
-        grants.append(Grant("logs", tuple(actions), (prefix, f"{prefix}:*")))
+        grants.append(Grant("logs", tuple(actions), (prefix, f"{prefix}:*"), sid="LogsCreate"))
     return grants
 
 
