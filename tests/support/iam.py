@@ -30,6 +30,9 @@ moto/iam/access_control.py; moto 5.2), which `moto_view` adapts the policy to:
 - **Conditions: none.** moto never fills condition keys for a request, and treats a statement
   whose condition is not met as an explicit deny; `moto_view` drops conditions (the
   `cloudwatch:namespace` condition on PutMetricData is checked by the completeness tests).
+- **Signatures over compressed bodies fail.** moto verifies a signature over the body after
+  decompressing it, so a gzipped request (PutMetricData above 1 KiB, the log shipper's
+  batches) gets SignatureDoesNotMatch; tests running under enforcement turn compression off.
 - STS GetCallerIdentity is always allowed, as in AWS.
 """
 
