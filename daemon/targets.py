@@ -10,7 +10,9 @@ configs loaded from files cannot hold one (`check-config` refuses undeclared nam
 
 Resolution needs no API call unless the name template uses `{account}` (then STS
 GetCallerIdentity, which needs no permission, once), and is cached: a reload builds new services,
-and a new `Targets` with them.
+and a new `Targets` with them. The naming rule itself is `ResourcesConfig.physical_name`, which
+the reconciler and the IAM policy generator use too (`daemon/resources/naming.py`), so a worker
+calls exactly what the reconciler created and the policy grants.
 """
 
 from __future__ import annotations
