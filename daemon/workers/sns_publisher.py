@@ -29,6 +29,7 @@ from daemon.config.models import Config
 from daemon.events import Event, Subscription
 from daemon.iam import CONTRIBUTORS, Grant, Scope
 from daemon.outbox import InvalidMessage, Message, OutboxFull
+from daemon.outbox.senders import destination_grants
 from daemon.programs import program_env, run_program
 from daemon.publishing import (
     PublishMetrics,
@@ -320,18 +321,17 @@ OUTBOX_USERS.append(_publishes)
 
 
 def _iam(config: Config, scope: Scope) -> list[Grant]:
-    """Publish on the topics the config names. `awsd publish` to other topics, and SMS, need
-    sns:Publish on those (SMS: on `*`) added by hand: they are not known from the config."""
+    """Publish on the topics the config names (the default topic, readings' topics, `notify`).
+    Least privilege leaves out what the config cannot tell: `awsd publish --topic` to another
+    topic, `--phone` (SMS), and PublishRequest events naming other topics or phones are denied
+    until the policy grants them by hand (README "IAM policy generation")."""
     if config.sns is None:
         return []
     topics = {r.topic for r in config.sns.readings.values() if r.topic}
     topics.update(config.sns.notify.values())
     if config.sns.topic:
         topics.add(config.sns.topic)
-    if not topics:
-        return []
-    arns = tuple(sorted(scope.arn_of("topics", t) for t in topics))
-    return [Grant("sns", ("sns:Publish",), arns)]
+    return destination_grants("sns", "sns", sorted(topics), scope)
 
 
 CONTRIBUTORS.append(_iam)
