@@ -48,7 +48,7 @@ def _reading_topics(config: Config) -> list[tuple[str, str]]:
     return [
         (f"sns.readings.{name}.topic", "no topic: set it here, or a default in sns.topic")
         for name, reading in config.sns.readings.items()
-        if reading.topic is None
+        if reading.topic is None and reading.stream is None
     ]
 
 
@@ -101,6 +101,9 @@ def _messaging_references(config: Config) -> list[ResourceRef]:
             if reading.topic:
                 path = f"sns.readings.{name}.topic"
                 refs.append(ResourceRef("topics", reading.topic, path, "sns"))
+            if reading.stream:
+                path = f"sns.readings.{name}.stream"
+                refs.append(ResourceRef("streams", reading.stream, path, "sns"))
         for event, topic in config.sns.notify.items():
             refs.append(ResourceRef("topics", topic, f"sns.notify.{event}", "sns"))
     return refs
