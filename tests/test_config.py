@@ -428,7 +428,11 @@ def test_readme_configuration_reference_is_generated_from_the_models():
 
 
 def test_a_stream_reading_refuses_sns_settings(tmp_path: Path):
-    path = write(tmp_path, "c.toml", 'env = "x"\n[sns.readings.t]\nfile = "/x"\n'
-                 'stream = "arn:aws:kinesis:us-east-1:123456789012:stream/s"\nsubject = "s"\n')
+    path = write(
+        tmp_path,
+        "c.toml",
+        'env = "x"\n[sns.readings.t]\nfile = "/x"\n'
+        'stream = "arn:aws:kinesis:us-east-1:123456789012:stream/s"\nsubject = "s"\n',
+    )
     [error] = errors_of(path)
     assert "sns.readings.t" in error and "subject: SNS settings" in error
