@@ -25,6 +25,7 @@ EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75
 EX_NOPERM = 77
 MAX_MESSAGE_BYTES = 256 * 1024
+MAX_RECORD_BYTES = 1024 * 1024 - 256  # a Kinesis record, with room for its partition key
 STATUS_EXIT = {400: EX_DATAERR, 403: EX_NOPERM, 413: EX_DATAERR}
 
 
@@ -41,6 +42,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--topic", "-t", help="topic name or ARN (default: sns.topic)")
     target.add_argument("--phone", help="send an SMS to this E.164 number instead (+4477...)")
+    target.add_argument("--stream", help="put a record on this Kinesis stream instead")
+    parser.add_argument(
+        "--partition-key",
+        help="record partition key (with --stream; default: random, spread over every shard)",
+    )
     parser.add_argument("--subject", "-s", help="SNS subject (under 100 ASCII characters)")
     parser.add_argument(
         "--attr",
@@ -119,8 +125,11 @@ def _payload(args: argparse.Namespace) -> dict[str, Any]:
     if not message:
         raise ValueError("the message is empty")
     size = len(message.encode())
-    if size > MAX_MESSAGE_BYTES:
-        raise ValueError(f"the message is {size} bytes; SNS takes at most {MAX_MESSAGE_BYTES}")
+    limit, service = (MAX_RECORD_BYTES, "Kinesis") if args.stream else (MAX_MESSAGE_BYTES, "SNS")
+    if size > limit:
+        raise ValueError(f"the message is {size} bytes; {service} takes at most {limit}")
+    if args.partition_key and not args.stream:
+        raise ValueError("--partition-key goes with --stream")
     attributes: dict[str, str] = {}
     for item in args.attr:
         name, sep, value = item.partition("=")
@@ -128,7 +137,17 @@ def _payload(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--attr {item!r}: write NAME=VALUE")
         attributes[name] = value
     payload: dict[str, Any] = {"message": message}
-    for key in ("topic", "phone", "subject", "group_id", "dedup_id", "sms_type", "sender_id"):
+    for key in (
+        "topic",
+        "phone",
+        "subject",
+        "group_id",
+        "dedup_id",
+        "sms_type",
+        "sender_id",
+        "stream",
+        "partition_key",
+    ):
         value = getattr(args, key)
         if value is not None:
             payload[key] = value

@@ -18,7 +18,7 @@ import ipaddress
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
@@ -42,6 +42,8 @@ FIELDS = frozenset(
         "dedup_id",
         "sms_type",
         "sender_id",
+        "stream",
+        "partition_key",
     }
 )
 MAX_INGEST_MESSAGES = 500
@@ -66,12 +68,26 @@ class PublishRequest(Event):
     """SMS only: `Transactional` (alerts, delivered even to DND numbers) or `Promotional`."""
     sender_id: str | None = None
     """SMS only: alphanumeric sender id, where the destination country supports it."""
+    stream: str | None = None
+    """Put the message on this Kinesis stream (a declared name or ARN) instead of SNS."""
+    partition_key: str | None = None
+    """Kinesis only: the record's partition key; unset: random (spread over every shard)."""
 
     def to_message(self, default_topic: str | None = None, *, origin: str = "") -> Message:
         """The outbox message for this request. Raises InvalidMessage when it names no
         destination; the sender's own checks run at `put`."""
         from daemon.outbox import InvalidMessage, Message  # noqa: PLC0415
 
+        if self.stream:
+            from daemon.config.kinesis import PartitionKeyConfig  # noqa: PLC0415
+            from daemon.kinesis.producer import kinesis_message  # noqa: PLC0415
+
+            key = (
+                PartitionKeyConfig(source="fixed", value=self.partition_key)
+                if self.partition_key
+                else None
+            )
+            return kinesis_message(self.stream, self.message, key=key, origin=origin or self.source)
         if self.phone:
             body: dict[str, Any] = {"message": self.message, "sms_type": self.sms_type}
             if self.sender_id:
@@ -115,9 +131,10 @@ def notification(event: Event, topic: str, *, origin: str) -> Message:
 
 async def resolved(services: Services, message: Message) -> Message:
     """`message` with its topic as AWS knows it (a declared logical name becomes its AWS name)."""
-    if message.kind != "sns":
+    kinds: dict[str, Literal["topics", "streams"]] = {"sns": "topics", "kinesis": "streams"}
+    if message.kind not in kinds:
         return message
-    target = await services.targets.aws_name("topics", message.target)
+    target = await services.targets.aws_name(kinds[message.kind], message.target)
     return replace(message, target=target) if target != message.target else message
 
 
@@ -133,11 +150,25 @@ def request_from_json(data: Any, *, source: str) -> PublishRequest:
     message = data.get("message")
     if not isinstance(message, str) or not message:
         raise ValueError("'message' must be a non-empty string")
-    for name in ("topic", "phone", "subject", "group_id", "dedup_id", "sender_id"):
+    for name in (
+        "topic",
+        "phone",
+        "subject",
+        "group_id",
+        "dedup_id",
+        "sender_id",
+        "stream",
+        "partition_key",
+    ):
         if data.get(name) is not None and not isinstance(data[name], str):
             raise ValueError(f"'{name}' must be a string")
-    if data.get("topic") and data.get("phone"):
-        raise ValueError("give either 'topic' or 'phone', not both")
+    if sum(bool(data.get(name)) for name in ("topic", "phone", "stream")) > 1:
+        raise ValueError("give one of 'topic', 'phone' or 'stream'")
+    if data.get("partition_key") and not data.get("stream"):
+        raise ValueError("'partition_key' goes with 'stream'")
+    sns_only = [n for n in ("subject", "attributes", "group_id", "dedup_id") if data.get(n)]
+    if data.get("stream") and sns_only:
+        raise ValueError(f"{', '.join(sns_only)}: SNS fields, not for a Kinesis record")
     attributes = data.get("attributes") or {}
     if not isinstance(attributes, dict) or not all(
         isinstance(v, str | int | float) and not isinstance(v, bool) for v in attributes.values()
@@ -157,6 +188,8 @@ def request_from_json(data: Any, *, source: str) -> PublishRequest:
         dedup_id=data.get("dedup_id"),
         sms_type=sms_type,
         sender_id=data.get("sender_id"),
+        stream=data.get("stream"),
+        partition_key=data.get("partition_key"),
     )
 
 

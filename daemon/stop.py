@@ -59,9 +59,9 @@ class StopToken:
 
     async def race(self, awaitable: Awaitable[T]) -> T:
         """Await `awaitable` unless stop is requested first; then cancel it and raise Stopped."""
+        # The task always gets to start before it may be cancelled: cancelling a task that never
+        # ran would leave the coroutines it was built from never awaited.
         task = asyncio.ensure_future(awaitable)
-        if self._event.is_set():
-            task.cancel()
         stopper = asyncio.ensure_future(self._event.wait())
         try:
             await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)

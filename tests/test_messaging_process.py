@@ -287,3 +287,26 @@ def test_the_sns_outbox_survives_a_restart(
     wait_status(second, lambda s: s["workers"]["outbox"]["outbox"]["waiting"] == 0)
     assert second.stop() == 0
     assert sorted(receive_everything(boto, urls["q"], 5)) == [f"kept-{i}" for i in range(5)]
+
+
+def test_awsd_publish_to_a_kinesis_stream(configs: ConfigFactory, awsd: Callable[..., Awsd], boto):
+    kinesis = boto("kinesis")
+    name = unique("stream")
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    arn = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+    path = configs.write({"sns": {}})
+    proc = awsd(path)
+    proc.wait_ready()
+    result = cli(path, "--stream", arn, "--partition-key", "pi-7", "--wait", "20", '{"t": 21.5}')
+    assert result.returncode == 0, result.stderr
+    assert f"kinesis:{arn}".encode() in result.stdout
+    refused = cli(path, "--stream", arn, "--subject", "nope", "x")
+    assert refused.returncode == 65 and b"SNS fields, not for a Kinesis record" in refused.stderr
+    assert cli(path, "--partition-key", "k", "x").returncode == 65
+    shard = kinesis.list_shards(StreamName=name)["Shards"][0]["ShardId"]
+    iterator = kinesis.get_shard_iterator(
+        StreamName=name, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    records = kinesis.get_records(ShardIterator=iterator)["Records"]
+    assert [(r["Data"], r["PartitionKey"]) for r in records] == [(b'{"t": 21.5}', "pi-7")]
+    assert proc.stop() == 0

@@ -50,6 +50,16 @@ class TestStopToken:
         assert cancelled.is_set()
         assert await StopToken().race(asyncio.sleep(0, result=5)) == 5
 
+    async def test_race_after_stop_leaves_no_coroutine_unawaited(self):
+        import gc
+
+        token = StopToken()
+        token.stop()
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        with pytest.raises(Stopped):
+            await token.race(asyncio.wait_for(queue.get(), 5))
+        gc.collect()  # a never-awaited coroutine would warn here (an error under this suite)
+
     async def test_deadline_keeps_the_earliest(self):
         token = StopToken()
         now = asyncio.get_running_loop().time()

@@ -33,7 +33,6 @@ class OutboxWorker(Worker):
         self.services = services
         self.outbox: Outbox = services.outbox
         self.senders: dict[str, Sender] = {kind: cls(services) for kind, cls in SENDERS.items()}
-        self.last_delivery_error: str | None = None
 
     async def run(self, ctx: WorkerContext) -> None:
         await self.outbox.open()
@@ -98,11 +97,11 @@ class OutboxWorker(Worker):
             return await sender.send(target, items)
         except Exception as exc:  # noqa: BLE001 - every failure keeps the messages for later
             error = describe_error(exc)
-            self.last_delivery_error = f"{sender.kind}:{target}: {error}"
             return [Retry(item.id, error, throttled=is_throttle(exc)) for item in items]
 
     def health(self) -> dict[str, Any]:
-        return {"outbox": self.outbox.describe(), "last_delivery_error": self.last_delivery_error}
+        # Failing destinations and their last error are in `outbox.failing`, cleared on success.
+        return {"outbox": self.outbox.describe()}
 
 
 def _needed(config: Config) -> bool:
