@@ -31,7 +31,7 @@ def render_reference() -> str:
 
 
 def _section(title: str, field: FieldInfo, model: type[BaseModel]) -> list[str]:
-    lines = [f"#### `{title}`", "", _one_line(field.description or model.__doc__ or ""), ""]
+    lines = [f"### `{title}`", "", _one_line(field.description or model.__doc__ or ""), ""]
     plain: list[tuple[str, FieldInfo, type[BaseModel] | None]] = []
     nested: list[tuple[str, FieldInfo, type[BaseModel] | None]] = []
     for name, sub in model.model_fields.items():
@@ -43,7 +43,7 @@ def _section(title: str, field: FieldInfo, model: type[BaseModel]) -> list[str]:
             fields = [(n, f) for n, f in variant.model_fields.items() if n != "kind"]
             core = f"{title.strip('[]`')}.{name}"
             lines += [
-                f'#### `[{core}]` with `kind = "{kind}"`',
+                f'### `[{core}]` with `kind = "{kind}"`',
                 "",
                 _one_line(variant.__doc__ or ""),
             ]
