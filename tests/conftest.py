@@ -18,7 +18,9 @@ import pytest
 import tomli_w
 
 from daemon.local_aws import free_port
+from tests.support.aws_front import AwsFront
 from tests.support.proc import REPO, Awsd, NotifySocket, base_env
+from tests.support.proxy import FaultProxy
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -98,6 +100,25 @@ def moto_endpoint() -> Iterator[str]:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture
+def aws_front(moto_endpoint: str) -> Iterator[AwsFront]:
+    """An `AwsFront` before the moto server (AWS errors, stubs, delays, partial batch failures,
+    a record of the calls): point a config's `aws.endpoint_url` at its `.url`."""
+    front = AwsFront(moto_endpoint).start()
+    yield front
+    front.stop()
+
+
+@pytest.fixture
+def fault_proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
+    """A `FaultProxy` before the moto server (refuse, reset, blackhole, delay at the TCP level):
+    point a config's `aws.endpoint_url` at its `.url`."""
+    host, port = moto_endpoint.removeprefix("http://").split(":")
+    proxy = FaultProxy(host, int(port)).start()
+    yield proxy
+    proxy.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -89,13 +89,6 @@ async def producer(moto_endpoint: str) -> AsyncIterator[Callable[..., Any]]:
         await p.stop()
 
 
-@pytest.fixture
-def front(moto_endpoint: str) -> Iterator[AwsFront]:
-    proxy = AwsFront(moto_endpoint).start()
-    yield proxy
-    proxy.stop()
-
-
 def read_stream(kinesis: Any, stream: str) -> list[tuple[str, str]]:
     """Every record of every shard, shard by shard in sequence order: (partition key, data)."""
     out = []
@@ -138,11 +131,11 @@ async def test_records_reach_the_stream_in_batches(boto, producer):
     assert all(ns == sorted(ns) for ns in order_per_key(records).values())
 
 
-async def test_failed_records_alone_are_retried(boto, producer, front):
+async def test_failed_records_alone_are_retried(boto, producer, aws_front: AwsFront):
     stream = k.stream_name()
     kinesis = boto("kinesis")
     k.create_stream(kinesis, stream, 2)
-    p = await producer(front.url)
+    p = await producer(aws_front.url)
     attempts: dict[str, int] = {}
 
     def fail_once_for_every_third(entry: dict[str, Any]) -> bool:
@@ -151,7 +144,7 @@ async def test_failed_records_alone_are_retried(boto, producer, front):
         attempts[data] = attempts.get(data, 0) + 1
         return n % 3 == 0 and attempts[data] == 1
 
-    front.fail_put = fail_once_for_every_third
+    aws_front.fail_records(fail_once_for_every_third)
     await p.outbox.put_many(numbered(stream, 90, keys=90))  # one record per key
     await k.wait_until(lambda: p.outbox.count == 0)
     records = read_stream(kinesis, stream)
@@ -161,7 +154,9 @@ async def test_failed_records_alone_are_retried(boto, producer, front):
     assert p.metric("awsd_kinesis_put_reordered_total") == 0  # distinct keys: nothing to reorder
 
 
-async def test_strict_order_keeps_order_per_key_through_partial_failures(boto, producer, front):
+async def test_strict_order_keeps_order_per_key_through_partial_failures(
+    boto, producer, aws_front: AwsFront
+):
     loose, strict = k.stream_name(), k.stream_name()
     kinesis = boto("kinesis")
     for stream in (loose, strict):
@@ -175,11 +170,11 @@ async def test_strict_order_keeps_order_per_key_through_partial_failures(boto, p
             return True
         return False
 
-    front.fail_put = fail_first_try_of_every_fifth
-    p_loose = await producer(front.url)
+    aws_front.fail_records(fail_first_try_of_every_fifth)
+    p_loose = await producer(aws_front.url)
     await p_loose.outbox.put_many(numbered(loose, 40, keys=2))
     await k.wait_until(lambda: p_loose.outbox.count == 0)
-    p_strict = await producer(front.url, strict_order=True)
+    p_strict = await producer(aws_front.url, strict_order=True)
     await p_strict.outbox.put_many(numbered(strict, 40, keys=2))
     await k.wait_until(lambda: p_strict.outbox.count == 0)
     # Without strict order, a retried record lands after later records of its key (counted).

@@ -23,7 +23,6 @@ from daemon.kinesis.deagg import aggregate
 from daemon.kinesis.shards import hash_key
 from daemon.local_aws import free_port
 from tests.support import kinesis as k
-from tests.support.aws_front import AwsFront
 from tests.support.proc import REPO, base_env
 
 FAST = {"idle_interval": 0.05, "shard_refresh_interval": 5}
@@ -79,27 +78,20 @@ async def test_every_shard_is_read_once_in_order_per_key(tmp_path, boto, moto_en
     assert sum(t.startswith("later") for t in texts(stream)) == 40
 
 
-@pytest.fixture
-def front(moto_endpoint: str) -> Iterator[AwsFront]:
-    proxy = AwsFront(moto_endpoint).start()
-    yield proxy
-    proxy.stop()
-
-
-async def test_expired_iterators_and_throttling_lose_and_repeat_nothing(tmp_path, boto, front):
+async def test_expired_iterators_and_throttling_lose_and_repeat_nothing(tmp_path, boto, aws_front):
     stream = k.stream_name()
     kinesis = boto("kinesis")
     k.create_stream(kinesis, stream, 2)
     k.put(kinesis, stream, k.keyed(100, prefix="a"))
-    front.inject("GetRecords", "ProvisionedThroughputExceededException", times=8)
-    config = k.reader_config(tmp_path, front.url, {"r": reader(stream, retry_max=0.2)})
+    aws_front.fail("GetRecords", "ProvisionedThroughputExceededException", times=8)
+    config = k.reader_config(tmp_path, aws_front.url, {"r": reader(stream, retry_max=0.2)})
     # botocore's adaptive mode would also slow the whole client after throttles; standard
     # keeps this test about the reader's own backoff.
     config["aws"]["retry_mode"] = "standard"
     r = await k.Reader(config).start()
     try:
         await k.wait_until(lambda: len(k.SEEN[stream]) >= 100)
-        front.inject("GetRecords", "ExpiredIteratorException", times=3)
+        aws_front.fail("GetRecords", "ExpiredIteratorException", times=3)
         k.put(kinesis, stream, k.keyed(100, prefix="b", start=100))
         await k.wait_until(lambda: len(k.SEEN[stream]) >= 200)
         await asyncio.sleep(0.3)
@@ -113,27 +105,28 @@ async def test_expired_iterators_and_throttling_lose_and_repeat_nothing(tmp_path
         [d.decode() for _, d in k.keyed(100, prefix="a") + k.keyed(100, prefix="b", start=100)]
     )
     assert k.per_key_order_holds(texts(stream))
-    assert expired == 3 and front.faults["GetRecords:ExpiredIteratorException"] == 3
+    injected = [c.error for c in aws_front.calls("GetRecords")]
+    assert expired == 3 and injected.count("ExpiredIteratorException") == 3
     assert throttles >= 1  # botocore retries some itself; the rest reach the reader's backoff
     assert behind >= 0
 
 
-async def test_a_stalled_handler_pauses_fetching_and_loses_nothing(tmp_path, boto, front):
+async def test_a_stalled_handler_pauses_fetching_and_loses_nothing(tmp_path, boto, aws_front):
     stream = k.stream_name()
     kinesis = boto("kinesis")
     k.create_stream(kinesis, stream, 1)
     k.put(kinesis, stream, k.keyed(120))
     k.GATES[stream] = asyncio.Event()
     cfg = reader(stream, "stall", buffer_records=20, max_records=7)
-    r = await k.Reader(k.reader_config(tmp_path, front.url, {"r": cfg})).start()
+    r = await k.Reader(k.reader_config(tmp_path, aws_front.url, {"r": cfg})).start()
     try:
         consumer = None
         await k.wait_until(lambda: bool(r.worker("r").running))
         consumer = next(iter(r.worker("r").running.values())).consumer
         await k.wait_until(consumer.buffer.full)
-        calls = front.calls["GetRecords"]
+        calls = len(aws_front.calls("GetRecords"))
         await asyncio.sleep(0.5)  # ten idle intervals: a fetch would happen if it could
-        assert front.calls["GetRecords"] == calls
+        assert len(aws_front.calls("GetRecords")) == calls
         # Exactly at the limit: each GetRecords asked for no more than the free room.
         assert consumer.buffer.records == 20 and len(k.SEEN[stream]) == 0
         k.GATES[stream].set()

@@ -19,8 +19,8 @@ from daemon.metrics import Registry
 from daemon.outbox import Outbox
 from daemon.services import Services
 from daemon.workers.reconciler import Reconciler
-from tests.support.awsproxy import AwsProxy
 from tests.support.proc import REPO, base_env
+from tests.support.proxy import FaultProxy
 from tests.support.resources import load, plan_and_apply, session, unique_env, write_config
 
 QUEUE = {"queues": {"jobs": {"visibility_timeout": 60}}}
@@ -195,22 +195,20 @@ class TestLeadership:
         assert table["KeySchema"] == [{"AttributeName": "lease_key", "KeyType": "HASH"}]
 
     async def test_a_holder_that_stops_renewing_loses_the_lease_after_failover(
-        self, configs: Any, moto_endpoint: str
+        self, configs: Any, fault_proxy: FaultProxy
     ):
         env = unique_env()
         config = load(configs, env, LEASED)
-        proxy = AwsProxy(moto_endpoint)
-        await proxy.start()
         cut_off = load(
             configs,
             env,
             LEASED,
-            aws={"endpoint_url": proxy.url, "max_attempts": 1, "connect_timeout": 0.5},
+            aws={"endpoint_url": fault_proxy.url, "max_attempts": 1, "connect_timeout": 0.5},
         )
         async with services_for(cut_off) as one, services_for(config) as two:
             first, second = Reconciler(cut_off, one), Reconciler(config, two)
             assert (await first.run_pass()).leader
-            await proxy.stop()  # the holder loses its network: it can no longer renew
+            fault_proxy.set_mode("refuse")  # the holder loses its network: it can no longer renew
             assert not (await second.run_pass()).leader
             loop = asyncio.get_running_loop()
             give_up = loop.time() + 30
