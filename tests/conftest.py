@@ -6,10 +6,6 @@ import asyncio
 import copy
 import inspect
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +15,8 @@ import tomli_w
 
 from daemon.local_aws import free_port
 from tests.support.aws_front import AwsFront
-from tests.support.proc import REPO, Awsd, NotifySocket, base_env
+from tests.support.moto_server import MotoServer
+from tests.support.proc import Awsd, NotifySocket
 from tests.support.proxy import FaultProxy
 
 
@@ -73,33 +70,9 @@ async def no_leaked_tasks() -> Any:
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """A real moto server process for the whole session (the daemon's own launcher)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon.local_aws", "127.0.0.1", str(port)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=REPO,
-        env=base_env(),
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.05)
-    yield endpoint
-    assert proc.stdin is not None
-    proc.stdin.close()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    server = MotoServer().start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture

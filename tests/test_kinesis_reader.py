@@ -8,10 +8,7 @@ import asyncio
 import gzip
 import json
 import sqlite3
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +18,8 @@ import pytest
 
 from daemon.kinesis.deagg import aggregate
 from daemon.kinesis.shards import hash_key
-from daemon.local_aws import free_port
 from tests.support import kinesis as k
-from tests.support.proc import REPO, base_env
+from tests.support.moto_server import MotoServer
 
 FAST = {"idle_interval": 0.05, "shard_refresh_interval": 5}
 
@@ -193,28 +189,9 @@ async def test_kpl_aggregated_records_reach_handlers_one_by_one(tmp_path, boto, 
 @pytest.fixture(scope="module")
 def reshard_endpoint() -> Iterator[str]:
     """A moto server with AWS's resharding behaviour (see tests/support/moto_kinesis.py)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.moto_kinesis", "127.0.0.1", str(port)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=REPO,
-        env=base_env(),
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
-                break
-        except OSError:
-            assert time.monotonic() < deadline and proc.poll() is None, "moto did not start"
-            time.sleep(0.05)
-    yield url
-    assert proc.stdin is not None
-    proc.stdin.close()
-    proc.wait(10)
+    server = MotoServer("tests.support.moto_kinesis").start()
+    yield server.url
+    server.stop()
 
 
 async def test_split_and_merge_during_consumption_keep_order_per_key(tmp_path, reshard_endpoint):

@@ -167,22 +167,17 @@ async def test_pending_messages_survive_a_restart_and_go_first_in_order(
     assert len(receive_all(boto, name, 36)) == 36
 
 
-async def test_endpoint_outage_delays_but_loses_nothing(moto_endpoint: str, boto, delivery):
+async def test_endpoint_outage_delays_but_loses_nothing(boto, delivery, fault_proxy: FaultProxy):
     name = queue_name()
     boto("sqs").create_queue(QueueName=name)
-    host, port = moto_endpoint.removeprefix("http://").split(":")
-    proxy = FaultProxy(host, int(port)).start()
-    try:
-        proxy.set_mode("refuse")
-        outbox = make_outbox(retry_initial=0.1, retry_max=0.3)
-        await outbox.put_many([Message("sqs", name, {"body": f"m{i}"}) for i in range(12)])
-        await delivery(outbox, proxy.url)
-        await wait_until(lambda: any(t.failures >= 2 for t in outbox._targets.values()))
-        assert outbox.count == 12
-        proxy.set_mode("pass")
-        await wait_until(lambda: outbox.count == 0)
-    finally:
-        proxy.stop()
+    fault_proxy.set_mode("refuse")
+    outbox = make_outbox(retry_initial=0.1, retry_max=0.3)
+    await outbox.put_many([Message("sqs", name, {"body": f"m{i}"}) for i in range(12)])
+    await delivery(outbox, fault_proxy.url)
+    await wait_until(lambda: any(t.failures >= 2 for t in outbox._targets.values()))
+    assert outbox.count == 12
+    fault_proxy.set_mode("pass")
+    await wait_until(lambda: outbox.count == 0)
     assert sorted(receive_all(boto, name, 12)) == sorted(f"m{i}" for i in range(12))
 
 
@@ -255,43 +250,38 @@ async def test_full_outbox_with_drop_oldest_counts_the_drop():
 
 
 def test_sigkill_loses_no_accepted_message(
-    configs: ConfigFactory, awsd: Callable[..., Awsd], boto, moto_endpoint: str
+    configs: ConfigFactory, awsd: Callable[..., Awsd], boto, fault_proxy: FaultProxy
 ):
     name = queue_name()
     boto("sqs").create_queue(QueueName=name)
-    host, port = moto_endpoint.removeprefix("http://").split(":")
-    proxy = FaultProxy(host, int(port)).start()
-    try:
-        proxy.set_mode("blackhole")  # AWS unreachable: everything waits in the outbox
-        data = configs.data(
-            {
-                "aws": {"endpoint_url": proxy.url, "read_timeout": 1.0, "connect_timeout": 1.0},
-                "outbox": {"retry_initial": 0.2, "retry_max": 0.5},
-                "custom": {
-                    "p": {
-                        "entrypoint": "tests.support.workers:produce",
-                        "options": {"queue": name, "count": 1000, "every": 0.002},
-                    }
-                },
-            }
-        )
-        path = configs.tmp_path / "awsd.toml"
-        configs.rewrite(path, data)
-        proc = awsd(path)
-        proc.logs.wait_for("test message accepted", n=50)
-        proc.signal(signal.SIGKILL)
-        proc.wait(10)
-        accepted = {e["n"] for e in proc.logs.matching("test message accepted")}
-        assert len(accepted) >= 50
+    fault_proxy.set_mode("blackhole")  # AWS unreachable: everything waits in the outbox
+    data = configs.data(
+        {
+            "aws": {"endpoint_url": fault_proxy.url, "read_timeout": 1.0, "connect_timeout": 1.0},
+            "outbox": {"retry_initial": 0.2, "retry_max": 0.5},
+            "custom": {
+                "p": {
+                    "entrypoint": "tests.support.workers:produce",
+                    "options": {"queue": name, "count": 1000, "every": 0.002},
+                }
+            },
+        }
+    )
+    path = configs.tmp_path / "awsd.toml"
+    configs.rewrite(path, data)
+    proc = awsd(path)
+    proc.logs.wait_for("test message accepted", n=50)
+    proc.signal(signal.SIGKILL)
+    proc.wait(10)
+    accepted = {e["n"] for e in proc.logs.matching("test message accepted")}
+    assert len(accepted) >= 50
 
-        proxy.set_mode("pass")
-        data["custom"]["p"]["options"]["count"] = 0  # restart without producing more
-        configs.rewrite(path, data)
-        again = awsd(path)
-        again.logs.wait_for("outbox has messages from before; delivering them first")
-        bodies = receive_all(boto, name, len(accepted), tries=60)
-        again.stop()
-    finally:
-        proxy.stop()
+    fault_proxy.set_mode("pass")
+    data["custom"]["p"]["options"]["count"] = 0  # restart without producing more
+    configs.rewrite(path, data)
+    again = awsd(path)
+    again.logs.wait_for("outbox has messages from before; delivering them first")
+    bodies = receive_all(boto, name, len(accepted), tries=60)
+    again.stop()
     got = {int(b.removeprefix("msg-")) for b in bodies}
     assert accepted <= got, f"lost: {sorted(accepted - got)[:10]}"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +17,7 @@ from daemon.metrics import Registry
 from daemon.outbox import Outbox
 from daemon.services import Services
 from daemon.workers.reconciler import Reconciler
-from tests.support.proc import REPO, base_env
+from tests.support.proc import awsd_cli
 from tests.support.proxy import FaultProxy
 from tests.support.resources import load, plan_and_apply, session, unique_env, write_config
 
@@ -237,15 +235,7 @@ class TestDaemon:
         assert events.index("create applied") < events.index("test worker started")
         assert events.index("reconcile pass") < events.index("ready")
 
-        plan = subprocess.run(
-            [sys.executable, "-m", "daemon", "plan", "--config", str(path)],
-            check=False,
-            cwd=REPO,
-            env=base_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        plan = awsd_cli("plan", "--config", str(path))
         assert plan.returncode == 0, plan.stdout + plan.stderr
         assert "No changes. 3 resources match the configuration." in plan.stdout
 
@@ -274,15 +264,7 @@ class TestDaemon:
         )
         daemon = awsd(path)
         daemon.wait_ready(timeout=60)
-        plan = subprocess.run(
-            [sys.executable, "-m", "daemon", "plan", "--config", str(path)],
-            check=False,
-            cwd=REPO,
-            env=base_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        plan = awsd_cli("plan", "--config", str(path))
         assert (plan.returncode, plan.stdout.splitlines()[-1]) == (
             0,
             "No changes. 1 resource matches the configuration.",

@@ -260,32 +260,27 @@ async def test_an_invalid_receipt_is_logged_as_may_be_redelivered_never_a_crash(
 
 
 async def test_receive_errors_back_off_and_recover(
-    harness: Harness, boto, moto_endpoint: str, logs: Logs
+    fault_proxy: FaultProxy, harness: Harness, boto, logs: Logs
 ):
+    # The proxy first: it stops after the harness.
     url = make_queue(boto)
-    host, port = moto_endpoint.removeprefix("http://").split(":")
-    proxy = FaultProxy(host, int(port)).start()
-    try:
-        harness.endpoint = proxy.url
-        settings = {"receive_backoff": 0.2, "receive_backoff_max": 0.5}
-        await harness.start(harness.config(sqs=poller(url, **settings)))
-        worker = harness.worker("sqs:p")
-        await wait_until(lambda: worker.state == "polling")
-        first_receive = worker.last_receive
-        proxy.set_mode("refuse")
-        await wait_until(lambda: worker.m.receive_errors.value >= 3)
-        assert worker.state == "backing off after receive errors"
-        assert worker.health()["last_error"]
-        await asyncio.sleep(1.0)
-        assert worker.m.receive_errors.value < 15, "receive errors must back off, not spin"
-        send(boto, url, "after the outage")
-        proxy.set_mode("pass")
-        await wait_until(lambda: bodies() == ["after the outage"], timeout=30)
-        assert worker.last_receive is not None and worker.last_receive != first_receive
-        assert worker.health()["last_receive_at"].endswith("Z")
-    finally:
-        await harness.stop(3.0)
-        proxy.stop()
+    harness.endpoint = fault_proxy.url
+    settings = {"receive_backoff": 0.2, "receive_backoff_max": 0.5}
+    await harness.start(harness.config(sqs=poller(url, **settings)))
+    worker = harness.worker("sqs:p")
+    await wait_until(lambda: worker.state == "polling")
+    first_receive = worker.last_receive
+    fault_proxy.set_mode("refuse")
+    await wait_until(lambda: worker.m.receive_errors.value >= 3)
+    assert worker.state == "backing off after receive errors"
+    assert worker.health()["last_error"]
+    await asyncio.sleep(1.0)
+    assert worker.m.receive_errors.value < 15, "receive errors must back off, not spin"
+    send(boto, url, "after the outage")
+    fault_proxy.set_mode("pass")
+    await wait_until(lambda: bodies() == ["after the outage"], timeout=30)
+    assert worker.last_receive is not None and worker.last_receive != first_receive
+    assert worker.health()["last_receive_at"].endswith("Z")
     assert logs.matching("receive failed; backing off")
 
 

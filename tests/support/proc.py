@@ -42,6 +42,24 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def awsd_cli(
+    *args: str, stdin: bytes | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """`awsd ARGS` run to its end in a process of its own, the way a person runs it; stdout and
+    stderr come back as text (bytes that are not UTF-8 replaced, so a test can show them)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", *args],
+        input=stdin,
+        capture_output=True,
+        check=False,
+        cwd=REPO,
+        env=base_env(),
+        timeout=timeout,
+    )
+    out, err = (stream.decode(errors="replace") for stream in (done.stdout, done.stderr))
+    return subprocess.CompletedProcess(done.args, done.returncode, out, err)
+
+
 class LogCapture:
     """Collects a stream of JSON lines from a thread; `wait_for` blocks until a match arrives."""
 
