@@ -6,7 +6,7 @@ import asyncio
 import copy
 import inspect
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import tomli_w
 
 from daemon.local_aws import free_port
 from tests.support.aws_front import AwsFront
+from tests.support.messaging import Harness, Logs
 from tests.support.moto_server import MotoServer
 from tests.support.proc import Awsd, NotifySocket
 from tests.support.proxy import FaultProxy
@@ -187,6 +188,23 @@ def awsd() -> Iterator[Callable[..., Awsd]]:
     yield start
     for proc in started:
         proc.close()
+
+
+@pytest.fixture
+async def harness(moto_endpoint: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    """The workers a config asks for, run in this process on the moto server
+    (tests/support/messaging.py); stopped at the end."""
+    h = Harness(moto_endpoint, tmp_path)
+    yield h
+    await h.stop(5.0)
+
+
+@pytest.fixture
+def logs() -> Iterator[Logs]:
+    """Every log event of this process during the test (after redaction)."""
+    capture = Logs().attach()
+    yield capture
+    capture.detach()
 
 
 @pytest.fixture

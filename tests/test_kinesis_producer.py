@@ -25,6 +25,7 @@ from daemon.worker import WorkerSpec
 from daemon.workers.outbox import OutboxWorker
 from tests.support import kinesis as k
 from tests.support.aws_front import AwsFront
+from tests.support.observe import metric, wait_until
 
 
 class Producer:
@@ -64,10 +65,7 @@ class Producer:
         return self
 
     def metric(self, name: str) -> float:
-        for family in self.metrics.families():
-            if family.name == name:
-                return sum(child.value for _, child in family.series())  # type: ignore[union-attr]
-        return 0.0
+        return metric(self.metrics, name)
 
     async def stop(self) -> None:
         await self.supervisor.stop_all(asyncio.get_running_loop().time() + 5)
@@ -125,7 +123,7 @@ async def test_records_reach_the_stream_in_batches(boto, producer):
     k.create_stream(kinesis, stream, 4)
     p = await producer()
     await p.outbox.put_many(numbered(stream, 1200, keys=10))
-    await k.wait_until(lambda: p.outbox.count == 0)
+    await wait_until(lambda: p.outbox.count == 0)
     records = read_stream(kinesis, stream)
     assert len(records) == 1200
     assert all(ns == sorted(ns) for ns in order_per_key(records).values())
@@ -146,7 +144,7 @@ async def test_failed_records_alone_are_retried(boto, producer, aws_front: AwsFr
 
     aws_front.fail_records(fail_once_for_every_third)
     await p.outbox.put_many(numbered(stream, 90, keys=90))  # one record per key
-    await k.wait_until(lambda: p.outbox.count == 0)
+    await wait_until(lambda: p.outbox.count == 0)
     records = read_stream(kinesis, stream)
     assert sorted(json.loads(d)["n"] for _, d in records) == list(range(90))  # no duplicate
     assert max(attempts.values()) == 2 and sum(attempts.values()) == 120
@@ -173,10 +171,10 @@ async def test_strict_order_keeps_order_per_key_through_partial_failures(
     aws_front.fail_records(fail_first_try_of_every_fifth)
     p_loose = await producer(aws_front.url)
     await p_loose.outbox.put_many(numbered(loose, 40, keys=2))
-    await k.wait_until(lambda: p_loose.outbox.count == 0)
+    await wait_until(lambda: p_loose.outbox.count == 0)
     p_strict = await producer(aws_front.url, strict_order=True)
     await p_strict.outbox.put_many(numbered(strict, 40, keys=2))
-    await k.wait_until(lambda: p_strict.outbox.count == 0)
+    await wait_until(lambda: p_strict.outbox.count == 0)
     # Without strict order, a retried record lands after later records of its key (counted).
     loose_order = order_per_key(read_stream(kinesis, loose))
     assert any(ns != sorted(ns) for ns in loose_order.values())
@@ -193,10 +191,10 @@ async def test_the_per_shard_rate_limit_paces_instead_of_being_throttled(boto, p
     k.create_stream(kinesis, stream, 2)
     p = await producer(shard_records_per_second=40)
     await p.outbox.put_many(numbered(stream, 120, keys=4))
-    await k.wait_until(lambda: p.outbox.count == 0)
+    await wait_until(lambda: p.outbox.count == 0)
     assert p.metric("awsd_kinesis_put_rate_wait_seconds_total") == 0  # a full bucket to start
     await p.outbox.put_many(numbered(stream, 120, keys=4))
-    await k.wait_until(lambda: p.outbox.count == 0)
+    await wait_until(lambda: p.outbox.count == 0)
     assert len(read_stream(kinesis, stream)) == 240
     # The first call took about 60 records per shard, 20 more than a second's worth at 40/s:
     # the next call waited for that debt instead of being throttled by AWS.

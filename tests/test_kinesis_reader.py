@@ -20,6 +20,7 @@ from daemon.kinesis.deagg import aggregate
 from daemon.kinesis.shards import hash_key
 from tests.support import kinesis as k
 from tests.support.moto_server import MotoServer
+from tests.support.observe import wait_until
 
 FAST = {"idle_interval": 0.05, "shard_refresh_interval": 5}
 
@@ -51,7 +52,7 @@ async def test_every_shard_is_read_once_in_order_per_key(tmp_path, boto, moto_en
     k.put(kinesis, stream, produced)
     r = await k.Reader(k.reader_config(tmp_path, moto_endpoint, {"r": reader(stream)})).start()
     try:
-        await k.wait_until(lambda: len(k.SEEN[stream]) >= 400)
+        await wait_until(lambda: len(k.SEEN[stream]) >= 400)
         health = r.worker("r").health()
     finally:
         await r.stop()
@@ -66,7 +67,7 @@ async def test_every_shard_is_read_once_in_order_per_key(tmp_path, boto, moto_en
     k.put(kinesis, stream, k.keyed(40, prefix="later", start=400))
     again = await k.Reader(k.reader_config(tmp_path, moto_endpoint, {"r": reader(stream)})).start()
     try:
-        await k.wait_until(lambda: len(k.SEEN[stream]) >= 440)
+        await wait_until(lambda: len(k.SEEN[stream]) >= 440)
         await asyncio.sleep(0.3)  # a duplicate would show up here
     finally:
         await again.stop()
@@ -86,10 +87,10 @@ async def test_expired_iterators_and_throttling_lose_and_repeat_nothing(tmp_path
     config["aws"]["retry_mode"] = "standard"
     r = await k.Reader(config).start()
     try:
-        await k.wait_until(lambda: len(k.SEEN[stream]) >= 100)
+        await wait_until(lambda: len(k.SEEN[stream]) >= 100)
         aws_front.fail("GetRecords", "ExpiredIteratorException", times=3)
         k.put(kinesis, stream, k.keyed(100, prefix="b", start=100))
-        await k.wait_until(lambda: len(k.SEEN[stream]) >= 200)
+        await wait_until(lambda: len(k.SEEN[stream]) >= 200)
         await asyncio.sleep(0.3)
         expired = r.metric("awsd_kinesis_expired_iterators_total")
         throttles = r.metric("awsd_kinesis_throttles_total")
@@ -117,16 +118,16 @@ async def test_a_stalled_handler_pauses_fetching_and_loses_nothing(tmp_path, bot
     r = await k.Reader(k.reader_config(tmp_path, aws_front.url, {"r": cfg})).start()
     try:
         consumer = None
-        await k.wait_until(lambda: bool(r.worker("r").running))
+        await wait_until(lambda: bool(r.worker("r").running))
         consumer = next(iter(r.worker("r").running.values())).consumer
-        await k.wait_until(consumer.buffer.full)
+        await wait_until(consumer.buffer.full)
         calls = len(aws_front.calls("GetRecords"))
         await asyncio.sleep(0.5)  # ten idle intervals: a fetch would happen if it could
         assert len(aws_front.calls("GetRecords")) == calls
         # Exactly at the limit: each GetRecords asked for no more than the free room.
         assert consumer.buffer.records == 20 and len(k.SEEN[stream]) == 0
         k.GATES[stream].set()
-        await k.wait_until(lambda: len(k.SEEN[stream]) >= 120)
+        await wait_until(lambda: len(k.SEEN[stream]) >= 120)
     finally:
         k.GATES[stream].set()
         await r.stop()
@@ -146,7 +147,7 @@ async def test_failed_records_are_retried_in_place_or_skipped(tmp_path, boto, mo
     }
     r = await k.Reader(k.reader_config(tmp_path, moto_endpoint, readers)).start()
     try:
-        await k.wait_until(lambda: len(k.SEEN[retry]) >= 10 and len(k.SEEN[skip]) >= 7)
+        await wait_until(lambda: len(k.SEEN[retry]) >= 10 and len(k.SEEN[skip]) >= 7)
         skipped = r.metric("awsd_kinesis_skipped_total", reader="skip")
         failures = r.metric("awsd_kinesis_handler_failures_total", reader="retry")
     finally:
@@ -175,7 +176,7 @@ async def test_kpl_aggregated_records_reach_handlers_one_by_one(tmp_path, boto, 
         k.reader_config(tmp_path, moto_endpoint, {"r": reader(stream, decoder="text")})
     ).start()
     try:
-        await k.wait_until(lambda: len(k.SEEN[stream]) >= 4)
+        await wait_until(lambda: len(k.SEEN[stream]) >= 4)
         await asyncio.sleep(0.2)
         dropped = r.metric("awsd_kinesis_dropped_subrecords_total")
     finally:
@@ -205,7 +206,7 @@ async def test_split_and_merge_during_consumption_keep_order_per_key(tmp_path, r
     r = await k.Reader(k.reader_config(tmp_path, reshard_endpoint, {"r": cfg})).start()
     try:
         k.GATES[stream].set()
-        await k.wait_until(lambda: len(k.SEEN[stream]) >= 50)
+        await wait_until(lambda: len(k.SEEN[stream]) >= 50)
         # Split shard 0 while its records are still being read, then write more.
         kinesis.split_shard(
             StreamName=stream, ShardToSplit="shardId-000000000000", NewStartingHashKey=str(2**126)
@@ -218,7 +219,7 @@ async def test_split_and_merge_during_consumption_keep_order_per_key(tmp_path, r
             AdjacentShardToMerge="shardId-000000000003",
         )
         k.put(kinesis, stream, records[600:])
-        await k.wait_until(lambda: len(k.SEEN[stream]) >= 900, timeout=60)
+        await wait_until(lambda: len(k.SEEN[stream]) >= 900, timeout=60)
         await asyncio.sleep(0.3)
         health = r.worker("r").health()
     finally:
@@ -267,7 +268,7 @@ async def test_archive_objects_hold_exactly_the_records_and_checkpoint_after_wri
     cfg = reader(stream, handler="", archive=archive)
     r = await k.Reader(k.reader_config(tmp_path, moto_endpoint, {"r": cfg})).start()
     try:
-        await k.wait_until(lambda: r.metric("awsd_kinesis_records_total") >= 150)
+        await wait_until(lambda: r.metric("awsd_kinesis_records_total") >= 150)
         await asyncio.sleep(0.2)
         # Everything handled, nothing written yet: the checkpoints have not moved.
         assert set(checkpoints(tmp_path).values()) == {"TRIM_HORIZON"}
@@ -295,7 +296,7 @@ async def test_a_handler_past_its_timeout_is_cancelled_and_the_record_retried(
     cfg = reader(stream, "slow", handler_timeout=0.3, retry_max=0.1)
     r = await k.Reader(k.reader_config(tmp_path, moto_endpoint, {"r": cfg})).start()
     try:
-        await k.wait_until(lambda: len(k.SEEN[stream]) >= 5)
+        await wait_until(lambda: len(k.SEEN[stream]) >= 5)
         failures = r.metric("awsd_kinesis_handler_failures_total")
     finally:
         await r.stop()

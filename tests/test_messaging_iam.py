@@ -8,13 +8,14 @@ import pytest
 
 from daemon.iam import action_for, allows, policy
 from tests.support import handlers
-from tests.support.messaging import Harness, unique, wait_until
+from tests.support.messaging import Harness, unique
+from tests.support.observe import wait_until
 
 ACCOUNT = "123456789012"
 
 
 async def test_every_call_of_a_poller_forwarding_and_a_publisher_is_allowed(
-    moto_endpoint: str, tmp_path: Any, boto
+    harness: Harness, tmp_path: Any, boto
 ):
     handlers.reset()
     sqs, sns = boto("sqs"), boto("sns")
@@ -23,7 +24,6 @@ async def test_every_call_of_a_poller_forwarding_and_a_publisher_is_allowed(
     topic = sns.create_topic(Name=unique("t"))["TopicArn"]
     reading = tmp_path / "value"
     reading.write_text("1")
-    harness = Harness(moto_endpoint, tmp_path)
     forward = {"kind": "forward", "sns": topic}
     config = harness.config(
         sqs={
@@ -39,18 +39,15 @@ async def test_every_call_of_a_poller_forwarding_and_a_publisher_is_allowed(
     sqs.send_message_batch(
         QueueUrl=inbox, Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(6)]
     )
-    try:
-        services = await harness.start(config)
-        await wait_until(
-            lambda: (
-                harness.worker("sqs:a").m.processed.value
-                + harness.worker("sqs:b").m.processed.value
-                == 6
-            )
+    services = await harness.start(config)
+    await wait_until(
+        lambda: (
+            harness.worker("sqs:a").m.processed.value + harness.worker("sqs:b").m.processed.value
+            == 6
         )
-        await wait_until(lambda: services.outbox.count == 0)
-    finally:
-        await harness.stop(3.0)
+    )
+    await wait_until(lambda: services.outbox.count == 0)
+    await harness.stop(3.0)  # the calls made while stopping are checked too
     document = policy(config, account=ACCOUNT, region="us-east-1")
     calls = harness.metrics.counter("awsd_aws_api_calls_total", "", ("service", "operation"))
     made = {(labels["service"], labels["operation"]) for labels, c in calls.series() if c.value}

@@ -30,6 +30,7 @@ from daemon.supervisor import Supervisor
 from daemon.worker import WorkerSpec
 from daemon.workers.outbox import OutboxWorker
 from tests.conftest import ConfigFactory
+from tests.support.observe import wait_until
 from tests.support.proc import Awsd
 from tests.support.proxy import FaultProxy
 
@@ -106,14 +107,6 @@ async def delivery(moto_endpoint: str) -> AsyncIterator[Callable[..., Any]]:
     yield start
     for d in started:
         await d.stop()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_messages_reach_sqs_and_leave_the_outbox(boto, delivery):

@@ -17,6 +17,7 @@ from daemon.metrics import Registry
 from daemon.outbox import Outbox
 from daemon.services import Services
 from daemon.workers.reconciler import Reconciler
+from tests.support.observe import metric
 from tests.support.proc import awsd_cli
 from tests.support.proxy import FaultProxy
 from tests.support.resources import load, plan_and_apply, session, unique_env, write_config
@@ -56,11 +57,6 @@ def visibility(boto: Any, env: str) -> int:
     return int(attrs["Attributes"]["VisibilityTimeout"])
 
 
-def value(services: Services, name: str, **labels: str) -> float:
-    family = {f.name: f for f in services.metrics.families()}[name]
-    return family.labels(**labels).value  # type: ignore[union-attr]
-
-
 def drained(sub: Any) -> list[Any]:
     events = []
     while not sub.queue.empty():
@@ -90,8 +86,8 @@ class TestDetect:
         assert "drift on queue.jobs (update, not fixed): visibility_timeout: 30 -> 60" in (
             event.text()
         )
-        assert value(services, "awsd_reconciler_drift_total", kind="queues") == 2
-        assert value(services, "awsd_reconciler_resources", state="drifted") == 1
+        assert metric(services.metrics, "awsd_reconciler_drift_total", kind="queues") == 2
+        assert metric(services.metrics, "awsd_reconciler_resources", state="drifted") == 1
         assert visibility(boto, env) == 30
 
     async def test_a_missing_resource_is_drift_in_detect_mode(self, configs: Any):
@@ -118,7 +114,10 @@ class TestEnforce:
         assert visibility(boto, env) == 60
         (event,) = drained(events)
         assert event.fixed
-        assert value(services, "awsd_reconciler_fixes_total", kind="queues", result="done") == 2
+        assert (
+            metric(services.metrics, "awsd_reconciler_fixes_total", kind="queues", result="done")
+            == 2
+        )
 
     async def test_a_resource_another_tool_keeps_changing_is_contested_and_left_alone(
         self, configs: Any, boto: Any
@@ -157,7 +156,7 @@ class TestEnforce:
         async with services_for(config) as services:
             result = await Reconciler(config, services).run_pass()
         assert not result.ok and "Could not connect" in (result.error or "")
-        assert value(services, "awsd_reconciler_passes_total", result="failed") == 1
+        assert metric(services.metrics, "awsd_reconciler_passes_total", result="failed") == 1
 
 
 LEASED = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +17,8 @@ from daemon.outbox.senders.sms import fit_sms, sms_size
 from daemon.outbox.senders.sns import batch_outcomes
 from daemon.publishing import PublishRequest, request_from_json
 from daemon.workers.sns_publisher import next_tick, parse_value
-from tests.support.messaging import Harness, Logs, unique, wait_until
-
-
-@pytest.fixture
-async def harness(moto_endpoint: str, tmp_path: Any) -> AsyncIterator[Harness]:
-    h = Harness(moto_endpoint, tmp_path)
-    yield h
-    await h.stop(5.0)
-
-
-@pytest.fixture
-def logs() -> Iterator[Logs]:
-    capture = Logs().attach()
-    yield capture
-    capture.detach()
+from tests.support.messaging import Harness, Logs, unique
+from tests.support.observe import wait_until
 
 
 def topic_with_queue(

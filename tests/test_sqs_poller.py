@@ -6,31 +6,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from daemon.workers import worker_specs
 from tests.support import handlers
-from tests.support.messaging import Harness, Logs, queue_attributes, unique, wait_until
+from tests.support.messaging import Harness, Logs, queue_attributes, unique
+from tests.support.observe import wait_until
 from tests.support.proxy import FaultProxy
 
 BEHAVE = {"kind": "python", "entrypoint": "tests.support.handlers:behave"}
-
-
-@pytest.fixture
-async def harness(moto_endpoint: str, tmp_path: Any) -> AsyncIterator[Harness]:
-    h = Harness(moto_endpoint, tmp_path)
-    yield h
-    await h.stop(5.0)
-
-
-@pytest.fixture
-def logs() -> Iterator[Logs]:
-    capture = Logs().attach()
-    yield capture
-    capture.detach()
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from daemon.aws import AwsClients
@@ -107,14 +106,6 @@ class Harness:
             await self.clients.close()
         if self.outbox is not None:
             await self.outbox.close()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def queue_attributes(sqs: Any, url: str) -> dict[str, int]:
