@@ -13,10 +13,13 @@ from typing import Any
 import pytest
 import tomli_w
 
+from daemon.config.models import Config
 from daemon.local_aws import free_port
+from daemon.outbox import Outbox
 from tests.support.aws_front import AwsFront
 from tests.support.messaging import Harness, Logs
 from tests.support.moto_server import MotoServer
+from tests.support.outbox import Delivery, StartDelivery
 from tests.support.proc import Awsd, NotifySocket
 from tests.support.proxy import FaultProxy
 
@@ -205,6 +208,24 @@ def logs() -> Iterator[Logs]:
     capture = Logs().attach()
     yield capture
     capture.detach()
+
+
+@pytest.fixture
+async def delivery(moto_endpoint: str) -> AsyncIterator[StartDelivery]:
+    """Start the outbox delivery worker for an outbox (`delivery(outbox, endpoint=moto,
+    config=None)`, tests/support/outbox.py); every one is stopped at the end."""
+    started: list[Delivery] = []
+
+    async def start(
+        outbox: Outbox, endpoint: str | None = None, config: Config | None = None
+    ) -> Delivery:
+        d = Delivery(outbox, endpoint or moto_endpoint, config)
+        started.append(d)
+        return await d.start()
+
+    yield start
+    for d in started:
+        await d.stop()
 
 
 @pytest.fixture

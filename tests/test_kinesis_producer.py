@@ -3,88 +3,34 @@ retries (injected by a protocol-level front), order per partition key, the per-s
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from daemon.aws import AwsClients
 from daemon.config.kinesis import PartitionKeyConfig
-from daemon.config.models import AwsConfig, Config, RuntimeConfig
-from daemon.config.outbox import OutboxConfig
-from daemon.events import EventBus
+from daemon.config.models import Config
 from daemon.kinesis.producer import kinesis_message
-from daemon.metrics import Registry
-from daemon.outbox import Outbox
-from daemon.services import Services
-from daemon.supervisor import Supervisor
-from daemon.worker import WorkerSpec
-from daemon.workers.outbox import OutboxWorker
 from tests.support import kinesis as k
 from tests.support.aws_front import AwsFront
-from tests.support.observe import metric, wait_until
-
-
-class Producer:
-    """An outbox with its delivery worker, configured with `producer` settings."""
-
-    def __init__(self, endpoint: str, producer: dict[str, Any]) -> None:
-        self.metrics = Registry()
-        self.outbox = Outbox(
-            OutboxConfig(path=":memory:", retry_initial=0.05, retry_max=0.2),
-            ":memory:",
-            metrics=self.metrics,
-            events=EventBus(self.metrics),
-        )
-        config = Config.model_validate(
-            {"env": "test", "kinesis": {"producer": producer}, "runtime": {"state_dir": "/tmp"}}
-        )
-        self.clients = AwsClients(
-            AwsConfig(
-                region="us-east-1", endpoint_url=endpoint, max_attempts=1, retry_mode="standard"
-            )
-        )
-        self.services = Services(
-            config,
-            metrics=self.metrics,
-            events=self.outbox.events,
-            clients=self.clients,
-            outbox=self.outbox,
-        )
-        self.supervisor = Supervisor(Registry())
-
-    async def start(self) -> Producer:
-        spec = WorkerSpec("outbox", "outbox", "1", OutboxWorker)
-        loop = asyncio.get_running_loop()
-        await self.supervisor.apply(
-            [spec], self.services, RuntimeConfig(state_dir="/tmp"), loop.time() + 5
-        )
-        return self
-
-    def metric(self, name: str) -> float:
-        return metric(self.metrics, name)
-
-    async def stop(self) -> None:
-        await self.supervisor.stop_all(asyncio.get_running_loop().time() + 5)
-        await self.clients.close()
-        await self.outbox.close()
+from tests.support.observe import wait_until
+from tests.support.outbox import Delivery, StartDelivery, make_outbox
 
 
 @pytest.fixture
-async def producer(moto_endpoint: str) -> AsyncIterator[Callable[..., Any]]:
-    started: list[Producer] = []
+def producer(delivery: StartDelivery) -> StartDelivery:
+    """The outbox worker with these `kinesis.producer` settings, on the moto server unless
+    `endpoint` says otherwise."""
 
-    async def start(endpoint: str = moto_endpoint, **settings: Any) -> Producer:
-        p = await Producer(endpoint, settings).start()
-        started.append(p)
-        return p
+    async def start(endpoint: str | None = None, **settings: Any) -> Delivery:
+        config = Config.model_validate(
+            {"env": "test", "kinesis": {"producer": settings}, "runtime": {"state_dir": "/tmp"}}
+        )
+        outbox = make_outbox(retry_initial=0.05, retry_max=0.2)
+        return await delivery(outbox, endpoint, config)
 
-    yield start
-    for p in started:
-        await p.stop()
+    return start
 
 
 def read_stream(kinesis: Any, stream: str) -> list[tuple[str, str]]:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ConfigFactory
-from tests.support.messaging import queue_attributes, unique
+from tests.support.messaging import queue_attributes, receive_bodies, subscribe_queue, unique
 from tests.support.proc import Awsd, awsd_cli
 from tests.support.proxy import FaultProxy
 
@@ -38,13 +38,7 @@ def topic_and_queues(boto: Callable[[str], Any], **raw: bool) -> tuple[str, dict
         url = sqs.create_queue(QueueName=unique(key), Attributes={"VisibilityTimeout": "30"})[
             "QueueUrl"
         ]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-        sns.subscribe(
-            TopicArn=arn,
-            Protocol="sqs",
-            Endpoint=queue_arn["Attributes"]["QueueArn"],
-            Attributes={"RawMessageDelivery": str(is_raw).lower()},
-        )
+        subscribe_queue(boto, arn, url, raw=is_raw)
         urls[key] = url
     return arn, urls
 
@@ -53,19 +47,6 @@ def handled(proc: Awsd, worker: str | None = None) -> list[dict[str, Any]]:
     return [
         e for e in proc.logs.matching("test handled") if worker is None or e.get("worker") == worker
     ]
-
-
-def receive_everything(boto: Callable[[str], Any], url: str, expect: int) -> list[str]:
-    sqs = boto("sqs")
-    bodies: list[str] = []
-    for _ in range(40):
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        for message in got.get("Messages", []):
-            bodies.append(message["Body"])
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        if len(bodies) >= expect:
-            break
-    return bodies
 
 
 def wait_status(proc: Awsd, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30):
@@ -174,7 +155,7 @@ def test_sigterm_with_messages_in_flight_releases_them_and_loses_nothing(
     assert counts["ApproximateNumberOfMessagesNotVisible"] == 0
     assert counts["ApproximateNumberOfMessages"] == 6
     done = {e["body"] for e in handled(proc)}
-    left = set(receive_everything(boto, url, 6))
+    left = set(receive_bodies(boto, url, 6))
     assert done | left == set(bodies) and not done & left
 
 
@@ -242,7 +223,7 @@ def test_endpoint_down_for_10s_while_publishing_loses_nothing(
     )
     readings = final["workers"]["sns"]["readings"]["level"]["published"]
     assert proc.stop() == 0
-    bodies = receive_everything(boto, urls["q"], len(sent) + readings)
+    bodies = receive_bodies(boto, urls["q"], len(sent) + readings)
     assert sorted(b for b in bodies if b.startswith("during-")) == sorted(sent)
     assert len([b for b in bodies if '"name":"level"' in b]) >= readings
 
@@ -269,7 +250,7 @@ def test_the_sns_outbox_survives_a_restart(
     second.logs.wait_for("outbox has messages from before; delivering them first", waiting=5)
     wait_status(second, lambda s: s["workers"]["outbox"]["outbox"]["waiting"] == 0)
     assert second.stop() == 0
-    assert sorted(receive_everything(boto, urls["q"], 5)) == [f"kept-{i}" for i in range(5)]
+    assert sorted(receive_bodies(boto, urls["q"], 5)) == [f"kept-{i}" for i in range(5)]
 
 
 def test_awsd_publish_to_a_kinesis_stream(configs: ConfigFactory, awsd: Callable[..., Awsd], boto):

@@ -13,7 +13,7 @@ import pytest
 
 from daemon.workers import worker_specs
 from tests.support import handlers
-from tests.support.messaging import Harness, Logs, queue_attributes, unique
+from tests.support.messaging import Harness, Logs, queue_attributes, subscribe_queue, unique
 from tests.support.observe import wait_until
 from tests.support.proxy import FaultProxy
 
@@ -164,14 +164,8 @@ async def test_sns_envelope_raw_delivery_s3_and_bytes_decode_end_to_end(
     raw_url = make_queue(boto)
     sqs, sns = boto("sqs"), boto("sns")
     topic = sns.create_topic(Name=unique("fan"))["TopicArn"]
-    for queue, raw in ((url, "false"), (raw_url, "true")):
-        arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
-        sns.subscribe(
-            TopicArn=topic,
-            Protocol="sqs",
-            Endpoint=arn["Attributes"]["QueueArn"],
-            Attributes={"RawMessageDelivery": raw},
-        )
+    subscribe_queue(boto, topic, url, raw=False)
+    subscribe_queue(boto, topic, raw_url, raw=True)
     attributes = {"level": {"DataType": "String", "StringValue": "high"}}
     sns.publish(TopicArn=topic, Message='{"t": 1}', Subject="s", MessageAttributes=attributes)
     event = {"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {}}
