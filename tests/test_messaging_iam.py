@@ -61,37 +61,23 @@ async def test_every_call_of_a_poller_forwarding_and_a_publisher_is_allowed(
 def test_check_config_names_what_messaging_sections_get_wrong(offline_configs: Any):
     from daemon.config import ConfigError, load_config
 
-    path = offline_configs.write(
-        {
-            "sqs": {
-                "a": {"queue": "orders", "handler": {"kind": "forward", "sns": "alerts"}},
-                "b": {
-                    "queue": "https://sqs.eu-west-1.amazonaws.com/123456789012/q",
-                    "handler": {"kind": "python", "entrypoint": "no_such_module:f"},
-                },
-                "c": {"queue": "arn:aws:sqs:eu-west-1:123456789012:q", "batch_size": 11},
-            },
-            "sns": {"readings": {"r": {"file": "/dev/null"}}},
+    # The field errors come first (then the cross checks do not run), so twice: with and
+    # without `c`.
+    sqs = {
+        "a": {"queue": "orders", "handler": {"kind": "forward", "sns": "alerts"}},
+        "b": {
+            "queue": "https://sqs.eu-west-1.amazonaws.com/123456789012/q",
+            "handler": {"kind": "python", "entrypoint": "no_such_module:f"},
         },
-        health=False,
-    )
+    }
+    readings = {"readings": {"r": {"file": "/dev/null"}}}
+    bad_batch = {"c": {"queue": "arn:aws:sqs:eu-west-1:123456789012:q", "batch_size": 11}}
+    path = offline_configs.write({"sqs": {**sqs, **bad_batch}, "sns": readings}, health=False)
     with pytest.raises(ConfigError) as failure:
         load_config(path)
     text = failure.value.render()
     assert "sqs.c.batch_size: Input should be less than or equal to 10" in text
-    path = offline_configs.write(
-        {
-            "sqs": {
-                "a": {"queue": "orders", "handler": {"kind": "forward", "sns": "alerts"}},
-                "b": {
-                    "queue": "https://sqs.eu-west-1.amazonaws.com/123456789012/q",
-                    "handler": {"kind": "python", "entrypoint": "no_such_module:f"},
-                },
-            },
-            "sns": {"readings": {"r": {"file": "/dev/null"}}},
-        },
-        health=False,
-    )
+    path = offline_configs.write({"sqs": sqs, "sns": readings}, health=False)
     with pytest.raises(ConfigError) as failure:
         load_config(path)
     text = failure.value.render()

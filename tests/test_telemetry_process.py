@@ -18,18 +18,10 @@ from daemon.identity import hostname
 from tests.conftest import ConfigFactory
 from tests.support.proc import Awsd
 from tests.support.proxy import FaultProxy
+from tests.support.workers import LEAKED_SECRETS
 from tests.test_metrics import check_emf
 
 Start = Callable[..., Awsd]
-
-SECRETS = (
-    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-    "hunter2-hunter2",
-    "AKIAIOSFODNN7EXAMPLE",
-    "s3cr3tpass",
-    "abc.def.ghi",
-    "IQoJb3JpZ2luX2VjEJr",
-)
 
 
 def ticking(tag: str, **options: Any) -> dict[str, Any]:
@@ -149,7 +141,7 @@ def test_logs_and_metrics_reach_cloudwatch_with_the_final_lines_and_no_secret(
     streams = boto("logs").describe_log_streams(logGroupName=group)["logStreams"]
     assert [s["logStreamName"] for s in streams] == [hostname()]  # the default "{hostname}"
     text = json.dumps(shipped)
-    for secret in SECRETS:
+    for secret in LEAKED_SECRETS:
         assert secret not in text
     leaked = next(e for e in shipped if e["event"] == "secret test")
     assert leaked["aws_secret_access_key"] == "***" and leaked["password"] == "***"
