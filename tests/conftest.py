@@ -20,21 +20,15 @@ from tests.support.aws_front import AwsFront
 from tests.support.messaging import Harness, Logs
 from tests.support.moto_server import MotoServer
 from tests.support.outbox import Delivery, StartDelivery
-from tests.support.proc import Awsd, NotifySocket
+from tests.support.proc import Awsd, NotifySocket, isolated
 from tests.support.proxy import FaultProxy
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # Nothing in the test run may reach a real AWS account or the instance metadata service.
-    for key in list(os.environ):
-        if key.startswith(("AWS_", "AWSD", "NOTIFY_SOCKET", "WATCHDOG_")):
-            del os.environ[key]
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_EC2_METADATA_DISABLED="true",
-    )
+    environ = isolated(os.environ)
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -5,10 +5,11 @@ Prometheus text against prometheus_client's parser)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -41,9 +42,25 @@ from tests.support.proxy import FaultProxy
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-def config_for(configs: ConfigFactory, **metrics: Any) -> Config:
-    data = configs.data({"metrics": metrics})
+def config_for(configs: ConfigFactory, *, max_attempts: int = 2, **metrics: Any) -> Config:
+    data = configs.data({"metrics": metrics, "aws": {"max_attempts": max_attempts}})
     return Config.model_validate(data)
+
+
+@contextlib.asynccontextmanager
+async def exporting(
+    config: Config, registry: Registry, **options: Any
+) -> AsyncIterator[MetricsExport]:
+    """A `MetricsExport` applied to `config`; closed at the end (its final flush included), and
+    its AWS clients with it."""
+    export = MetricsExport(registry, **options)
+    clients = AwsClients(config.aws, metrics=registry)
+    try:
+        await export.apply(config, clients)
+        yield export
+    finally:
+        await export.close(asyncio.get_running_loop().time() + 5)
+        await clients.close()
 
 
 def statistics(cloudwatch: Any, namespace: str, name: str, **dims: str) -> dict[str, float]:
@@ -224,19 +241,16 @@ class TestCloudWatchExport:
     async def flush_once(
         self, configs: ConfigFactory, registry: Registry, max_attempts: int = 2, **metrics: Any
     ) -> None:
-        config = config_for(configs, cloudwatch={"enabled": True}, flush_interval=3600, **metrics)
-        config = config.model_copy(
-            update={"aws": config.aws.model_copy(update={"max_attempts": max_attempts})}
+        config = config_for(
+            configs,
+            cloudwatch={"enabled": True},
+            flush_interval=3600,
+            max_attempts=max_attempts,
+            **metrics,
         )
-        export = MetricsExport(registry)
-        clients = AwsClients(config.aws, metrics=registry)
-        try:
-            await export.apply(config, clients)
+        async with exporting(config, registry) as export:
             await export.flush()
             assert not export.cloudwatch.buffer
-        finally:
-            await export.close(asyncio.get_running_loop().time() + 5)
-            await clients.close()
 
     async def test_metrics_land_in_cloudwatch_and_statistics_aggregate(
         self, configs: ConfigFactory, boto: Callable[[str], Any]
@@ -253,17 +267,11 @@ class TestCloudWatchExport:
         config = config_for(
             configs, namespace=namespace, cloudwatch={"enabled": True}, flush_interval=3600
         )
-        export = MetricsExport(reg)
-        clients = AwsClients(config.aws, metrics=reg)
-        try:
-            await export.apply(config, clients)
+        async with exporting(config, reg) as export:
             await export.flush()
             hist.observe(10.0)
             counter.inc(2)
             await export.flush()
-        finally:
-            await export.close(asyncio.get_running_loop().time() + 5)
-            await clients.close()
         cw = boto("cloudwatch")
         host = {"environment": "test", "host": __import__("daemon.identity").identity.hostname()}
         lat = statistics(cw, namespace, "awsd_probe_latency_seconds", **host, endpoint="a")
@@ -338,16 +346,14 @@ class TestCloudWatchExport:
         reg.gauge("awsd_g", "g").labels().set(1)
         configs.moto_endpoint = aws_front.url
         config = config_for(
-            configs, include=["awsd_g"], flush_interval=3600, cloudwatch={"enabled": True}
+            configs,
+            include=["awsd_g"],
+            flush_interval=3600,
+            cloudwatch={"enabled": True},
+            max_attempts=1,
         )
-        config = config.model_copy(
-            update={"aws": config.aws.model_copy(update={"max_attempts": 1})}
-        )
-        export = MetricsExport(reg)
-        clients = AwsClients(config.aws, metrics=reg)
-        dropped = reg.counter("awsd_metrics_dropped_total", "", ("exporter", "reason"))
-        try:
-            await export.apply(config, clients)
+        async with exporting(config, reg) as export:
+            dropped = reg.counter("awsd_metrics_dropped_total", "", ("exporter", "reason"))
             aws_front.fail("PutMetricData", "AccessDenied", status=403)
             await export.flush()
             assert len(export.cloudwatch.buffer) == 1  # an IAM fix away: kept
@@ -358,9 +364,6 @@ class TestCloudWatchExport:
             assert dropped.labels(exporter="cloudwatch", reason="rejected").value == 2
             await export.flush()
             assert export.describe()["last_error"] is None
-        finally:
-            await export.close(asyncio.get_running_loop().time() + 5)
-            await clients.close()
 
     async def test_unreachable_endpoint_keeps_data_bounded_until_it_returns(
         self, configs: ConfigFactory, fault_proxy: FaultProxy, boto: Callable[[str], Any]
@@ -379,10 +382,7 @@ class TestCloudWatchExport:
             flush_interval=3600,
             cloudwatch={"enabled": True, "buffer_size": 1000, "retry_budget": 0.3},
         )
-        export = MetricsExport(reg)
-        clients = AwsClients(config.aws, metrics=reg)
-        try:
-            await export.apply(config, clients)
+        async with exporting(config, reg) as export:
             fault_proxy.set_mode("refuse")
             export.cloudwatch.buffer_size = 100  # below the configurable minimum, for speed
             await export.flush()
@@ -395,9 +395,6 @@ class TestCloudWatchExport:
             await export.flush(budget=30)  # 160 for 100 places: the oldest 60 go, 100 are sent
             assert not export.cloudwatch.buffer
             assert dropped.labels(exporter="cloudwatch", reason="buffer_full").value == 80
-        finally:
-            await export.close(asyncio.get_running_loop().time() + 5)
-            await clients.close()
         sent = reg.counter("awsd_metrics_sent_total", "", ("exporter",))
         assert sent.labels(exporter="cloudwatch").value == 100 + 60  # third flush + close
         listed = boto("cloudwatch").list_metrics(Namespace=namespace)["Metrics"]
@@ -562,14 +559,8 @@ class TestEmf:
         reg.counter("awsd_things_total", "t").labels().inc(4)
         written: list[dict[str, Any]] = []
         config = config_for(configs, emf={"enabled": True}, flush_interval=3600)
-        export = MetricsExport(reg, write=written.append)
-        clients = AwsClients(config.aws, metrics=reg)
-        try:
-            await export.apply(config, clients)
+        async with exporting(config, reg, write=written.append) as export:
             await export.flush()
-        finally:
-            await export.close(asyncio.get_running_loop().time() + 5)
-            await clients.close()
         assert written and all(check_emf(d) is None for d in written)
         assert any(d.get("awsd_things_total") == 4 for d in written)
         calls = reg.counter("awsd_aws_api_calls_total", "", ("service", "operation"))

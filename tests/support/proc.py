@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +23,27 @@ REPO = Path(__file__).resolve().parents[2]
 Predicate = Callable[[dict[str, Any]], bool]
 
 
+HOST_ONLY = ("AWSD", "AWS_", "NOTIFY_", "WATCHDOG_")
+"""Variables of the machine running the tests (real credentials, systemd's sockets, awsd's own
+settings) that must reach neither the tests nor anything they spawn."""
+DUMMY_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+"""Credentials for the moto server; with them nothing can reach a real account or the instance
+metadata service."""
+
+
+def isolated(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` without what `HOST_ONLY` names, with the dummy AWS credentials."""
+    return {k: v for k, v in environ.items() if not k.startswith(HOST_ONLY)} | DUMMY_AWS
+
+
 def base_env(**extra: str) -> dict[str, str]:
     """Environment for a spawned daemon or client: loopback only, dummy credentials."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AWSD", "AWS_", "NOTIFY_", "WATCHDOG_"))
-    }
-    env.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_EC2_METADATA_DISABLED="true",
-        PYTHONPATH=str(REPO),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
+    return isolated(os.environ) | {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"} | extra
 
 
 def awsd_cli(
