@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
@@ -77,11 +78,45 @@ CLOCK_SKEW_CODES = frozenset(
 )
 
 
+ACCESS_DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "AuthorizationError",
+        "AuthorizationErrorException",
+        "UnauthorizedOperation",
+        "InvalidClientTokenId",
+    }
+)
+"""What AWS answers when the credentials may not do something (or are not known)."""
+
+IAM_HINT = "(the credentials lack this permission; `awsd iam-policy` prints what awsd needs)"
+
+# An XML error body where botocore expected JSON (moto answers JSON-protocol services' auth
+# failures this way, and so do some proxies): botocore then reports the HTTP status as the code
+# and the whole body as the message.
+_XML_ERROR = re.compile(r"<Code>([^<]*)</Code>\s*<Message>([^<]*)</Message>", re.S)
+
+
+def _error(exc: ClientError) -> tuple[str, str]:
+    err = exc.response.get("Error", {})
+    code, message = str(err.get("Code", "") or ""), str(err.get("Message", "") or "")
+    embedded = _XML_ERROR.search(message) if "<Code>" in message else None
+    if embedded:
+        code, message = embedded.group(1), embedded.group(2)
+    return code, message
+
+
 def error_code(exc: BaseException) -> str | None:
     """The AWS error code of a ClientError (`AWS.SimpleQueueService.NonExistentQueue`...)."""
     if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "")) or None
+        return _error(exc)[0] or None
     return None
+
+
+def is_access_denied(exc: BaseException) -> bool:
+    """The credentials may not make this call: an IAM fix away, worth retrying meanwhile."""
+    return error_code(exc) in ACCESS_DENIED_CODES
 
 
 def http_status(exc: BaseException) -> int | None:
@@ -133,18 +168,13 @@ def is_connection_error(exc: BaseException) -> bool:
     )
 
 
-CREDENTIAL_CODES = frozenset(
-    {
-        "AccessDenied",
-        "AccessDeniedException",
-        "UnrecognizedClientException",
-        "InvalidClientTokenId",
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "SignatureDoesNotMatch",
-        "IncompleteSignature",
-    }
-)
+CREDENTIAL_CODES = ACCESS_DENIED_CODES | {
+    "UnrecognizedClientException",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+}
 
 
 def is_credentials_error(exc: BaseException) -> bool:
@@ -178,10 +208,14 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 def describe_error(exc: BaseException) -> str:
-    """A one-line description for logs: the AWS code and message, or the exception type."""
+    """A one-line description for logs: the AWS code and message, or the exception type. A
+    permission error says so and points at `awsd iam-policy`, whichever worker logs it."""
     if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        return f"{err.get('Code', 'ClientError')}: {err.get('Message', '')}".strip()
+        code, message = _error(exc)
+        text = f"{code or 'ClientError'}: {message}".strip()
+        if code in ACCESS_DENIED_CODES:
+            text += f" {IAM_HINT}"
+        return text
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -25,7 +25,14 @@ modules are all imported through `daemon.workers`)::
 
 `scope.arn_of(kind, reference)` resolves a declared resource's logical name (or passes an ARN
 through); the account is `*` unless `--account` is given, the region is the config's or `*`.
-Use `("*",)` only for actions AWS cannot scope (`sqs:ListQueues`, `cloudwatch:PutMetricData`).
+Use `("*",)` only for actions AWS cannot scope (`sqs:ListQueues`, SMS to a phone number), and
+narrow those with a condition where IAM has one (`cloudwatch:PutMetricData` on `*` only for
+`cloudwatch:namespace` = the configured namespace). What goes out through the outbox is granted
+by `daemon.outbox.senders.destination_grants(kind, component, target, scope)`, the one place that
+knows what each sender calls.
+
+Components are found by importing `daemon.workers` (every worker module, and the handlers they
+share) and the process-lifetime services that call AWS (`COMPONENT_MODULES`).
 
 `action_for(service, operation)` maps a botocore operation to its IAM action (they differ for
 S3 and for batch calls); the tests use it to check that every call a component made is covered.
@@ -57,6 +64,9 @@ class Grant:
     resources: tuple[str, ...] = ("*",)
     sid: str = ""
     """Statement id to use (letters and digits); default: derived from the component."""
+    condition: tuple[tuple[str, str, str], ...] = ()
+    """(operator, key, value) triples, all of which must hold: `("StringEquals",
+    "cloudwatch:namespace", "awsd")`."""
 
 
 Contributor = Callable[[Config, Scope], list[Grant]]
@@ -64,9 +74,16 @@ CONTRIBUTORS: list[Contributor] = []
 """Every registered contributor (see the module docstring)."""
 
 
-def grants(config: Config, scope: Scope) -> list[Grant]:
-    import daemon.workers  # noqa: F401, PLC0415 - registers every worker's contributor
+COMPONENT_MODULES = ("daemon.workers", "daemon.metrics.export", "daemon.cloudwatch_logs.shipper")
+"""Modules whose import registers every contributor: the workers (and the handlers they share)
+and the process-lifetime services that call AWS (metrics exporter, log shipper)."""
 
+
+def grants(config: Config, scope: Scope) -> list[Grant]:
+    import importlib  # noqa: PLC0415
+
+    for module in COMPONENT_MODULES:
+        importlib.import_module(module)
     return [grant for contribute in CONTRIBUTORS for grant in contribute(config, scope)]
 
 
@@ -78,33 +95,49 @@ def services(config: Config) -> set[str]:
 
 
 def policy(config: Config, *, account: str = "*", region: str | None = None) -> dict[str, Any]:
-    """The policy document: one statement per set of resources, actions sorted and merged."""
+    """The policy document: one statement per set of resources (and condition), actions sorted
+    and merged. An action granted on any resource without a condition is left out of the
+    scoped statements (they would add nothing)."""
     scope = Names(config, region=region or config.aws.region or "*", account=account)
-    merged: dict[tuple[str, ...], tuple[set[str], set[str]]] = {}
+    merged: dict[_Key, tuple[set[str], set[str]]] = {}
     for grant in grants(config, scope):
-        resources = tuple(sorted(set(grant.resources)))
-        actions, names = merged.setdefault(resources, (set(), set()))
+        key = (tuple(sorted(set(grant.resources))), tuple(sorted(set(grant.condition))))
+        actions, names = merged.setdefault(key, (set(), set()))
         actions.update(grant.actions)
         names.add(grant.sid or grant.component)
+    anywhere = merged.get((("*",), ()), (set(), set()))[0]
     statements = []
     sids: set[str] = set()
-    for resources, (actions, names) in sorted(merged.items(), key=_statement_order):
-        statements.append(
-            {
-                "Sid": _sid({"any resource"} if resources == ("*",) else names, sids),
-                "Effect": "Allow",
-                "Action": sorted(actions),
-                "Resource": resources[0] if len(resources) == 1 else list(resources),
-            }
-        )
+    for (resources, condition), (granted, names) in sorted(merged.items(), key=_statement_order):
+        unscoped = resources == ("*",) and not condition
+        actions = granted if unscoped else granted - anywhere
+        if not actions:
+            continue
+        statement: dict[str, Any] = {
+            "Sid": _sid({"any resource"} if unscoped else names, sids),
+            "Effect": "Allow",
+            "Action": sorted(actions),
+            "Resource": resources[0] if len(resources) == 1 else list(resources),
+        }
+        if condition:
+            statement["Condition"] = _condition_block(condition)
+        statements.append(statement)
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def _statement_order(
-    item: tuple[tuple[str, ...], tuple[set[str], set[str]]],
-) -> tuple[bool, str, str]:
-    resources, (_, names) = item
-    return (resources != ("*",), ",".join(sorted(names)), ",".join(resources))
+_Key = tuple[tuple[str, ...], tuple[tuple[str, str, str], ...]]
+
+
+def _condition_block(condition: tuple[tuple[str, str, str], ...]) -> dict[str, dict[str, str]]:
+    block: dict[str, dict[str, str]] = {}
+    for operator, key, value in condition:
+        block.setdefault(operator, {})[key] = value
+    return block
+
+
+def _statement_order(item: tuple[_Key, tuple[set[str], set[str]]]) -> tuple[bool, str, str]:
+    (resources, condition), (_, names) = item
+    return (resources != ("*",) or bool(condition), ",".join(sorted(names)), ",".join(resources))
 
 
 def _sid(components: set[str], taken: set[str]) -> str:
@@ -175,9 +208,21 @@ def action_for(service: str, operation: str) -> str | None:
     return f"{_PREFIX.get(service, service)}:{operation}"
 
 
-def allows(document: dict[str, Any], action: str, resource: str | None = None) -> bool:
+def operations_for(action: str) -> list[tuple[str, str]]:
+    """The botocore (service, operation) pairs named differently from `action` that need it
+    (`sqs:DeleteMessage` <- `DeleteMessageBatch`): the names some emulators check instead."""
+    return [key for key, mapped in _ACTIONS.items() if mapped == action]
+
+
+def allows(
+    document: dict[str, Any],
+    action: str,
+    resource: str | None = None,
+    context: dict[str, str] | None = None,
+) -> bool:
     """Whether the policy allows `action` on `resource` (on some resource when None), with
-    wildcards read the way IAM reads them."""
+    wildcards read the way IAM reads them. A statement with a condition applies only when
+    `context` holds a matching value for each of its keys (`StringEquals`, `StringLike`)."""
     for statement in document.get("Statement", []):
         if statement.get("Effect") != "Allow":
             continue
@@ -185,11 +230,29 @@ def allows(document: dict[str, Any], action: str, resource: str | None = None) -
         resources = statement.get("Resource", [])
         actions = [actions] if isinstance(actions, str) else actions
         resources = [resources] if isinstance(resources, str) else resources
-        if any(_matches(a, action, ignore_case=True) for a in actions) and (
-            resource is None or any(_matches(r, resource) for r in resources)
+        if (
+            any(_matches(a, action, ignore_case=True) for a in actions)
+            and (resource is None or any(_matches(r, resource) for r in resources))
+            and _conditions_hold(statement.get("Condition", {}), context or {})
         ):
             return True
     return False
+
+
+def _conditions_hold(block: dict[str, dict[str, Any]], context: dict[str, str]) -> bool:
+    for operator, tests in block.items():
+        if operator not in ("StringEquals", "StringLike"):
+            return False  # not understood here: never assume it holds
+        for key, expected in tests.items():
+            values = [expected] if isinstance(expected, str) else list(expected)
+            actual = context.get(key)
+            if actual is None:
+                return False
+            if operator == "StringEquals" and actual not in values:
+                return False
+            if operator == "StringLike" and not any(_matches(v, actual) for v in values):
+                return False
+    return True
 
 
 def _matches(pattern: str, value: str, *, ignore_case: bool = False) -> bool:

@@ -1,10 +1,18 @@
-"""What a topic or queue named in the config stands for in AWS.
+"""What a topic, queue, stream or bucket named in the config stands for in AWS, at run time.
 
-Workers name topics and queues by the logical name of a declared resource (`[resources.topics.
-readings]`, turned into its AWS name by `resources.name_template`), by ARN, or for queues by
-URL. Ingest (`awsd publish --topic`, PublishRequest events) may also give the AWS name of a topic
-awsd does not declare; that is passed on as it is. Resolution needs no API call unless the name
-template uses `{account}` (then STS GetCallerIdentity, once).
+The one way awsd resolves resource references (the publisher, the pollers, forward handlers, the
+Kinesis reader and its archive, probe alerts, custom workers): a declared resource's logical name
+(`[resources.topics.readings]`) becomes its AWS name (its own `name`, else
+`resources.name_template`); an ARN stays an ARN, except a bucket ARN, which becomes the bucket
+name S3 calls take; a queue URL stays a URL. Anything else is taken as the AWS name itself:
+configs loaded from files cannot hold one (`check-config` refuses undeclared names), but ingest
+(`awsd publish --topic`, PublishRequest events) may name a topic awsd does not declare.
+
+Resolution needs no API call unless the name template uses `{account}` (then STS
+GetCallerIdentity, which needs no permission, once), and is cached: a reload builds new services,
+and a new `Targets` with them. The naming rule itself is `ResourcesConfig.physical_name`, which
+the reconciler and the IAM policy generator use too (`daemon/resources/naming.py`), so a worker
+calls exactly what the reconciler created and the policy grants.
 """
 
 from __future__ import annotations
@@ -14,12 +22,11 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from daemon.services import Services
 
-Kind = Literal["topics", "queues", "streams"]
+Kind = Literal["topics", "queues", "streams", "buckets"]
 
 
 class Targets:
-    """Resolves references for one config (cached: a reload builds new services, and a new
-    `Targets` with them)."""
+    """Resolves references for one config."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -27,8 +34,10 @@ class Targets:
         self._account: str | None = None
 
     async def aws_name(self, kind: Kind, ref: str) -> str:
-        """The AWS name (or the ARN / URL as given) for `ref`."""
-        if ref.startswith(("arn:", "https://", "http://")):
+        """The AWS name (or the ARN / URL as given; a bucket's name for a bucket ARN)."""
+        if ref.startswith("arn:"):
+            return ref.split(":", 5)[5] if kind == "buckets" else ref
+        if kind == "queues" and ref.startswith(("https://", "http://")):
             return ref
         found = self._cache.get((kind, ref))
         if found is not None:

@@ -415,3 +415,14 @@ def test_readme_configuration_reference_is_generated_from_the_models():
     text = (REPO / "README.md").read_text()
     block = text[text.index(BEGIN) : text.index(END) + len(END) + 1]
     assert block == render_reference(), "README reference is stale: run `make docs`"
+
+
+def test_a_stream_reading_refuses_sns_settings(tmp_path: Path):
+    path = write(
+        tmp_path,
+        "c.toml",
+        'env = "x"\n[sns.readings.t]\nfile = "/x"\n'
+        'stream = "arn:aws:kinesis:us-east-1:123456789012:stream/s"\nsubject = "s"\n',
+    )
+    [error] = errors_of(path)
+    assert "sns.readings.t" in error and "subject: SNS settings" in error

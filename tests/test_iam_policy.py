@@ -11,6 +11,7 @@ from daemon.cli import main
 from daemon.config.models import Config
 from daemon.iam import CONTRIBUTORS, Grant, action_for, allows, policy
 from daemon.resources.base import ENV_TAG, OWNER_TAG
+from tests.support.proc import REPO
 from tests.support.resources import demo_resources, load, unique_env, write_config
 from tests.test_reconciler_plan import inject_the_four_drifts
 from tests.test_reconciler_worker import services_for
@@ -147,3 +148,207 @@ async def test_every_call_the_reconciler_makes_is_allowed_by_its_policy(configs:
         assert not missing, missing
         calls |= made
     assert ("sqs", "DeleteQueue") in calls and ("kinesis", "UpdateShardCount") in calls
+
+
+# --- every component contributes -----------------------------------------------------------------
+
+
+def offline_policy(offline_configs: Any, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    from daemon.config import load_config
+
+    path = offline_configs.write({"aws": {"region": "eu-west-1"}, **data}, health=False)
+    return policy(load_config(path).config, account=ACCOUNT, **kwargs)
+
+
+def statements_with(document: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    return [s for s in document["Statement"] if action in s["Action"]]
+
+
+TOPICS = {"resources": {"mode": "off", "topics": {"pager": {}, "ops": {"name": "ops-exact"}}}}
+
+
+class TestComponents:
+    def test_probe_alerts_publish_to_their_declared_topics(self, offline_configs: Any):
+        document = offline_policy(
+            offline_configs,
+            {
+                **TOPICS,
+                "probes": {
+                    "defaults": {"alert": {"topic": "pager"}},
+                    "endpoints": {
+                        "a": {"url": "http://127.0.0.1:1/"},
+                        "b": {"url": "http://127.0.0.1:1/", "alert": {"topic": "ops"}},
+                    },
+                },
+            },
+        )
+        arn = f"arn:aws:sns:eu-west-1:{ACCOUNT}:"
+        assert statements_with(document, "sns:Publish") == [
+            {
+                "Sid": "Probes",
+                "Effect": "Allow",
+                "Action": ["sns:Publish"],
+                "Resource": [f"{arn}ops-exact", f"{arn}test-pager"],
+            }
+        ]
+
+    def test_sms_needs_publish_on_any_resource_which_makes_topic_grants_redundant(
+        self, offline_configs: Any
+    ):
+        document = offline_policy(
+            offline_configs,
+            {
+                **TOPICS,
+                "probes": {
+                    "endpoints": {
+                        "a": {
+                            "url": "http://127.0.0.1:1/",
+                            "alert": {"topic": "pager", "sms": ["+14155550100"]},
+                        }
+                    }
+                },
+            },
+        )
+        # A phone number is no resource: AWS authorises Publish to one against `*` only.
+        assert statements_with(document, "sns:Publish") == [
+            {"Sid": "AnyResource", "Effect": "Allow", "Action": ["sns:Publish"], "Resource": "*"}
+        ]
+
+    def test_metrics_are_put_only_in_the_configured_namespace(self, offline_configs: Any):
+        data = {"metrics": {"namespace": "Shop/awsd", "cloudwatch": {"enabled": True}}}
+        document = offline_policy(offline_configs, data)
+        assert document["Statement"] == [
+            {
+                "Sid": "Metrics",
+                "Effect": "Allow",
+                "Action": ["cloudwatch:PutMetricData"],
+                "Resource": "*",
+                "Condition": {"StringEquals": {"cloudwatch:namespace": "Shop/awsd"}},
+            }
+        ]
+        emf_only = {"metrics": {"emf": {"enabled": True}}}
+        assert offline_policy(offline_configs, emf_only)["Statement"] == []
+
+    def test_the_log_shipper_is_scoped_to_its_group_for_every_host(self, offline_configs: Any):
+        shipping = {"enabled": True, "log_group": "/shop/{env}", "log_stream": "{instance_id}"}
+        document = offline_policy(offline_configs, {"log": {"cloudwatch": shipping}})
+        group = f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/shop/test"
+        assert actions_on(document, f"{group}:log-stream:*") == {"logs:PutLogEvents"}
+        assert actions_on(document, group) == {
+            "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutRetentionPolicy",
+            "logs:TagResource",
+        }  # fmt: skip
+        put_only = {**shipping, "create": False}
+        document = offline_policy(offline_configs, {"log": {"cloudwatch": put_only}})
+        assert [s["Action"] for s in document["Statement"]] == [["logs:PutLogEvents"]]
+
+    def test_forwarding_to_a_stream_and_a_custom_producer_put_records_and_list_shards(
+        self, offline_configs: Any
+    ):
+        document = offline_policy(
+            offline_configs,
+            {
+                "resources": {"mode": "off", "streams": {"clicks": {}}, "queues": {"in": {}}},
+                "sqs": {"in": {"queue": "in", "handler": {"kind": "forward", "kinesis": "clicks"}}},
+                "custom": {
+                    "demo": {
+                        "entrypoint": "daemon.kinesis.demo:produce",
+                        "options": {"stream": "clicks"},
+                    }
+                },
+            },
+        )
+        stream = f"arn:aws:kinesis:eu-west-1:{ACCOUNT}:stream/test-clicks"
+        assert actions_on(document, stream) == {"kinesis:PutRecords", "kinesis:ListShards"}
+        (statement,) = statements_with(document, "kinesis:PutRecords")
+        assert statement["Sid"] == "CustomDemoSqsIn"
+
+    def test_ad_hoc_publish_targets_are_not_granted(self, offline_configs: Any):
+        """`awsd publish --topic other` or `--phone`: not in the config, so denied by AWS until
+        an operator grants them (README "IAM policy generation")."""
+        document = offline_policy(offline_configs, {**TOPICS, "sns": {"topic": "pager"}})
+        assert allows(document, "sns:Publish", f"arn:aws:sns:eu-west-1:{ACCOUNT}:test-pager")
+        assert not allows(document, "sns:Publish", f"arn:aws:sns:eu-west-1:{ACCOUNT}:other")
+        assert not allows(document, "sns:Publish", "*")
+
+
+class TestReferences:
+    def test_check_config_names_an_undeclared_probe_alert_topic(self, offline_configs: Any):
+        from daemon.config import ConfigError, load_config
+
+        probes = {
+            "defaults": {"alert": {"topic": "pager"}},
+            "endpoints": {
+                "a": {"url": "http://127.0.0.1:1/"},
+                "b": {"url": "http://127.0.0.1:1/", "alert": {"topic": "nope"}},
+                "c": {"url": "http://127.0.0.1:1/", "alert": {"topic": "arn:aws:sqs:x:1:q"}},
+            },
+        }
+        path = offline_configs.write({**TOPICS, "probes": probes}, health=False)
+        with pytest.raises(ConfigError) as failure:
+            load_config(path)
+        text = failure.value.render()
+        assert "probes.endpoints.b.alert.topic: names topic 'nope', which is not declared" in text
+        assert "probes.endpoints.c.alert.topic: 'arn:aws:sqs:x:1:q' is not an ARN of sns" in text
+        assert "probes.defaults" not in text and "endpoints.a" not in text
+
+    def test_check_config_names_an_undeclared_custom_destination(self, offline_configs: Any):
+        from daemon.config import ConfigError, load_config
+
+        custom = {"entrypoint": "daemon.kinesis.demo:produce", "options": {"stream": "clickz"}}
+        data = {"resources": {"streams": {"clicks": {}}}, "custom": {"demo": custom}}
+        path = offline_configs.write(data, health=False)
+        with pytest.raises(ConfigError) as failure:
+            load_config(path)
+        assert "custom.demo.options.stream: names stream 'clickz', which is not declared" in (
+            failure.value.render()
+        )
+
+
+async def test_logical_names_of_every_kind_resolve_in_one_place(offline_configs: Any):
+    from daemon.aws import AwsClients
+    from daemon.config import load_config
+    from daemon.events import EventBus
+    from daemon.metrics import Registry
+    from daemon.outbox import Outbox
+    from daemon.services import Services
+
+    resources = {
+        "mode": "off",
+        "streams": {"clicks": {}},
+        "buckets": {"archive": {"name": "awsd-{env}-{region}"}},
+    }
+    path = offline_configs.write(
+        {"aws": {"region": "eu-west-1"}, "resources": resources}, health=False
+    )
+    config = load_config(path).config
+    metrics = Registry()
+    outbox = Outbox(config.outbox, ":memory:", metrics=metrics, events=EventBus(metrics))
+    clients = AwsClients(config.aws)
+    services = Services(
+        config, metrics=metrics, events=outbox.events, clients=clients, outbox=outbox
+    )
+    try:
+        targets = services.targets
+        assert await targets.aws_name("streams", "clicks") == "test-clicks"
+        assert await targets.aws_name("buckets", "archive") == "awsd-test-eu-west-1"
+        assert await targets.aws_name("buckets", "arn:aws:s3:::theirs") == "theirs"
+        stream = "arn:aws:kinesis:eu-west-1:1:stream/s"
+        assert await targets.aws_name("streams", stream) == stream
+    finally:
+        await clients.close()
+        await outbox.close()
+
+
+def test_the_shipped_instance_profile_policy_is_the_prod_templates():
+    """deploy/iam/instance-profile-policy.json is `awsd iam-policy` for configs/prod.toml (what
+    an instance starts from); regenerate it when a component's needs change."""
+    from daemon.config import load_config
+
+    shipped = json.loads((REPO / "deploy/iam/instance-profile-policy.json").read_text())
+    generated = policy(load_config(REPO / "configs/prod.toml", environ={}).config)
+    assert shipped == generated, (
+        "deploy/iam/instance-profile-policy.json is stale; regenerate it with\n"
+        "  env -i .venv/bin/awsd iam-policy --config configs/prod.toml "
+        "> deploy/iam/instance-profile-policy.json"
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,31 @@ async def test_file_and_command_readings_are_published_as_json_with_host_and_tim
     (tmp_path / "missing").write_text("7")
     await wait_until(lambda: publisher.readings["gone"].published >= 1)
     assert logs.matching("reading recovered", reading="gone")
+
+
+async def test_a_reading_can_go_to_a_kinesis_stream_keyed_by_its_name(
+    harness: Harness, boto, tmp_path: Path
+):
+    kinesis = boto("kinesis")
+    stream = f"readings-{uuid.uuid4().hex[:8]}"
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"][
+        "StreamARN"
+    ]
+    temp = tmp_path / "temp"
+    temp.write_text("21500")
+    readings = {"hall": {"file": str(temp), "interval": 0.2, "scale": 0.001, "stream": arn}}
+    await harness.start(harness.config(sns={"readings": readings}))
+    publisher = harness.worker("sns")
+    await wait_until(lambda: publisher.readings["hall"].published >= 2)
+    await wait_until(lambda: harness.outbox is not None and harness.outbox.count == 0)
+    shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
+    iterator = kinesis.get_shard_iterator(
+        StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    records = kinesis.get_records(ShardIterator=iterator)["Records"]
+    assert len(records) >= 2 and {r["PartitionKey"] for r in records} == {"hall"}
+    assert json.loads(records[0]["Data"])["value"] == 21.5
 
 
 async def test_a_reading_slower_than_its_interval_skips_ticks_instead_of_bursting(

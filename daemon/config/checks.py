@@ -18,7 +18,7 @@ from daemon.config.loader import CROSS_CHECKS
 from daemon.config.models import Config
 from daemon.config.references import REFERENCES, ResourceRef
 from daemon.config.resources import ResourceKind
-from daemon.plugins import load_callable
+from daemon.plugins import declared_destinations, load_callable
 
 
 def _custom_entrypoints(config: Config) -> list[tuple[str, str]]:
@@ -48,7 +48,7 @@ def _reading_topics(config: Config) -> list[tuple[str, str]]:
     return [
         (f"sns.readings.{name}.topic", "no topic: set it here, or a default in sns.topic")
         for name, reading in config.sns.readings.items()
-        if reading.topic is None
+        if reading.topic is None and reading.stream is None
     ]
 
 
@@ -71,13 +71,20 @@ def _notify_events(config: Config) -> list[tuple[str, str]]:
 CROSS_CHECKS.append(_notify_events)
 
 
+OUTBOX_KIND_RESOURCES: dict[str, ResourceKind] = {
+    "sns": "topics",
+    "sqs": "queues",
+    "kinesis": "streams",
+}
+"""The resource kind an outbox destination of each kind names."""
+
+
 def handler_references(handler: HandlerConfig, path: str, user: str) -> list[ResourceRef]:
     """The topic, queue or stream a `forward` handler sends to (for any source's handler)."""
     if not isinstance(handler, ForwardHandlerConfig) or handler.url is not None:
         return []
-    kind: dict[str, ResourceKind] = {"sns": "topics", "sqs": "queues", "kinesis": "streams"}
     field, value = handler.destination
-    return [ResourceRef(kind[field], value, f"{path}.{field}", user)]
+    return [ResourceRef(OUTBOX_KIND_RESOURCES[field], value, f"{path}.{field}", user)]
 
 
 def _messaging_references(config: Config) -> list[ResourceRef]:
@@ -94,12 +101,48 @@ def _messaging_references(config: Config) -> list[ResourceRef]:
             if reading.topic:
                 path = f"sns.readings.{name}.topic"
                 refs.append(ResourceRef("topics", reading.topic, path, "sns"))
+            if reading.stream:
+                path = f"sns.readings.{name}.stream"
+                refs.append(ResourceRef("streams", reading.stream, path, "sns"))
         for event, topic in config.sns.notify.items():
             refs.append(ResourceRef("topics", topic, f"sns.notify.{event}", "sns"))
     return refs
 
 
 REFERENCES.append(_messaging_references)
+
+
+def alert_topics(config: Config) -> list[tuple[str, str]]:
+    """(config path, topic) for each alert topic the probes use: the default's once, and each
+    endpoint's own where it differs from the default. (An endpoint whose alerts are disabled
+    still counts: "probe host offline" notices go to every topic.)"""
+    probes = config.probes
+    default = probes.defaults.alert.topic
+    found = [("probes.defaults.alert.topic", default)] if default else []
+    for name, endpoint in probes.endpoints.items():
+        topic = endpoint.alert.topic
+        if topic and topic != default:
+            found.append((f"probes.endpoints.{name}.alert.topic", topic))
+    return found
+
+
+def _probe_references(config: Config) -> list[ResourceRef]:
+    """The topics probe alerts go to (SMS numbers are no resources)."""
+    return [ResourceRef("topics", topic, path, "probes") for path, topic in alert_topics(config)]
+
+
+def _custom_references(config: Config) -> list[ResourceRef]:
+    """What custom workers declare they send to (`daemon.plugins.sends_to`)."""
+    return [
+        ResourceRef(
+            OUTBOX_KIND_RESOURCES[kind], value, f"custom.{name}.options.{option}", f"custom:{name}"
+        )
+        for name, worker in config.custom.items()
+        for option, kind, value in declared_destinations(worker.entrypoint, worker.options)
+    ]
+
+
+REFERENCES.extend([_probe_references, _custom_references])
 
 
 def _probe_tls_files(config: Config) -> list[tuple[str, str]]:

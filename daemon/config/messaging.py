@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from daemon.config.base import Name, Section
 from daemon.config.handlers import HandlerConfig, LogHandlerConfig
+from daemon.config.kinesis import PartitionKeyConfig
 
 MAX_VISIBILITY = 43_200
 """SQS's limit: a message cannot stay invisible more than 12 hours after it was received."""
@@ -110,7 +111,15 @@ class ReadingConfig(Section):
     the ticks it covered be skipped."""
 
     topic: str | None = None
-    """A declared topic's logical name, or a topic ARN; unset: `sns.topic`."""
+    """A declared topic's logical name, or a topic ARN; unset: `sns.topic` (unless `stream`)."""
+
+    stream: str | None = None
+    """Put the reading on this Kinesis stream instead (a declared stream's logical name, or an
+    ARN), through the same outbox."""
+
+    partition_key: PartitionKeyConfig | None = None
+    """With `stream`: how the record's partition key is chosen; unset: the reading's name, so
+    one reading's records stay in order on one shard."""
 
     scale: float | None = None
     """Multiply a numeric value by this (0.001 turns millidegrees into degrees)."""
@@ -131,6 +140,14 @@ class ReadingConfig(Section):
     def _one_source(self) -> ReadingConfig:
         if (self.file is None) == (self.command is None):
             raise ValueError("set exactly one of `file` and `command`")
+        if self.stream is not None:
+            sns_only = [n for n in ("topic", "subject", "group_id") if getattr(self, n)]
+            if self.attributes:
+                sns_only.append("attributes")
+            if sns_only:
+                raise ValueError(f"{', '.join(sns_only)}: SNS settings, not for a `stream` reading")
+        elif self.partition_key is not None:
+            raise ValueError("`partition_key` goes with `stream`")
         return self
 
 

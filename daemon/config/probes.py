@@ -213,7 +213,8 @@ class AlertConfig(Section):
     unset: no reminders."""
 
     topic: str | None = None
-    """SNS topic (name or ARN) that gets every notification as full JSON."""
+    """SNS topic that gets every notification as full JSON: a declared topic's logical name
+    (`[resources.topics.<name>]`), or a topic ARN."""
 
     sms: list[Annotated[str, AfterValidator(_e164)]] = Field(default_factory=list)
     """Phone numbers (E.164) that get a one-line SMS (at most 140 bytes) per notification."""

@@ -144,17 +144,12 @@ class ForwardHandler(Handler):
 
 def forward_grants(cfg: Any, component: str, scope: Any) -> list[Any]:
     """The IAM grants a `forward` handler needs (for `daemon.iam`; any source may use it)."""
-    from daemon.iam import Grant  # noqa: PLC0415 - only `awsd iam-policy` needs it
+    from daemon.outbox.senders import destination_grants  # noqa: PLC0415 - `awsd iam-policy` only
 
     if not isinstance(cfg, ForwardHandlerConfig) or cfg.url is not None:
         return []
     to, target = cfg.destination
-    if to == "sns":
-        return [Grant(component, ("sns:Publish",), (scope.arn_of("topics", target),))]
-    if to == "sqs":
-        actions = ("sqs:SendMessage", "sqs:GetQueueUrl")
-        return [Grant(component, actions, (scope.arn_of("queues", target),))]
-    return [Grant(component, ("kinesis:PutRecords",), (scope.arn_of("streams", target),))]
+    return destination_grants(to, component, [target], scope)
 
 
 class _RetryableStatus(Exception):

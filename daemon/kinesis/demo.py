@@ -2,8 +2,9 @@
 outbox, so the local setup shows records produced, read from every shard and archived.
 
 `[custom.NAME] entrypoint = "daemon.kinesis.demo:produce"` with options `stream` (a declared
-stream's logical name, or an AWS name or ARN), `every` (seconds) and `sensors` (how many
-partition keys).
+stream's logical name, or an ARN), `every` (seconds) and `sensors` (how many partition keys).
+`sends_to` declares the stream option, so `check-config` checks it and `awsd iam-policy` grants
+PutRecords on it.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import time
 from typing import Any
 
 from daemon.config.kinesis import PartitionKeyConfig
-from daemon.kinesis.names import physical
 from daemon.kinesis.producer import kinesis_message
+from daemon.plugins import sends_to
 
 KEY = PartitionKeyConfig(source="field", field="sensor")
 
 
+@sends_to(stream="kinesis")
 async def produce(ctx: Any, options: dict[str, Any]) -> None:
-    stream = await physical(ctx.services, "streams", str(options["stream"]))
+    stream = await ctx.services.targets.aws_name("streams", str(options["stream"]))
     every = float(options.get("every", 2.0))
     sensors = int(options.get("sensors", 4))
     host = socket.gethostname()

@@ -25,6 +25,7 @@ from daemon.aws import AwsClients
 from daemon.config.errors import ConfigError
 from daemon.config.metrics import MetricsConfig
 from daemon.config.models import Config
+from daemon.iam import CONTRIBUTORS, Grant, Scope
 from daemon.logs import get_logger, unfiltered_logger
 from daemon.metrics import emf
 from daemon.metrics.cloudwatch import CloudWatchExporter, resolution_for
@@ -209,3 +210,22 @@ class MetricsExport:
             "put_metric_data_calls": self.cloudwatch.calls,
             "last_error": self.cloudwatch.last_error,
         }
+
+
+def _iam(config: Config, scope: Scope) -> list[Grant]:
+    """PutMetricData has no resource in IAM; a condition on `cloudwatch:namespace` keeps the
+    grant to awsd's own namespace. (EMF and Prometheus call nothing.)"""
+    cfg = config.metrics
+    if not cfg.cloudwatch.enabled:
+        return []
+    return [
+        Grant(
+            "metrics",
+            ("cloudwatch:PutMetricData",),
+            ("*",),
+            condition=(("StringEquals", "cloudwatch:namespace", cfg.namespace),),
+        )
+    ]
+
+
+CONTRIBUTORS.append(_iam)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from daemon.aws import describe_error, is_bad_request, is_throttle
+from daemon.config.resources import ResourceKind
 from daemon.outbox.store import Item
 
 if TYPE_CHECKING:
@@ -53,6 +54,11 @@ class Sender(abc.ABC):
     """Most messages per call (PublishBatch and SendMessageBatch take 10, PutRecords 500)."""
     max_batch_bytes: ClassVar[int] = 256 * 1024
     """Most body bytes per call."""
+    iam_actions: ClassVar[tuple[str, ...]] = ()
+    """The IAM actions its calls need on a destination (see `senders.destination_grants`)."""
+    target_kind: ClassVar[ResourceKind | None] = None
+    """The resource kind its targets name (`topics`, `queues`, `streams`); None: targets are not
+    resources IAM can scope to (phone numbers), so the actions are granted on `*`."""
 
     def __init__(self, services: Services) -> None:
         self.services = services

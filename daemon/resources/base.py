@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from daemon.aws import AwsClients, describe_error, error_code, http_status, is_throttle
+from daemon.aws import (
+    ACCESS_DENIED_CODES,
+    IAM_HINT,
+    AwsClients,
+    describe_error,
+    error_code,
+    http_status,
+    is_throttle,
+)
 from daemon.config.models import Config
 from daemon.config.resources import ResourceKind
 from daemon.resources.diff import is_ignored, join
@@ -34,16 +41,7 @@ THROTTLE_BACKOFF = Backoff(initial=0.5, maximum=10.0)
 THROTTLE_ATTEMPTS = 6
 POLL_BACKOFF = Backoff(initial=0.1, maximum=5.0)
 
-ACCESS_DENIED = frozenset(
-    {
-        "AccessDenied",
-        "AccessDeniedException",
-        "AuthorizationError",
-        "AuthorizationErrorException",
-        "UnauthorizedOperation",
-        "InvalidClientTokenId",
-    }
-)
+ACCESS_DENIED = ACCESS_DENIED_CODES
 
 
 class RetryAfter(Exception):
@@ -283,15 +281,7 @@ def explain(exc: BaseException) -> str:
     """One line for people: what failed and, for a permission error, what to do about it."""
     if isinstance(exc, ResourceFailed):
         return str(exc)
-    text, code = describe_error(exc), error_code(exc)
-    # An XML error body where botocore expected JSON (a proxy, moto): show its code and message.
-    embedded = _XML_ERROR.search(text)
-    if embedded:
-        code = embedded.group(1)
-        text = f"{code}: {embedded.group(2)}"
-    if code in ACCESS_DENIED or http_status(exc) == 403:
-        text += " (the credentials lack this permission; `awsd iam-policy` prints what awsd needs)"
+    text = describe_error(exc)  # names the missing permission for AccessDenied & co.
+    if http_status(exc) == 403 and IAM_HINT not in text:
+        text += f" {IAM_HINT}"
     return text
-
-
-_XML_ERROR = re.compile(r"<Code>([^<]*)</Code>\s*<Message>([^<]*)</Message>", re.S)

@@ -10,11 +10,12 @@ to `BUILDERS`. The supervisor diffs specs by name and fingerprint on every reloa
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from daemon.config.models import Config
 from daemon.handlers import configured as _handler_needs  # noqa: F401  (outbox and IAM needs)
 from daemon.services import Services
-from daemon.worker import WorkerSpec
+from daemon.worker import WorkerSpec, fingerprint
 from daemon.workers import (
     custom,
     kinesis_reader,
@@ -55,4 +56,30 @@ def worker_specs(config: Config) -> list[WorkerSpec]:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"duplicate worker names: {', '.join(duplicates)}")
-    return specs
+    naming = _naming(config)
+    return [
+        replace(spec, fingerprint=fingerprint(spec.fingerprint, naming[spec.name]))
+        if spec.name in naming
+        else spec
+        for spec in specs
+    ]
+
+
+def _naming(config: Config) -> dict[str, str]:
+    """Per worker, how the declared resources it names become AWS names: a reload that renames
+    them (`resources.name_template`, a resource's own `name`) must restart exactly those workers,
+    whose own sections did not change."""
+    from daemon.config.references import references  # noqa: PLC0415
+
+    res = config.resources
+    by_user: dict[str, list[tuple[str, str, str]]] = {}
+    for ref in references(config):
+        if ref.external:
+            continue
+        declared = res.of_kind(ref.kind).get(ref.value)
+        template = (declared.name if declared is not None else None) or res.name_template
+        by_user.setdefault(ref.user, []).append((ref.kind, ref.value, template))
+    return {
+        user: fingerprint({"names": sorted(items), "env": config.env})
+        for user, items in by_user.items()
+    }

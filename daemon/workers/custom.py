@@ -3,6 +3,8 @@
 `[custom.NAME] entrypoint = "package.module:function"` runs `await function(ctx, options)`; the
 function should return when `ctx.stop` is set (use `await ctx.sleep(s)`, which wakes on stop).
 It gets restarts with backoff, health, the watchdog (with `stall_timeout`) and shared services.
+A function marked with `daemon.plugins.sends_to` says which options name its outbox
+destinations: they are checked like any reference and granted in `awsd iam-policy`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from functools import partial
 from typing import Any
 
 from daemon.config.models import Config, CustomWorkerConfig
-from daemon.plugins import load_callable
+from daemon.iam import CONTRIBUTORS, Grant, Scope
+from daemon.outbox.senders import destination_grants
+from daemon.plugins import declared_destinations, load_callable
 from daemon.services import Services
 from daemon.worker import Worker, WorkerContext, WorkerSpec, fingerprint
 from daemon.workers.outbox import OUTBOX_USERS
@@ -40,6 +44,20 @@ def _may_use_outbox(config: Config) -> bool:
 
 
 OUTBOX_USERS.append(_may_use_outbox)
+
+
+def _iam(config: Config, scope: Scope) -> list[Grant]:
+    """What custom workers declare they send to (`daemon.plugins.sends_to`); anything else a
+    custom worker calls is its author's to add to the policy."""
+    return [
+        grant
+        for name, cfg in config.custom.items()
+        for _, kind, value in declared_destinations(cfg.entrypoint, cfg.options)
+        for grant in destination_grants(kind, f"custom:{name}", [value], scope)
+    ]
+
+
+CONTRIBUTORS.append(_iam)
 
 
 def specs(config: Config) -> list[WorkerSpec]:

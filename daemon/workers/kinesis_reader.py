@@ -35,7 +35,6 @@ from daemon.kinesis.checkpoints import (
 )
 from daemon.kinesis.consumer import ShardConsumer
 from daemon.kinesis.leasing import LeaseCheckpoints, ShardLeases, lease_state
-from daemon.kinesis.names import physical
 from daemon.kinesis.shards import ShardInfo, list_shards, parents_first
 from daemon.leases import LeaseTable, default_owner
 from daemon.retry import Attempts, Backoff
@@ -61,6 +60,8 @@ class KinesisReader(Worker):
         self.fleet = cfg.checkpoints.store == "dynamodb"
         self.stream = cfg.stream
         """The stream's AWS name or ARN, once resolved."""
+        self.bucket = cfg.archive.bucket if cfg.archive is not None else ""
+        """The archive bucket's AWS name, once resolved."""
         self.shards: dict[str, ShardInfo] = {}
         self.states: dict[str, ShardState] = {}
         self.running: dict[str, _Running] = {}
@@ -101,11 +102,15 @@ class KinesisReader(Worker):
             await self._shutdown(ctx)
 
     async def _resolve(self, ctx: WorkerContext) -> bool:
-        """The stream's AWS name or ARN (the config may name a declared resource)."""
+        """The stream's (and archive bucket's) AWS name or ARN (the config may name declared
+        resources)."""
         tries = Attempts(Backoff(1.0, self.cfg.retry_max))
+        targets = self.services.targets
         while not ctx.stopping:
             try:
-                self.stream = await physical(self.services, "streams", self.cfg.stream)
+                self.stream = await targets.aws_name("streams", self.cfg.stream)
+                if self.cfg.archive is not None:
+                    self.bucket = await targets.aws_name("buckets", self.cfg.archive.bucket)
                 return True
             except Exception as exc:  # noqa: BLE001 - retried; shown in health
                 self.last_error = f"resolving names: {describe_error(exc)}"
@@ -124,7 +129,7 @@ class KinesisReader(Worker):
                     self.services.clients,
                     metrics=self.services.metrics,
                     reader=self.name,
-                    bucket=await physical(self.services, "buckets", self.cfg.archive.bucket),
+                    bucket=self.bucket,
                     log=ctx.log,
                 )
             )

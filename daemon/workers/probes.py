@@ -20,10 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from daemon.aws import describe_error
+from daemon.config.checks import alert_topics
 from daemon.config.models import Config
 from daemon.config.probes import EndpointConfig
+from daemon.iam import CONTRIBUTORS, Grant, Scope
 from daemon.logs import get_logger
 from daemon.outbox import InvalidMessage, Message, OutboxDelivered, OutboxFull, OutboxRejected
+from daemon.outbox.senders import destination_grants
 from daemon.probes.alerts import AlertMachine, AlertState, Event, Notice
 from daemon.probes.history import HOUR, KEEP_HOURS, book_for
 from daemon.probes.maintenance import in_maintenance
@@ -251,8 +255,7 @@ class ProbesWorker(Worker):
                            endpoints=announced)  # fmt: skip
 
     async def _put(self, notices: list[Notice], targets: Targets) -> bool:
-        msgs = self._messages(notices, targets)
-        ids = await self._put_messages(msgs, [n.endpoint for n in notices])
+        ids = await self._notify(notices, targets, [n.endpoint for n in notices])
         now = self.clock()
         for n in notices:
             state = self.states[n.endpoint]
@@ -264,14 +267,32 @@ class ProbesWorker(Worker):
                 self._pending.setdefault(item_id, set()).add(n.endpoint)
         return ids is not None
 
-    def _messages(self, notices: list[Notice], targets: Targets) -> list[Message]:
-        return messages(
+    async def _notify(
+        self, notices: list[Notice], targets: Targets, about: list[str]
+    ) -> list[int] | None:
+        """Put the messages for `notices` into the outbox: their ids, or None when it (or the
+        topic's name) could not be had, so the next failure asks again."""
+        if targets.topic:
+            try:
+                topic = await self.services.targets.aws_name("topics", targets.topic)
+            except Exception as exc:  # noqa: BLE001 - AWS or config: retried by the next failure
+                self.metrics.notifications.labels(status="refused").inc()
+                self._log.error(
+                    "alert notification not accepted: cannot resolve its topic",
+                    endpoints=about,
+                    topic=targets.topic,
+                    error=describe_error(exc),
+                )
+                return None
+            targets = Targets(topic, targets.sms)
+        msgs = messages(
             notices,
             targets,
             env=self.env,
             urls={n: ep.url for n, ep in self.endpoints.items()},
             tags={n: ep.tags for n, ep in self.endpoints.items() if ep.tags},
         )
+        return await self._put_messages(msgs, about)
 
     async def _put_messages(self, msgs: list[Message], about: list[str]) -> list[int] | None:
         if not msgs:  # no targets: the alert is tracked (status, metrics) but goes nowhere
@@ -296,10 +317,9 @@ class ProbesWorker(Worker):
         topics = {ep.alert.topic for ep in self.endpoints.values() if ep.alert.topic}
         numbers = {n for ep in self.endpoints.values() for n in ep.alert.sms}
         for topic in sorted(topics):
-            await self._put_messages(self._messages([notice], Targets(topic, ())), ["*"])
+            await self._notify([notice], Targets(topic, ()), ["*"])
         if numbers:
-            targets = Targets(None, tuple(sorted(numbers)))
-            await self._put_messages(self._messages([notice], targets), ["*"])
+            await self._notify([notice], Targets(None, tuple(sorted(numbers))), ["*"])
 
     async def _guard_loop(self, ctx: WorkerContext) -> None:
         assert self.guard is not None
@@ -423,6 +443,23 @@ def _alerts_anywhere(config: Config) -> bool:
 
 
 OUTBOX_USERS.append(_alerts_anywhere)
+
+
+def _iam(config: Config, scope: Scope) -> list[Grant]:
+    """sns:Publish on the alert topics, and for SMS on `*`: AWS has no resource (and no condition
+    key) for a phone number, so publishing SMS needs sns:Publish on any resource, which also
+    allows publishing to any topic of the account."""
+    probes = config.probes
+    if not probes.endpoints:
+        return []
+    topics = [topic for _, topic in alert_topics(config)]
+    numbers = sorted({n for ep in probes.endpoints.values() for n in ep.alert.sms})
+    return destination_grants("sns", "probes", topics, scope) + destination_grants(
+        "sms", "probes", numbers, scope
+    )
+
+
+CONTRIBUTORS.append(_iam)
 
 
 def specs(config: Config) -> list[WorkerSpec]:

@@ -24,11 +24,14 @@ import time
 from functools import partial
 from typing import Any
 
+from daemon.config.kinesis import PartitionKeyConfig
 from daemon.config.messaging import ReadingConfig, SnsPublisherConfig
 from daemon.config.models import Config
 from daemon.events import Event, Subscription
 from daemon.iam import CONTRIBUTORS, Grant, Scope
+from daemon.kinesis.producer import kinesis_message
 from daemon.outbox import InvalidMessage, Message, OutboxFull
+from daemon.outbox.senders import destination_grants
 from daemon.programs import program_env, run_program
 from daemon.publishing import (
     PublishMetrics,
@@ -184,10 +187,7 @@ class SnsPublisher(Worker):
             ctx.log.info("reading recovered", reading=name)
             state.last_error = None
         value = parse_value(raw, reading.scale)
-        topic = await self.services.targets.aws_name(
-            "topics", reading.topic or self.cfg.topic or ""
-        )
-        message = Message("sns", topic, self._body(name, reading, value), ctx.name)
+        message = await self._message(ctx, name, reading, value)
         try:
             await self.services.outbox.put(message)
         except (InvalidMessage, OutboxFull) as exc:
@@ -199,6 +199,19 @@ class SnsPublisher(Worker):
         state.published += 1
         state.last_value, state.last_at = value, time.time()
         ctx.beat()
+
+    async def _message(
+        self, ctx: WorkerContext, name: str, reading: ReadingConfig, value: Any
+    ) -> Message:
+        body = self._body(name, reading, value)
+        if reading.stream is not None:
+            stream = await self.services.targets.aws_name("streams", reading.stream)
+            key = reading.partition_key or PartitionKeyConfig(source="fixed", value=name)
+            return kinesis_message(stream, body["message"], key=key, origin=ctx.name)
+        topic = await self.services.targets.aws_name(
+            "topics", reading.topic or self.cfg.topic or ""
+        )
+        return Message("sns", topic, body, ctx.name)
 
     def _body(self, name: str, reading: ReadingConfig, value: Any) -> dict[str, Any]:
         now = time.time()
@@ -320,18 +333,19 @@ OUTBOX_USERS.append(_publishes)
 
 
 def _iam(config: Config, scope: Scope) -> list[Grant]:
-    """Publish on the topics the config names. `awsd publish` to other topics, and SMS, need
-    sns:Publish on those (SMS: on `*`) added by hand: they are not known from the config."""
+    """Publish on the topics the config names (the default topic, readings' topics, `notify`).
+    Least privilege leaves out what the config cannot tell: `awsd publish --topic` to another
+    topic, `--phone` (SMS), and PublishRequest events naming other topics or phones are denied
+    until the policy grants them by hand (README "IAM policy generation")."""
     if config.sns is None:
         return []
     topics = {r.topic for r in config.sns.readings.values() if r.topic}
     topics.update(config.sns.notify.values())
-    if config.sns.topic:
+    if config.sns.topic:  # also the default of `awsd publish` and of events
         topics.add(config.sns.topic)
-    if not topics:
-        return []
-    arns = tuple(sorted(scope.arn_of("topics", t) for t in topics))
-    return [Grant("sns", ("sns:Publish",), arns)]
+    streams = sorted({r.stream for r in config.sns.readings.values() if r.stream})
+    grants = destination_grants("sns", "sns", sorted(topics), scope)
+    return grants + (destination_grants("kinesis", "sns", streams, scope) if streams else [])
 
 
 CONTRIBUTORS.append(_iam)

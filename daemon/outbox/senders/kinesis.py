@@ -54,6 +54,8 @@ class KinesisSender(Sender):
     kind = "kinesis"
     max_batch = 500
     max_batch_bytes = MAX_CALL_BYTES
+    iam_actions = ("kinesis:PutRecords", "kinesis:ListShards")  # ListShards: per-shard pacing
+    target_kind = "streams"
 
     def __init__(self, services: Any) -> None:
         super().__init__(services)

@@ -66,6 +66,8 @@ class SmsSender(Sender):
     kind = "sms"
     max_batch = 1  # SNS has no batch call for SMS
     max_batch_bytes = SMS_BYTES * 4
+    iam_actions = ("sns:Publish",)
+    target_kind = None  # a phone number is no resource: sns:Publish on `*`
 
     @classmethod
     def validate(cls, target: str, body: dict[str, Any]) -> int:

@@ -89,6 +89,8 @@ class SnsSender(Sender):
     kind = "sns"
     max_batch = 10
     max_batch_bytes = MAX_SNS_BYTES
+    iam_actions = ("sns:Publish",)  # PublishBatch is authorised as sns:Publish
+    target_kind = "topics"
 
     def __init__(self, services: Any) -> None:
         super().__init__(services)

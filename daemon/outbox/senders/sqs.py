@@ -54,6 +54,8 @@ class SqsSender(Sender):
     kind = "sqs"
     max_batch = 10
     max_batch_bytes = MAX_SQS_BYTES
+    iam_actions = ("sqs:SendMessage", "sqs:GetQueueUrl")
+    target_kind = "queues"
 
     def __init__(self, services: Any) -> None:
         super().__init__(services)
