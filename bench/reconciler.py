@@ -126,7 +126,7 @@ async def _run() -> None:
 
 def _startup_seconds(reconcile_at_start: bool) -> tuple[float, float]:
     """`awsd run` on configs/local.toml (embedded moto, 9 resources to create): seconds to
-    READY, and of those the seconds the startup pass took."""
+    READY, and the seconds the startup pass took (the other workers wait for it; READY not)."""
     import json
     import os
     import signal
@@ -157,7 +157,8 @@ def _startup_seconds(reconcile_at_start: bool) -> tuple[float, float]:
             pass_s = float(event["seconds"])
         if event.get("event") == "ready":
             ready = float(event["startup_s"])
-            break
+        if ready and (pass_s or not reconcile_at_start):
+            break  # READY does not wait for the startup pass: the workers do
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
     return ready, pass_s if reconcile_at_start else 0.0
@@ -165,7 +166,7 @@ def _startup_seconds(reconcile_at_start: bool) -> tuple[float, float]:
 
 def main() -> None:
     asyncio.run(_run())
-    print("startup of `make run` (embedded moto, 9 resources created before the workers start):")
+    print("startup of `make run` (embedded moto, 9 resources created before the workers work):")
     for enabled in (False, True):
         runs = [_startup_seconds(enabled) for _ in range(2)]
         ready = statistics.median(r for r, _ in runs)

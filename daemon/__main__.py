@@ -1,5 +1,5 @@
 """`python -m daemon` is the same as the `awsd` command."""
 
-from daemon.cli import main
+from daemon.entry import main
 
 raise SystemExit(main())

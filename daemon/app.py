@@ -84,6 +84,7 @@ class Daemon:
         self._stop: asyncio.Event | None = None
         self._reload: asyncio.Event | None = None
         self._stop_signal: str | None = None
+        self._preparing: asyncio.Task[None] | None = None
         self._reloads = self.metrics.counter("awsd_reloads_total", "Config reloads", ("result",))
         for result in ("ok", "failed"):
             self._reloads.labels(result=result)  # exported as 0 from the start, for alarms
@@ -136,6 +137,7 @@ class Daemon:
             "ready",
             workers=len(self.supervisor.runners),
             startup_s=round(time.time() - self.started_at, 3),
+            waiting_for=None if self.supervisor.gate.is_open() else self.supervisor.gate.reason,
         )
         background = [
             asyncio.create_task(self._reload_loop(), name="reload"),
@@ -170,7 +172,7 @@ class Daemon:
             specs = worker_specs(self.config)
         except ValueError as exc:
             raise ConfigError.one(str(self.loaded.path), str(exc)) from None
-        await prepare_workers(self.services)
+        self._preparing = self._start_preparation(self.services)
         await self.supervisor.apply(
             specs,
             self.services,
@@ -178,9 +180,31 @@ class Daemon:
             loop.time() + self.config.runtime.shutdown_timeout,
         )
 
+    def _start_preparation(self, services: Services) -> asyncio.Task[None]:
+        """The startup preparation (the reconciler's first pass, creating the queues and topics
+        the others use) runs while the workers start: they hold their first run behind the
+        supervisor's gate until it is done, so they find what it creates, while READY=1 and
+        /readyz wait for the daemon itself only, never for AWS (a Pi booting offline is ready
+        at once; the pass is bounded by `resources.startup_timeout`)."""
+        gate = self.supervisor.gate
+        gate.close("startup reconcile")
+
+        async def prepare() -> None:
+            try:
+                await prepare_workers(services)
+            except Exception as exc:  # the workers start anyway, as after a timeout
+                log.error("startup preparation failed; workers start now", exc_info=exc)
+            gate.open()  # not when cancelled: the daemon is stopping, the workers with it
+
+        return asyncio.create_task(prepare(), name="startup-preparation")
+
     async def _shutdown(self) -> None:
         self.state = "stopping"
         self.notifier.stopping()
+        if self._preparing is not None and not self._preparing.done():
+            # Creating resources is idempotent: the next start's pass finishes the job.
+            self._preparing.cancel()
+            await asyncio.gather(self._preparing, return_exceptions=True)
         loop = asyncio.get_running_loop()
         began = loop.time()
         total = self.config.runtime.shutdown_timeout
@@ -423,6 +447,8 @@ class Daemon:
             f"{running}/{total} workers running, {len(self.supervisor.failed())} failed; "
             f"config {self.loaded.version}"
         )
+        if not self.supervisor.gate.is_open():
+            line += f"; workers wait for the {self.supervisor.gate.reason}"
         if self.last_reload_errors:
             line += f"; last reload rejected ({len(self.last_reload_errors)} errors)"
         return line
@@ -433,6 +459,7 @@ class Daemon:
             "pid": os.getpid(),
             "env": self.config.env,
             "state": self.state,
+            "startup": "done" if self.supervisor.gate.is_open() else self.supervisor.gate.reason,
             "config_path": str(self.loaded.path),
             "config_version": self.loaded.version,
             "uptime_s": round(time.time() - self.started_at, 3),
@@ -472,9 +499,11 @@ def dump_tasks() -> None:
 
 def settle_memory() -> None:
     """After startup (and reloads): move the long-lived objects (config models, botocore service
-    models) out of the garbage collector's way, and hand freed startup memory back to the OS."""
+    models) out of the garbage collector's way, and hand freed startup memory back to the OS.
+    The collector is enabled here: `awsd run` starts with it off (see `daemon.entry`)."""
     gc.collect()
     gc.freeze()
+    gc.enable()
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").malloc_trim(0)

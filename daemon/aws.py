@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -31,6 +30,7 @@ from botocore.exceptions import (
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from daemon import __version__
+from daemon.aws_lean import SharedTlsSession, install_lean_loader
 from daemon.config.errors import ConfigError
 from daemon.config.models import AwsConfig
 from daemon.logs import get_logger
@@ -231,6 +231,7 @@ class AwsClients:
         self.local_endpoint = local_endpoint
         creds = LOCAL_CREDENTIALS if local_endpoint else {}
         self._session = aioboto3.Session(profile_name=cfg.profile, **creds)
+        install_lean_loader(self._session._session)
         # Timestamps as UTC datetimes, parsed without dateutil's local-zone lookups: botocore's
         # default costs ~20 µs per value, which dominated reading Kinesis records.
         self._session._session.get_component("response_parser_factory").set_parser_defaults(
@@ -285,8 +286,11 @@ class AwsClients:
         return self._clients[key]
 
     async def _create(self, service: str, read_timeout: float | None) -> Any:
+        from aiobotocore.config import AioConfig  # noqa: PLC0415 - with aioboto3, above
+
         region = await self.resolve_region()
-        boto_cfg = BotoConfig(
+        boto_cfg = AioConfig(
+            http_session_cls=SharedTlsSession,
             region_name=region,
             retries={"mode": self.cfg.retry_mode, "max_attempts": self.cfg.max_attempts},
             connect_timeout=self.cfg.connect_timeout,

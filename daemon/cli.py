@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import sys
 from collections.abc import Callable, Coroutine
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.func is not cmd_run:
+        gc.enable()  # off while loading (daemon.entry); `run` enables it once started
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

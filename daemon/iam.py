@@ -32,7 +32,7 @@ by `daemon.outbox.senders.destination_grants(kind, component, target, scope)`, t
 knows what each sender calls.
 
 Components are found by importing `daemon.workers` (every worker module, and the handlers they
-share) and the process-lifetime services that call AWS (`COMPONENT_MODULES`).
+share) and the process-lifetime services that call AWS (`SERVICE_MODULES`).
 
 `action_for(service, operation)` maps a botocore operation to its IAM action (they differ for
 S3 and for batch calls); the tests use it to check that every call a component made is covered.
@@ -74,15 +74,18 @@ CONTRIBUTORS: list[Contributor] = []
 """Every registered contributor (see the module docstring)."""
 
 
-COMPONENT_MODULES = ("daemon.workers", "daemon.metrics.export", "daemon.cloudwatch_logs.shipper")
-"""Modules whose import registers every contributor: the workers (and the handlers they share)
-and the process-lifetime services that call AWS (metrics exporter, log shipper)."""
+SERVICE_MODULES = ("daemon.metrics.export", "daemon.cloudwatch_logs.shipper")
+"""Modules whose import registers the contributors of the process-lifetime services that call
+AWS (metrics exporter, log shipper); the workers' register when `modules_for` imports them."""
 
 
 def grants(config: Config, scope: Scope) -> list[Grant]:
     import importlib  # noqa: PLC0415
 
-    for module in COMPONENT_MODULES:
+    from daemon.workers import modules_for  # noqa: PLC0415 - the workers import this module
+
+    modules_for(config)  # registers the contributors of the workers this config uses
+    for module in SERVICE_MODULES:
         importlib.import_module(module)
     return [grant for contribute in CONTRIBUTORS for grant in contribute(config, scope)]
 

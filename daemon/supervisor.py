@@ -7,7 +7,10 @@ Promises:
   the capped delay, so it recovers by itself when the cause goes away (an endpoint comes back);
 - `apply` turns one set of specs into another touching only what changed: added workers start,
   removed ones stop gracefully, changed ones restart, unchanged ones keep running untouched;
-- stopping is three-stage: set the stop token, wait until the deadline, then cancel.
+- stopping is three-stage: set the stop token, wait until the deadline, then cancel;
+- while the gate is closed (the daemon's startup preparation, e.g. the reconciler creating the
+  queues and topics the others use), a worker is running but holds its first `run` until the
+  gate opens or it is asked to stop; health shows what it waits for, and it is never "stuck".
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from daemon.config.models import RuntimeConfig
 from daemon.logs import bind_worker, get_logger
 from daemon.metrics import Registry
 from daemon.retry import Backoff
-from daemon.stop import StopToken
+from daemon.stop import Stopped, StopToken
 from daemon.worker import Worker, WorkerContext, WorkerSpec
 
 if TYPE_CHECKING:
@@ -48,9 +51,17 @@ class Runner:
     """One named worker across its run attempts."""
 
     def __init__(
-        self, spec: WorkerSpec, services: Services, runtime: RuntimeConfig, metrics: Registry
+        self,
+        spec: WorkerSpec,
+        services: Services,
+        runtime: RuntimeConfig,
+        metrics: Registry,
+        gate: Gate | None = None,
     ) -> None:
         self.spec = spec
+        self.gate = gate or Gate()
+        self.waiting_for: str | None = None
+        """What the worker waits for before its first run (the gate's reason), or None."""
         self.services = services
         self.state = State.STARTING
         self.stop_token = StopToken()
@@ -89,6 +100,8 @@ class Runner:
                 self.ctx = WorkerContext(self.spec.name, self.stop_token, self.services, wlog)
                 self.state = State.RUNNING
                 self.first_attempt.set()
+                if not await self._through_gate():
+                    break
                 await self.worker.run(self.ctx)
                 if self._asked_to_stop():
                     break
@@ -122,6 +135,21 @@ class Runner:
     def _asked_to_stop(self) -> bool:
         return self.stop_token.stopping
 
+    async def _through_gate(self) -> bool:
+        """Wait while the gate is closed; False when asked to stop meanwhile."""
+        if self.gate.is_open():
+            return True
+        self.waiting_for = self.gate.reason
+        try:
+            await self.stop_token.race(self.gate.wait())
+        except Stopped:
+            return False
+        finally:
+            self.waiting_for = None
+        if self.ctx is not None:
+            self.ctx.beat()  # the wait was not a stall
+        return True
+
     async def stop(self, deadline: float) -> None:
         """Ask the worker to finish by `deadline` (loop time); cancel it if it does not."""
         task = self.task
@@ -152,7 +180,7 @@ class Runner:
     def stuck_for(self, now: float) -> float:
         """Seconds past its stall timeout this worker has gone without progress (0 if fine)."""
         limit = self.stall_timeout()
-        if limit is None or self.ctx is None or self.state != State.RUNNING:
+        if limit is None or self.ctx is None or self.state != State.RUNNING or self.waiting_for:
             return 0.0
         return max(0.0, now - self.ctx.last_beat - limit)
 
@@ -166,6 +194,9 @@ class Runner:
             "last_error_at": _iso(self.last_error_at),
             "started_at": _iso(self.started_at),
         }
+        if self.waiting_for is not None:
+            details["waiting_for"] = self.waiting_for
+            return details  # the worker has not run yet: its own health has nothing to say
         if self.ctx is not None:
             details["last_progress_s_ago"] = round(now - self.ctx.last_beat, 3)
         if self.worker is not None:
@@ -174,6 +205,28 @@ class Runner:
             except Exception as exc:  # noqa: BLE001 - health must always answer
                 details["health_error"] = f"{type(exc).__name__}: {exc}"
         return details
+
+
+class Gate:
+    """Open by default; the daemon closes it around its startup preparation."""
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self._open.set()
+        self.reason = ""
+
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
+    def close(self, reason: str) -> None:
+        self.reason = reason
+        self._open.clear()
+
+    def open(self) -> None:
+        self._open.set()
+
+    async def wait(self) -> None:
+        await self._open.wait()
 
 
 @dataclass(frozen=True)
@@ -192,6 +245,8 @@ class Supervisor:
     def __init__(self, metrics: Registry) -> None:
         self.metrics = metrics
         self.runners: dict[str, Runner] = {}
+        self.gate = Gate()
+        """Closed while workers must hold their first run (see the module docstring)."""
         by_state = metrics.gauge("awsd_workers", "Workers by state", ("state",))
 
         def collect() -> None:
@@ -220,7 +275,7 @@ class Supervisor:
             del self.runners[name]
         starting = []
         for name in (*changed, *added):
-            runner = Runner(wanted[name], services, runtime, self.metrics)
+            runner = Runner(wanted[name], services, runtime, self.metrics, self.gate)
             self.runners[name] = runner
             runner.start()
             starting.append(asyncio.ensure_future(runner.first_attempt.wait()))

@@ -230,9 +230,12 @@ class TestDaemon:
         )
         daemon = awsd(path)
         daemon.wait_ready(timeout=60)
+        daemon.logs.wait_for("test worker started", timeout=30)
         events = [e.get("event") for e in daemon.logs.events]
+        # READY=1 does not wait for AWS; the other workers hold their first run until the
+        # startup pass is over, so they find what it created.
         assert events.index("create applied") < events.index("test worker started")
-        assert events.index("reconcile pass") < events.index("ready")
+        assert events.index("reconcile pass") < events.index("test worker started")
 
         plan = awsd_cli("plan", "--config", str(path))
         assert plan.returncode == 0, plan.stdout + plan.stderr
@@ -249,6 +252,35 @@ class TestDaemon:
         daemon.logs.wait_for("update applied", resource="queue.jobs", timeout=30)
         assert visibility(boto, env) == 60
         assert daemon.stop() == 0
+
+    def test_ready_does_not_wait_for_aws_and_workers_wait_for_the_startup_pass(
+        self, configs: Any, awsd: Any, moto_endpoint: str
+    ):
+        """A Pi booting offline: AWS does not answer, yet READY=1 comes at once; the other
+        workers hold their first run for the startup pass, and SIGTERM ends it all cleanly."""
+        host, port = moto_endpoint.removeprefix("http://").split(":")
+        proxy = FaultProxy(host, int(port)).start()
+        try:
+            proxy.set_mode("blackhole")
+            configs.moto_endpoint = proxy.url
+            path = write_config(
+                configs,
+                unique_env(),
+                {"mode": "enforce", "startup_timeout": 120, **QUEUE},
+                aws={"read_timeout": 60.0, "connect_timeout": 60.0},
+                custom={"poller": {"entrypoint": "tests.support.workers:idle"}},
+            )
+            daemon = awsd(path)
+            daemon.wait_ready(timeout=60)
+            _, status = daemon.http("/status")
+            assert status["startup"] == "startup reconcile"
+            assert status["workers"]["custom:poller"]["waiting_for"] == "startup reconcile"
+            assert daemon.http("/readyz")[0] == 200
+            assert not daemon.logs.matching("test worker started")
+            assert daemon.stop() == 0
+            assert not daemon.logs.matching("test worker started")
+        finally:
+            proxy.stop()
 
     def test_plan_in_local_mode_sees_the_running_daemons_local_account(
         self, offline_configs: Any, awsd: Any

@@ -111,3 +111,35 @@ async def test_stubborn_worker_is_cancelled_after_the_deadline(services: Service
     await sup.stop_all(deadline(0.2))
     assert 0.15 < loop.time() - began < 5.0  # waited for the deadline, then cancelled
     assert sup.runners["s"].task is not None and sup.runners["s"].task.cancelled()
+
+
+async def test_workers_hold_their_first_run_while_the_gate_is_closed(services: Services):
+    """The daemon closes the gate around its startup preparation (the reconciler's first pass):
+    workers count as running (READY=1 need not wait for AWS) but begin only once it opens."""
+    Probe.runs.clear()
+    sup = Supervisor(Registry())
+    sup.gate.close("startup reconcile")
+    await sup.apply([spec("a"), spec("b")], services, RUNTIME, deadline())
+    assert sup.not_ready() == []
+    await asyncio.sleep(0.05)
+    assert Probe.runs == {}
+    health = sup.health()
+    assert health["a"]["waiting_for"] == "startup reconcile"
+    assert sup.stuck() == []
+    sup.gate.open()
+    for _ in range(100):
+        if Probe.runs == {"a": 1, "b": 1}:
+            break
+        await asyncio.sleep(0.01)
+    assert Probe.runs == {"a": 1, "b": 1}
+    assert "waiting_for" not in sup.health()["a"]
+    await sup.stop_all(deadline())
+
+
+async def test_a_worker_waiting_at_the_gate_stops_at_once(services: Services):
+    Probe.runs.clear()
+    sup = Supervisor(Registry())
+    sup.gate.close("startup reconcile")
+    await sup.apply([spec("a")], services, RUNTIME, deadline())
+    await sup.stop_all(deadline(30))
+    assert sup.runners["a"].state == State.STOPPED and Probe.runs == {}

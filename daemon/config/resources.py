@@ -559,11 +559,12 @@ class ResourcesConfig(Section):
     """Fraction of the interval added or taken at random, so a fleet does not call in step."""
 
     reconcile_at_start: bool = True
-    """With `mode = "enforce"`: run one pass before the other workers start, so the queues and
-    topics they use exist when they first need them (bounded by `startup_timeout`)."""
+    """With `mode = "enforce"`: run one pass at startup while the other workers wait to begin,
+    so the queues and topics they use exist when they first need them (bounded by
+    `startup_timeout`). READY=1 does not wait for it."""
 
     startup_timeout: float = Field(default=15.0, gt=0, le=600)
-    """Seconds the startup pass may delay the other workers; the worker carries on after."""
+    """Seconds the startup pass may hold the other workers; the reconciler carries on after."""
 
     name_template: str = "{env}-{name}"
     """Physical name of a resource with no `name`: `{env}`, `{name}`, `{region}`, `{account}`."""

@@ -1,57 +1,68 @@
 """The workers, one module each, and the table that turns a config into worker specs.
 
 Adding a worker kind: write `daemon/workers/<kind>.py` with a `specs(config)` function and add it
-to `BUILDERS`. The supervisor diffs specs by name and fingerprint on every reload.
+to `WORKERS` with a test telling whether a config has anything for it. The supervisor diffs specs
+by name and fingerprint on every reload.
 
-`PREPARE` holds coroutines the daemon awaits once at startup, before the first workers start
-(the reconciler creates the queues and topics the others use); each bounds its own duration.
+A worker module is imported only for a config that uses it (`modules_for`): a config without
+Kinesis never loads the Kinesis reader, its leases and checkpoints (memory and start-up time on a
+Pi). The test must cover everything the module registers when imported: its workers, its IAM
+grants (`daemon.iam.CONTRIBUTORS`) and its outbox use (`workers.outbox.OUTBOX_USERS`).
+
+`PREPARE` names the modules whose `prepare(services)` the daemon runs once at startup while the
+workers wait for it (the reconciler creates the queues and topics the others use); each bounds its
+own duration.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import importlib
+from collections.abc import Callable
 from dataclasses import replace
+from types import ModuleType
 
 from daemon.config.models import Config
 from daemon.handlers import configured as _handler_needs  # noqa: F401  (outbox and IAM needs)
 from daemon.services import Services
 from daemon.worker import WorkerSpec, fingerprint
-from daemon.workers import (
-    custom,
-    kinesis_reader,
-    outbox,
-    probes,
-    reconciler,
-    sns_publisher,
-    sqs_poller,
-)
 
-SpecBuilder = Callable[[Config], list[WorkerSpec]]
-Preparer = Callable[[Services], Awaitable[None]]
+WORKERS: dict[str, Callable[[Config], bool]] = {
+    "custom": lambda config: bool(config.custom),
+    "kinesis_reader": lambda config: bool(config.kinesis.readers),
+    "outbox": lambda _config: True,  # it also delivers what an earlier run left in the file
+    "probes": lambda config: bool(config.probes.endpoints),
+    "reconciler": lambda config: (
+        config.resources.mode != "off" and bool(config.resources.declared())
+    ),
+    "sns_publisher": lambda config: config.sns is not None,
+    "sqs_poller": lambda config: bool(config.sqs),
+}
+"""Worker modules under `daemon.workers`, each with whether a config uses it."""
 
-BUILDERS: list[SpecBuilder] = [
-    custom.specs,
-    kinesis_reader.specs,
-    outbox.specs,
-    probes.specs,
-    reconciler.specs,
-    sns_publisher.specs,
-    sqs_poller.specs,
-]
+PREPARE: list[str] = ["reconciler"]
 
-PREPARE: list[Preparer] = [
-    reconciler.prepare,
-]
+
+def modules_for(config: Config) -> list[ModuleType]:
+    """The worker modules `config` uses, imported (which registers their grants and needs)."""
+    return [
+        importlib.import_module(f"daemon.workers.{name}")
+        for name, uses in WORKERS.items()
+        if uses(config)
+    ]
 
 
 async def prepare_workers(services: Services) -> None:
     """Run every startup preparation, in order (each bounds its own time, none may fail)."""
-    for prepare in PREPARE:
-        await prepare(services)
+    used = {module.__name__.rsplit(".", 1)[1]: module for module in modules_for(services.config)}
+    for name in PREPARE:
+        if name in used:
+            await used[name].prepare(services)
 
 
 def worker_specs(config: Config) -> list[WorkerSpec]:
-    specs = [spec for build in BUILDERS for spec in build(config)]
+    specs: list[WorkerSpec] = [
+        spec for module in modules_for(config) for spec in module.specs(config)
+    ]
     names = [spec.name for spec in specs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
