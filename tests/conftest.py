@@ -6,32 +6,29 @@ import asyncio
 import copy
 import inspect
 import os
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tomli_w
 
+from daemon.config.models import Config
 from daemon.local_aws import free_port
-from tests.support.proc import REPO, Awsd, NotifySocket, base_env
+from daemon.outbox import Outbox
+from tests.support.aws_front import AwsFront
+from tests.support.messaging import Harness, Logs
+from tests.support.moto_server import MotoServer
+from tests.support.outbox import Delivery, StartDelivery
+from tests.support.proc import Awsd, NotifySocket, isolated
+from tests.support.proxy import FaultProxy
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # Nothing in the test run may reach a real AWS account or the instance metadata service.
-    for key in list(os.environ):
-        if key.startswith(("AWS_", "AWSD", "NOTIFY_SOCKET", "WATCHDOG_")):
-            del os.environ[key]
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_EC2_METADATA_DISABLED="true",
-    )
+    environ = isolated(os.environ)
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -71,33 +68,28 @@ async def no_leaked_tasks() -> Any:
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """A real moto server process for the whole session (the daemon's own launcher)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon.local_aws", "127.0.0.1", str(port)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=REPO,
-        env=base_env(),
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.05)
-    yield endpoint
-    assert proc.stdin is not None
-    proc.stdin.close()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    server = MotoServer().start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def aws_front(moto_endpoint: str) -> Iterator[AwsFront]:
+    """An `AwsFront` before the moto server (AWS errors, stubs, delays, partial batch failures,
+    a record of the calls): point a config's `aws.endpoint_url` at its `.url`."""
+    front = AwsFront(moto_endpoint).start()
+    yield front
+    front.stop()
+
+
+@pytest.fixture
+def fault_proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
+    """A `FaultProxy` before the moto server (refuse, reset, blackhole, delay at the TCP level):
+    point a config's `aws.endpoint_url` at its `.url`."""
+    host, port = moto_endpoint.removeprefix("http://").split(":")
+    proxy = FaultProxy(host, int(port)).start()
+    yield proxy
+    proxy.stop()
 
 
 @pytest.fixture
@@ -193,6 +185,41 @@ def awsd() -> Iterator[Callable[..., Awsd]]:
     yield start
     for proc in started:
         proc.close()
+
+
+@pytest.fixture
+async def harness(moto_endpoint: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    """The workers a config asks for, run in this process on the moto server
+    (tests/support/messaging.py); stopped at the end."""
+    h = Harness(moto_endpoint, tmp_path)
+    yield h
+    await h.stop(5.0)
+
+
+@pytest.fixture
+def logs() -> Iterator[Logs]:
+    """Every log event of this process during the test (after redaction)."""
+    capture = Logs().attach()
+    yield capture
+    capture.detach()
+
+
+@pytest.fixture
+async def delivery(moto_endpoint: str) -> AsyncIterator[StartDelivery]:
+    """Start the outbox delivery worker for an outbox (`delivery(outbox, endpoint=moto,
+    config=None)`, tests/support/outbox.py); every one is stopped at the end."""
+    started: list[Delivery] = []
+
+    async def start(
+        outbox: Outbox, endpoint: str | None = None, config: Config | None = None
+    ) -> Delivery:
+        d = Delivery(outbox, endpoint or moto_endpoint, config)
+        started.append(d)
+        return await d.start()
+
+    yield start
+    for d in started:
+        await d.stop()
 
 
 @pytest.fixture

@@ -8,10 +8,8 @@ import json
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from daemon.aws import AwsClients
 from daemon.cloudwatch_logs.batch import (
@@ -30,7 +28,7 @@ from daemon.cloudwatch_logs.shipper import LogShipper
 from daemon.config.models import Config
 from daemon.metrics import Registry
 from tests.conftest import ConfigFactory
-from tests.support.aws_faults import AwsFaultServer
+from tests.support.aws_front import AwsFront
 from tests.support.proxy import FaultProxy
 
 NOW = 1_800_000_000_000
@@ -125,13 +123,6 @@ def log_event(event: str, level: str = "info", **fields: Any) -> dict[str, Any]:
     return {"event": event, "level": level, "timestamp": "2026-01-01T00:00:00Z", **fields}
 
 
-@pytest.fixture
-def fault_server(moto_endpoint: str) -> Iterator[AwsFaultServer]:
-    server = AwsFaultServer(moto_endpoint).start()
-    yield server
-    server.stop()
-
-
 class Shipping:
     """A shipper applied to a config, closed at the end."""
 
@@ -212,22 +203,22 @@ class TestShipping:
         assert len(read_back(boto, group, "s-test")) == 20_001
 
     async def test_put_log_events_is_gzipped_and_throttling_is_retried(
-        self, configs: ConfigFactory, fault_server: AwsFaultServer, boto: Callable[[str], Any]
+        self, configs: ConfigFactory, aws_front: AwsFront, boto: Callable[[str], Any]
     ):
         group = f"/awsd/test-{uuid.uuid4().hex[:8]}"
-        configs.moto_endpoint = fault_server.url
+        configs.moto_endpoint = aws_front.url
         config = shipper_config(configs, group)
         config = config.model_copy(
             update={"aws": config.aws.model_copy(update={"max_attempts": 1})}
         )
-        fault_server.fail("PutLogEvents", 1, 400, "ThrottlingException")
-        fault_server.fail("PutLogEvents", 1, 500, "ServiceUnavailableException")
+        aws_front.fail("PutLogEvents", "ThrottlingException")
+        aws_front.fail("PutLogEvents", "ServiceUnavailableException", status=500)
         async with Shipping(config) as shipper:
             for i in range(50):
                 shipper.sink(log_event("retry me", n=i))
             assert await shipper.ship(30)
-        puts = fault_server.calls("PutLogEvents")
-        assert [p.answered for p in puts] == [400, 500, 0]
+        puts = aws_front.calls("PutLogEvents")
+        assert [p.status for p in puts] == [400, 500, 0]
         assert all(p.content_encoding == "gzip" and p.body_bytes < p.raw_bytes for p in puts)
         assert len(read_back(boto, group, "s-test")) == 50
 
@@ -247,29 +238,24 @@ class TestShipping:
         assert shipped == list(range(1000 - kept, 1000))  # the newest survive, in order
 
     async def test_the_shutdown_flush_with_the_endpoint_down_gives_up_at_the_deadline(
-        self, configs: ConfigFactory, moto_endpoint: str
+        self, configs: ConfigFactory, fault_proxy: FaultProxy
     ):
-        host, port = moto_endpoint.removeprefix("http://").split(":")
-        proxy = FaultProxy(host, int(port)).start()
-        try:
-            configs.moto_endpoint = proxy.url
-            group = f"/awsd/test-{uuid.uuid4().hex[:8]}"
-            run = Shipping(shipper_config(configs, group))
-            shipper = await run.__aenter__()
-            shipper.sink(log_event("first"))
-            assert await shipper.ship(10)
-            proxy.set_mode("blackhole")
-            for i in range(20):
-                shipper.sink(log_event("lost", n=i))
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 1.0
-            async with asyncio.timeout(30):  # a guard against a hang, not a measurement
-                await shipper.close(deadline)
-            assert not shipper.buffer
-            assert run.dropped("shutdown") == 20
-            await run.clients.close()
-        finally:
-            proxy.stop()
+        configs.moto_endpoint = fault_proxy.url
+        group = f"/awsd/test-{uuid.uuid4().hex[:8]}"
+        run = Shipping(shipper_config(configs, group))
+        shipper = await run.__aenter__()
+        shipper.sink(log_event("first"))
+        assert await shipper.ship(10)
+        fault_proxy.set_mode("blackhole")
+        for i in range(20):
+            shipper.sink(log_event("lost", n=i))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.0
+        async with asyncio.timeout(30):  # a guard against a hang, not a measurement
+            await shipper.close(deadline)
+        assert not shipper.buffer
+        assert run.dropped("shutdown") == 20
+        await run.clients.close()
 
     async def test_events_logged_by_the_shipper_itself_are_not_shipped(
         self, configs: ConfigFactory

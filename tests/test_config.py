@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ from daemon import cli
 from daemon.config import ConfigError, load_config, select_config_file
 from daemon.config.errors import EX_CONFIG
 from daemon.config.models import Config
-from tests.support.proc import REPO, base_env
+from tests.support.proc import REPO, awsd_cli
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -313,15 +311,7 @@ def test_selection_errors_exit_78(
 def test_real_process_check_config_exits_78_naming_the_field(tmp_path: Path):
     bad = write(tmp_path, "bad.toml", 'env = "x"\n[aws]\nmax_attempts = "x"\n')
     for command in ("check-config", "run"):
-        proc = subprocess.run(
-            [sys.executable, "-m", "daemon", command, "--config", str(bad)],
-            capture_output=True,
-            text=True,
-            env=base_env(),
-            cwd=REPO,
-            timeout=60,
-            check=False,
-        )
+        proc = awsd_cli(command, "--config", str(bad))
         assert proc.returncode == EX_CONFIG, proc.stderr
         assert f"{bad}: aws.max_attempts: Input should be a valid integer" in proc.stderr
         assert "Traceback" not in proc.stderr + proc.stdout

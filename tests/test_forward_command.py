@@ -23,7 +23,8 @@ from daemon.metrics import Registry
 from daemon.outbox import Outbox
 from daemon.programs import program_env
 from daemon.targets import Targets
-from tests.support.messaging import Harness, unique, wait_until
+from tests.support.messaging import Harness, unique
+from tests.support.observe import wait_until
 
 
 def record(body: bytes = b'{"t": 1}', **meta: Any) -> Record:
@@ -110,23 +111,19 @@ async def test_forward_to_kinesis_puts_a_record_with_its_partition_key(services:
     assert second.body["partition_key"] == "rec-1"  # no group or key: the record id
 
 
-async def test_forward_to_kinesis_end_to_end(moto_endpoint: str, tmp_path: Path, boto):
+async def test_forward_to_kinesis_end_to_end(harness: Harness, boto):
     kinesis = boto("kinesis")
     stream = unique("clicks")
     kinesis.create_stream(StreamName=stream, ShardCount=1)
     arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"][
         "StreamARN"
     ]
-    harness = Harness(moto_endpoint, tmp_path)
     handler_cfg = {"kind": "forward", "kinesis": arn}
     config = harness.config(sqs={"x": {"queue": unique("none"), "handler": handler_cfg}})
-    try:
-        services = await harness.start(config)
-        handler = build_handler(config.sqs["x"].handler, services)
-        await handler.handle(record(b"to the stream", partition_key="k"))
-        await wait_until(lambda: services.outbox.count == 0)
-    finally:
-        await harness.stop(2.0)
+    services = await harness.start(config)
+    handler = build_handler(config.sqs["x"].handler, services)
+    await handler.handle(record(b"to the stream", partition_key="k"))
+    await wait_until(lambda: services.outbox.count == 0)
     shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
     iterator = kinesis.get_shard_iterator(
         StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
@@ -142,20 +139,16 @@ def test_forward_needs_exactly_one_destination():
         forward(sns="t", sqs="q")
 
 
-async def test_forward_to_sqs_end_to_end(moto_endpoint: str, tmp_path: Path, boto):
+async def test_forward_to_sqs_end_to_end(harness: Harness, boto):
     name = unique("fwd")
     url = boto("sqs").create_queue(QueueName=name)["QueueUrl"]
-    harness = Harness(moto_endpoint, tmp_path)
     config = harness.config(
         sqs={"x": {"queue": unique("none"), "handler": {"kind": "forward", "sqs": name}}}
     )
-    try:
-        services = await harness.start(config)
-        handler = build_handler(config.sqs["x"].handler, services)
-        await handler.handle(record(b"hello"))
-        await wait_until(lambda: services.outbox.count == 0)
-    finally:
-        await harness.stop(2.0)
+    services = await harness.start(config)
+    handler = build_handler(config.sqs["x"].handler, services)
+    await handler.handle(record(b"hello"))
+    await wait_until(lambda: services.outbox.count == 0)
     got = boto("sqs").receive_message(QueueUrl=url, MessageAttributeNames=["All"])["Messages"]
     assert got[0]["Body"] == "hello" and got[0]["MessageAttributes"]["a"]["StringValue"] == "b"
 

@@ -29,7 +29,8 @@ from daemon.services import Services
 from daemon.supervisor import Supervisor
 from daemon.workers import worker_specs
 from tests.support.iam import Call, CallRecorder, disallowed, local_config, request_resource
-from tests.support.messaging import Logs, wait_until
+from tests.support.messaging import Logs
+from tests.support.observe import wait_until
 from tests.support.resources import unique_env
 
 ACCOUNT = "123456789012"  # moto's

@@ -3,97 +3,34 @@ retries (injected by a protocol-level front), order per partition key, the per-s
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
-from daemon.aws import AwsClients
 from daemon.config.kinesis import PartitionKeyConfig
-from daemon.config.models import AwsConfig, Config, RuntimeConfig
-from daemon.config.outbox import OutboxConfig
-from daemon.events import EventBus
+from daemon.config.models import Config
 from daemon.kinesis.producer import kinesis_message
-from daemon.metrics import Registry
-from daemon.outbox import Outbox
-from daemon.services import Services
-from daemon.supervisor import Supervisor
-from daemon.worker import WorkerSpec
-from daemon.workers.outbox import OutboxWorker
 from tests.support import kinesis as k
 from tests.support.aws_front import AwsFront
+from tests.support.observe import wait_until
+from tests.support.outbox import Delivery, StartDelivery, make_outbox
 
 
-class Producer:
-    """An outbox with its delivery worker, configured with `producer` settings."""
+@pytest.fixture
+def producer(delivery: StartDelivery) -> StartDelivery:
+    """The outbox worker with these `kinesis.producer` settings, on the moto server unless
+    `endpoint` says otherwise."""
 
-    def __init__(self, endpoint: str, producer: dict[str, Any]) -> None:
-        self.metrics = Registry()
-        self.outbox = Outbox(
-            OutboxConfig(path=":memory:", retry_initial=0.05, retry_max=0.2),
-            ":memory:",
-            metrics=self.metrics,
-            events=EventBus(self.metrics),
-        )
+    async def start(endpoint: str | None = None, **settings: Any) -> Delivery:
         config = Config.model_validate(
-            {"env": "test", "kinesis": {"producer": producer}, "runtime": {"state_dir": "/tmp"}}
+            {"env": "test", "kinesis": {"producer": settings}, "runtime": {"state_dir": "/tmp"}}
         )
-        self.clients = AwsClients(
-            AwsConfig(
-                region="us-east-1", endpoint_url=endpoint, max_attempts=1, retry_mode="standard"
-            )
-        )
-        self.services = Services(
-            config,
-            metrics=self.metrics,
-            events=self.outbox.events,
-            clients=self.clients,
-            outbox=self.outbox,
-        )
-        self.supervisor = Supervisor(Registry())
+        outbox = make_outbox(retry_initial=0.05, retry_max=0.2)
+        return await delivery(outbox, endpoint, config)
 
-    async def start(self) -> Producer:
-        spec = WorkerSpec("outbox", "outbox", "1", OutboxWorker)
-        loop = asyncio.get_running_loop()
-        await self.supervisor.apply(
-            [spec], self.services, RuntimeConfig(state_dir="/tmp"), loop.time() + 5
-        )
-        return self
-
-    def metric(self, name: str) -> float:
-        for family in self.metrics.families():
-            if family.name == name:
-                return sum(child.value for _, child in family.series())  # type: ignore[union-attr]
-        return 0.0
-
-    async def stop(self) -> None:
-        await self.supervisor.stop_all(asyncio.get_running_loop().time() + 5)
-        await self.clients.close()
-        await self.outbox.close()
-
-
-@pytest.fixture
-async def producer(moto_endpoint: str) -> AsyncIterator[Callable[..., Any]]:
-    started: list[Producer] = []
-
-    async def start(endpoint: str = moto_endpoint, **settings: Any) -> Producer:
-        p = await Producer(endpoint, settings).start()
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        await p.stop()
-
-
-@pytest.fixture
-def front(moto_endpoint: str) -> Iterator[AwsFront]:
-    proxy = AwsFront(moto_endpoint).start()
-    yield proxy
-    proxy.stop()
+    return start
 
 
 def read_stream(kinesis: Any, stream: str) -> list[tuple[str, str]]:
@@ -132,17 +69,17 @@ async def test_records_reach_the_stream_in_batches(boto, producer):
     k.create_stream(kinesis, stream, 4)
     p = await producer()
     await p.outbox.put_many(numbered(stream, 1200, keys=10))
-    await k.wait_until(lambda: p.outbox.count == 0)
+    await wait_until(lambda: p.outbox.count == 0)
     records = read_stream(kinesis, stream)
     assert len(records) == 1200
     assert all(ns == sorted(ns) for ns in order_per_key(records).values())
 
 
-async def test_failed_records_alone_are_retried(boto, producer, front):
+async def test_failed_records_alone_are_retried(boto, producer, aws_front: AwsFront):
     stream = k.stream_name()
     kinesis = boto("kinesis")
     k.create_stream(kinesis, stream, 2)
-    p = await producer(front.url)
+    p = await producer(aws_front.url)
     attempts: dict[str, int] = {}
 
     def fail_once_for_every_third(entry: dict[str, Any]) -> bool:
@@ -151,9 +88,9 @@ async def test_failed_records_alone_are_retried(boto, producer, front):
         attempts[data] = attempts.get(data, 0) + 1
         return n % 3 == 0 and attempts[data] == 1
 
-    front.fail_put = fail_once_for_every_third
+    aws_front.fail_records(fail_once_for_every_third)
     await p.outbox.put_many(numbered(stream, 90, keys=90))  # one record per key
-    await k.wait_until(lambda: p.outbox.count == 0)
+    await wait_until(lambda: p.outbox.count == 0)
     records = read_stream(kinesis, stream)
     assert sorted(json.loads(d)["n"] for _, d in records) == list(range(90))  # no duplicate
     assert max(attempts.values()) == 2 and sum(attempts.values()) == 120
@@ -161,7 +98,9 @@ async def test_failed_records_alone_are_retried(boto, producer, front):
     assert p.metric("awsd_kinesis_put_reordered_total") == 0  # distinct keys: nothing to reorder
 
 
-async def test_strict_order_keeps_order_per_key_through_partial_failures(boto, producer, front):
+async def test_strict_order_keeps_order_per_key_through_partial_failures(
+    boto, producer, aws_front: AwsFront
+):
     loose, strict = k.stream_name(), k.stream_name()
     kinesis = boto("kinesis")
     for stream in (loose, strict):
@@ -175,13 +114,13 @@ async def test_strict_order_keeps_order_per_key_through_partial_failures(boto, p
             return True
         return False
 
-    front.fail_put = fail_first_try_of_every_fifth
-    p_loose = await producer(front.url)
+    aws_front.fail_records(fail_first_try_of_every_fifth)
+    p_loose = await producer(aws_front.url)
     await p_loose.outbox.put_many(numbered(loose, 40, keys=2))
-    await k.wait_until(lambda: p_loose.outbox.count == 0)
-    p_strict = await producer(front.url, strict_order=True)
+    await wait_until(lambda: p_loose.outbox.count == 0)
+    p_strict = await producer(aws_front.url, strict_order=True)
     await p_strict.outbox.put_many(numbered(strict, 40, keys=2))
-    await k.wait_until(lambda: p_strict.outbox.count == 0)
+    await wait_until(lambda: p_strict.outbox.count == 0)
     # Without strict order, a retried record lands after later records of its key (counted).
     loose_order = order_per_key(read_stream(kinesis, loose))
     assert any(ns != sorted(ns) for ns in loose_order.values())
@@ -198,10 +137,10 @@ async def test_the_per_shard_rate_limit_paces_instead_of_being_throttled(boto, p
     k.create_stream(kinesis, stream, 2)
     p = await producer(shard_records_per_second=40)
     await p.outbox.put_many(numbered(stream, 120, keys=4))
-    await k.wait_until(lambda: p.outbox.count == 0)
+    await wait_until(lambda: p.outbox.count == 0)
     assert p.metric("awsd_kinesis_put_rate_wait_seconds_total") == 0  # a full bucket to start
     await p.outbox.put_many(numbered(stream, 120, keys=4))
-    await k.wait_until(lambda: p.outbox.count == 0)
+    await wait_until(lambda: p.outbox.count == 0)
     assert len(read_stream(kinesis, stream)) == 240
     # The first call took about 60 records per shard, 20 more than a second's worth at 40/s:
     # the next call waited for that debt instead of being throttled by AWS.

@@ -8,10 +8,7 @@ import asyncio
 import gzip
 import json
 import sqlite3
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +18,9 @@ import pytest
 
 from daemon.kinesis.deagg import aggregate
 from daemon.kinesis.shards import hash_key
-from daemon.local_aws import free_port
 from tests.support import kinesis as k
-from tests.support.aws_front import AwsFront
-from tests.support.proc import REPO, base_env
+from tests.support.moto_server import MotoServer
+from tests.support.observe import wait_until
 
 FAST = {"idle_interval": 0.05, "shard_refresh_interval": 5}
 
@@ -56,7 +52,7 @@ async def test_every_shard_is_read_once_in_order_per_key(tmp_path, boto, moto_en
     k.put(kinesis, stream, produced)
     r = await k.Reader(k.reader_config(tmp_path, moto_endpoint, {"r": reader(stream)})).start()
     try:
-        await k.wait_until(lambda: len(k.SEEN[stream]) >= 400)
+        await wait_until(lambda: len(k.SEEN[stream]) >= 400)
         health = r.worker("r").health()
     finally:
         await r.stop()
@@ -71,7 +67,7 @@ async def test_every_shard_is_read_once_in_order_per_key(tmp_path, boto, moto_en
     k.put(kinesis, stream, k.keyed(40, prefix="later", start=400))
     again = await k.Reader(k.reader_config(tmp_path, moto_endpoint, {"r": reader(stream)})).start()
     try:
-        await k.wait_until(lambda: len(k.SEEN[stream]) >= 440)
+        await wait_until(lambda: len(k.SEEN[stream]) >= 440)
         await asyncio.sleep(0.3)  # a duplicate would show up here
     finally:
         await again.stop()
@@ -79,29 +75,22 @@ async def test_every_shard_is_read_once_in_order_per_key(tmp_path, boto, moto_en
     assert sum(t.startswith("later") for t in texts(stream)) == 40
 
 
-@pytest.fixture
-def front(moto_endpoint: str) -> Iterator[AwsFront]:
-    proxy = AwsFront(moto_endpoint).start()
-    yield proxy
-    proxy.stop()
-
-
-async def test_expired_iterators_and_throttling_lose_and_repeat_nothing(tmp_path, boto, front):
+async def test_expired_iterators_and_throttling_lose_and_repeat_nothing(tmp_path, boto, aws_front):
     stream = k.stream_name()
     kinesis = boto("kinesis")
     k.create_stream(kinesis, stream, 2)
     k.put(kinesis, stream, k.keyed(100, prefix="a"))
-    front.inject("GetRecords", "ProvisionedThroughputExceededException", times=8)
-    config = k.reader_config(tmp_path, front.url, {"r": reader(stream, retry_max=0.2)})
+    aws_front.fail("GetRecords", "ProvisionedThroughputExceededException", times=8)
+    config = k.reader_config(tmp_path, aws_front.url, {"r": reader(stream, retry_max=0.2)})
     # botocore's adaptive mode would also slow the whole client after throttles; standard
     # keeps this test about the reader's own backoff.
     config["aws"]["retry_mode"] = "standard"
     r = await k.Reader(config).start()
     try:
-        await k.wait_until(lambda: len(k.SEEN[stream]) >= 100)
-        front.inject("GetRecords", "ExpiredIteratorException", times=3)
+        await wait_until(lambda: len(k.SEEN[stream]) >= 100)
+        aws_front.fail("GetRecords", "ExpiredIteratorException", times=3)
         k.put(kinesis, stream, k.keyed(100, prefix="b", start=100))
-        await k.wait_until(lambda: len(k.SEEN[stream]) >= 200)
+        await wait_until(lambda: len(k.SEEN[stream]) >= 200)
         await asyncio.sleep(0.3)
         expired = r.metric("awsd_kinesis_expired_iterators_total")
         throttles = r.metric("awsd_kinesis_throttles_total")
@@ -113,31 +102,32 @@ async def test_expired_iterators_and_throttling_lose_and_repeat_nothing(tmp_path
         [d.decode() for _, d in k.keyed(100, prefix="a") + k.keyed(100, prefix="b", start=100)]
     )
     assert k.per_key_order_holds(texts(stream))
-    assert expired == 3 and front.faults["GetRecords:ExpiredIteratorException"] == 3
+    injected = [c.error for c in aws_front.calls("GetRecords")]
+    assert expired == 3 and injected.count("ExpiredIteratorException") == 3
     assert throttles >= 1  # botocore retries some itself; the rest reach the reader's backoff
     assert behind >= 0
 
 
-async def test_a_stalled_handler_pauses_fetching_and_loses_nothing(tmp_path, boto, front):
+async def test_a_stalled_handler_pauses_fetching_and_loses_nothing(tmp_path, boto, aws_front):
     stream = k.stream_name()
     kinesis = boto("kinesis")
     k.create_stream(kinesis, stream, 1)
     k.put(kinesis, stream, k.keyed(120))
     k.GATES[stream] = asyncio.Event()
     cfg = reader(stream, "stall", buffer_records=20, max_records=7)
-    r = await k.Reader(k.reader_config(tmp_path, front.url, {"r": cfg})).start()
+    r = await k.Reader(k.reader_config(tmp_path, aws_front.url, {"r": cfg})).start()
     try:
         consumer = None
-        await k.wait_until(lambda: bool(r.worker("r").running))
+        await wait_until(lambda: bool(r.worker("r").running))
         consumer = next(iter(r.worker("r").running.values())).consumer
-        await k.wait_until(consumer.buffer.full)
-        calls = front.calls["GetRecords"]
+        await wait_until(consumer.buffer.full)
+        calls = len(aws_front.calls("GetRecords"))
         await asyncio.sleep(0.5)  # ten idle intervals: a fetch would happen if it could
-        assert front.calls["GetRecords"] == calls
+        assert len(aws_front.calls("GetRecords")) == calls
         # Exactly at the limit: each GetRecords asked for no more than the free room.
         assert consumer.buffer.records == 20 and len(k.SEEN[stream]) == 0
         k.GATES[stream].set()
-        await k.wait_until(lambda: len(k.SEEN[stream]) >= 120)
+        await wait_until(lambda: len(k.SEEN[stream]) >= 120)
     finally:
         k.GATES[stream].set()
         await r.stop()
@@ -157,7 +147,7 @@ async def test_failed_records_are_retried_in_place_or_skipped(tmp_path, boto, mo
     }
     r = await k.Reader(k.reader_config(tmp_path, moto_endpoint, readers)).start()
     try:
-        await k.wait_until(lambda: len(k.SEEN[retry]) >= 10 and len(k.SEEN[skip]) >= 7)
+        await wait_until(lambda: len(k.SEEN[retry]) >= 10 and len(k.SEEN[skip]) >= 7)
         skipped = r.metric("awsd_kinesis_skipped_total", reader="skip")
         failures = r.metric("awsd_kinesis_handler_failures_total", reader="retry")
     finally:
@@ -186,7 +176,7 @@ async def test_kpl_aggregated_records_reach_handlers_one_by_one(tmp_path, boto, 
         k.reader_config(tmp_path, moto_endpoint, {"r": reader(stream, decoder="text")})
     ).start()
     try:
-        await k.wait_until(lambda: len(k.SEEN[stream]) >= 4)
+        await wait_until(lambda: len(k.SEEN[stream]) >= 4)
         await asyncio.sleep(0.2)
         dropped = r.metric("awsd_kinesis_dropped_subrecords_total")
     finally:
@@ -200,28 +190,9 @@ async def test_kpl_aggregated_records_reach_handlers_one_by_one(tmp_path, boto, 
 @pytest.fixture(scope="module")
 def reshard_endpoint() -> Iterator[str]:
     """A moto server with AWS's resharding behaviour (see tests/support/moto_kinesis.py)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.moto_kinesis", "127.0.0.1", str(port)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=REPO,
-        env=base_env(),
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
-                break
-        except OSError:
-            assert time.monotonic() < deadline and proc.poll() is None, "moto did not start"
-            time.sleep(0.05)
-    yield url
-    assert proc.stdin is not None
-    proc.stdin.close()
-    proc.wait(10)
+    server = MotoServer("tests.support.moto_kinesis").start()
+    yield server.url
+    server.stop()
 
 
 async def test_split_and_merge_during_consumption_keep_order_per_key(tmp_path, reshard_endpoint):
@@ -235,7 +206,7 @@ async def test_split_and_merge_during_consumption_keep_order_per_key(tmp_path, r
     r = await k.Reader(k.reader_config(tmp_path, reshard_endpoint, {"r": cfg})).start()
     try:
         k.GATES[stream].set()
-        await k.wait_until(lambda: len(k.SEEN[stream]) >= 50)
+        await wait_until(lambda: len(k.SEEN[stream]) >= 50)
         # Split shard 0 while its records are still being read, then write more.
         kinesis.split_shard(
             StreamName=stream, ShardToSplit="shardId-000000000000", NewStartingHashKey=str(2**126)
@@ -248,7 +219,7 @@ async def test_split_and_merge_during_consumption_keep_order_per_key(tmp_path, r
             AdjacentShardToMerge="shardId-000000000003",
         )
         k.put(kinesis, stream, records[600:])
-        await k.wait_until(lambda: len(k.SEEN[stream]) >= 900, timeout=60)
+        await wait_until(lambda: len(k.SEEN[stream]) >= 900, timeout=60)
         await asyncio.sleep(0.3)
         health = r.worker("r").health()
     finally:
@@ -297,7 +268,7 @@ async def test_archive_objects_hold_exactly_the_records_and_checkpoint_after_wri
     cfg = reader(stream, handler="", archive=archive)
     r = await k.Reader(k.reader_config(tmp_path, moto_endpoint, {"r": cfg})).start()
     try:
-        await k.wait_until(lambda: r.metric("awsd_kinesis_records_total") >= 150)
+        await wait_until(lambda: r.metric("awsd_kinesis_records_total") >= 150)
         await asyncio.sleep(0.2)
         # Everything handled, nothing written yet: the checkpoints have not moved.
         assert set(checkpoints(tmp_path).values()) == {"TRIM_HORIZON"}
@@ -325,7 +296,7 @@ async def test_a_handler_past_its_timeout_is_cancelled_and_the_record_retried(
     cfg = reader(stream, "slow", handler_timeout=0.3, retry_max=0.1)
     r = await k.Reader(k.reader_config(tmp_path, moto_endpoint, {"r": cfg})).start()
     try:
-        await k.wait_until(lambda: len(k.SEEN[stream]) >= 5)
+        await wait_until(lambda: len(k.SEEN[stream]) >= 5)
         failures = r.metric("awsd_kinesis_handler_failures_total")
     finally:
         await r.stop()

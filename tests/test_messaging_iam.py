@@ -8,13 +8,14 @@ import pytest
 
 from daemon.iam import action_for, allows, policy
 from tests.support import handlers
-from tests.support.messaging import Harness, unique, wait_until
+from tests.support.messaging import Harness, unique
+from tests.support.observe import wait_until
 
 ACCOUNT = "123456789012"
 
 
 async def test_every_call_of_a_poller_forwarding_and_a_publisher_is_allowed(
-    moto_endpoint: str, tmp_path: Any, boto
+    harness: Harness, tmp_path: Any, boto
 ):
     handlers.reset()
     sqs, sns = boto("sqs"), boto("sns")
@@ -23,7 +24,6 @@ async def test_every_call_of_a_poller_forwarding_and_a_publisher_is_allowed(
     topic = sns.create_topic(Name=unique("t"))["TopicArn"]
     reading = tmp_path / "value"
     reading.write_text("1")
-    harness = Harness(moto_endpoint, tmp_path)
     forward = {"kind": "forward", "sns": topic}
     config = harness.config(
         sqs={
@@ -39,18 +39,15 @@ async def test_every_call_of_a_poller_forwarding_and_a_publisher_is_allowed(
     sqs.send_message_batch(
         QueueUrl=inbox, Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(6)]
     )
-    try:
-        services = await harness.start(config)
-        await wait_until(
-            lambda: (
-                harness.worker("sqs:a").m.processed.value
-                + harness.worker("sqs:b").m.processed.value
-                == 6
-            )
+    services = await harness.start(config)
+    await wait_until(
+        lambda: (
+            harness.worker("sqs:a").m.processed.value + harness.worker("sqs:b").m.processed.value
+            == 6
         )
-        await wait_until(lambda: services.outbox.count == 0)
-    finally:
-        await harness.stop(3.0)
+    )
+    await wait_until(lambda: services.outbox.count == 0)
+    await harness.stop(3.0)  # the calls made while stopping are checked too
     document = policy(config, account=ACCOUNT, region="us-east-1")
     calls = harness.metrics.counter("awsd_aws_api_calls_total", "", ("service", "operation"))
     made = {(labels["service"], labels["operation"]) for labels, c in calls.series() if c.value}
@@ -64,37 +61,23 @@ async def test_every_call_of_a_poller_forwarding_and_a_publisher_is_allowed(
 def test_check_config_names_what_messaging_sections_get_wrong(offline_configs: Any):
     from daemon.config import ConfigError, load_config
 
-    path = offline_configs.write(
-        {
-            "sqs": {
-                "a": {"queue": "orders", "handler": {"kind": "forward", "sns": "alerts"}},
-                "b": {
-                    "queue": "https://sqs.eu-west-1.amazonaws.com/123456789012/q",
-                    "handler": {"kind": "python", "entrypoint": "no_such_module:f"},
-                },
-                "c": {"queue": "arn:aws:sqs:eu-west-1:123456789012:q", "batch_size": 11},
-            },
-            "sns": {"readings": {"r": {"file": "/dev/null"}}},
+    # The field errors come first (then the cross checks do not run), so twice: with and
+    # without `c`.
+    sqs = {
+        "a": {"queue": "orders", "handler": {"kind": "forward", "sns": "alerts"}},
+        "b": {
+            "queue": "https://sqs.eu-west-1.amazonaws.com/123456789012/q",
+            "handler": {"kind": "python", "entrypoint": "no_such_module:f"},
         },
-        health=False,
-    )
+    }
+    readings = {"readings": {"r": {"file": "/dev/null"}}}
+    bad_batch = {"c": {"queue": "arn:aws:sqs:eu-west-1:123456789012:q", "batch_size": 11}}
+    path = offline_configs.write({"sqs": {**sqs, **bad_batch}, "sns": readings}, health=False)
     with pytest.raises(ConfigError) as failure:
         load_config(path)
     text = failure.value.render()
     assert "sqs.c.batch_size: Input should be less than or equal to 10" in text
-    path = offline_configs.write(
-        {
-            "sqs": {
-                "a": {"queue": "orders", "handler": {"kind": "forward", "sns": "alerts"}},
-                "b": {
-                    "queue": "https://sqs.eu-west-1.amazonaws.com/123456789012/q",
-                    "handler": {"kind": "python", "entrypoint": "no_such_module:f"},
-                },
-            },
-            "sns": {"readings": {"r": {"file": "/dev/null"}}},
-        },
-        health=False,
-    )
+    path = offline_configs.write({"sqs": sqs, "sns": readings}, health=False)
     with pytest.raises(ConfigError) as failure:
         load_config(path)
     text = failure.value.render()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +14,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import ConfigFactory
-from tests.support.messaging import queue_attributes, unique
-from tests.support.proc import REPO, Awsd, base_env
+from tests.support.messaging import queue_attributes, receive_bodies, subscribe_queue, unique
+from tests.support.proc import Awsd, awsd_cli
 from tests.support.proxy import FaultProxy
 
 pytestmark = pytest.mark.slow
@@ -24,16 +23,8 @@ pytestmark = pytest.mark.slow
 LOGGED = {"kind": "python", "entrypoint": "tests.support.handlers:logged"}
 
 
-def cli(config: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "daemon", "publish", "--config", str(config), *args],
-        input=stdin,
-        capture_output=True,
-        check=False,
-        cwd=REPO,
-        env=base_env(),
-        timeout=60,
-    )
+def cli(config: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    return awsd_cli("publish", "--config", str(config), *args, stdin=stdin)
 
 
 def topic_and_queues(boto: Callable[[str], Any], **raw: bool) -> tuple[str, dict[str, str]]:
@@ -47,13 +38,7 @@ def topic_and_queues(boto: Callable[[str], Any], **raw: bool) -> tuple[str, dict
         url = sqs.create_queue(QueueName=unique(key), Attributes={"VisibilityTimeout": "30"})[
             "QueueUrl"
         ]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-        sns.subscribe(
-            TopicArn=arn,
-            Protocol="sqs",
-            Endpoint=queue_arn["Attributes"]["QueueArn"],
-            Attributes={"RawMessageDelivery": str(is_raw).lower()},
-        )
+        subscribe_queue(boto, arn, url, raw=is_raw)
         urls[key] = url
     return arn, urls
 
@@ -62,19 +47,6 @@ def handled(proc: Awsd, worker: str | None = None) -> list[dict[str, Any]]:
     return [
         e for e in proc.logs.matching("test handled") if worker is None or e.get("worker") == worker
     ]
-
-
-def receive_everything(boto: Callable[[str], Any], url: str, expect: int) -> list[str]:
-    sqs = boto("sqs")
-    bodies: list[str] = []
-    for _ in range(40):
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        for message in got.get("Messages", []):
-            bodies.append(message["Body"])
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        if len(bodies) >= expect:
-            break
-    return bodies
 
 
 def wait_status(proc: Awsd, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30):
@@ -109,7 +81,7 @@ def test_sns_to_sqs_fan_out_end_to_end_with_awsd_publish(
     proc.wait_ready()
     result = cli(path, "--attr", "k=v", "--wait", "20", "hello fan-out")
     assert result.returncode == 0, result.stderr
-    assert b"accepted: outbox id" in result.stdout and b"delivered" in result.stdout
+    assert "accepted: outbox id" in result.stdout and "delivered" in result.stdout
     proc.logs.wait_for("test handled", body="hello fan-out", kind="text", worker="sqs:raw")
     proc.logs.wait_for("test handled", body="hello fan-out", kind="sns", worker="sqs:env")
     for worker in ("sqs:raw", "sqs:env"):
@@ -132,29 +104,29 @@ def test_awsd_publish_refuses_bad_input_with_clear_errors(
     path = configs.write({"sns": {"topic": topic}})
     not_running = cli(path, "hello")
     assert not_running.returncode == 69
-    assert b"cannot reach the daemon" in not_running.stderr
+    assert "cannot reach the daemon" in not_running.stderr
     proc = awsd(path)
     proc.wait_ready()
     for args, stdin, reason in [
-        (("-",), b"x" * 300_000, b"SNS takes at most 262144"),
-        (("-",), b"\xff\xfe not text", b"stdin is not UTF-8"),
-        (("--attr", "AWS.reserved=1", "m"), None, b"name 'AWS.reserved' is invalid"),
-        (("--phone", "0123 456", "m"), None, b"not an E.164 phone number"),
-        (("--phone", "+15555550100", "x" * 200), None, b"one SMS holds 140 bytes"),
-        (("--topic", "t.fifo", "m"), None, b"needs a group_id"),
-        (("--subject", "line\nbreak", "m"), None, b"without line breaks"),
-        (("",), None, b"the message is empty"),
+        (("-",), b"x" * 300_000, "SNS takes at most 262144"),
+        (("-",), b"\xff\xfe not text", "stdin is not UTF-8"),
+        (("--attr", "AWS.reserved=1", "m"), None, "name 'AWS.reserved' is invalid"),
+        (("--phone", "0123 456", "m"), None, "not an E.164 phone number"),
+        (("--phone", "+15555550100", "x" * 200), None, "one SMS holds 140 bytes"),
+        (("--topic", "t.fifo", "m"), None, "needs a group_id"),
+        (("--subject", "line\nbreak", "m"), None, "without line breaks"),
+        (("",), None, "the message is empty"),
     ]:
         result = cli(path, *args, stdin=stdin)
         assert result.returncode == 65, (args, result.stderr)
-        assert reason in result.stderr and b"Traceback" not in result.stderr
+        assert reason in result.stderr and "Traceback" not in result.stderr
     status, answer = proc.http("/publish", method="POST", body=b"{not json")
     assert status == 400 and answer["error"] == "the request body is not JSON"
     assert cli(path, "-", stdin=b"from stdin").returncode == 0
     proc.stop()
     no_publisher = configs.write({}, name="plain.toml")
     result = cli(no_publisher, "m")
-    assert result.returncode == 78 and b"no [sns] section" in result.stderr
+    assert result.returncode == 78 and "no [sns] section" in result.stderr
 
 
 def test_sigterm_with_messages_in_flight_releases_them_and_loses_nothing(
@@ -183,7 +155,7 @@ def test_sigterm_with_messages_in_flight_releases_them_and_loses_nothing(
     assert counts["ApproximateNumberOfMessagesNotVisible"] == 0
     assert counts["ApproximateNumberOfMessages"] == 6
     done = {e["body"] for e in handled(proc)}
-    left = set(receive_everything(boto, url, 6))
+    left = set(receive_bodies(boto, url, 6))
     assert done | left == set(bodies) and not done & left
 
 
@@ -220,30 +192,22 @@ def test_sigkill_mid_batch_then_restart_processes_every_message_at_least_once(
     assert second.stop() == 0
 
 
-@pytest.fixture
-def proxy(moto_endpoint: str) -> Any:
-    host, port = moto_endpoint.removeprefix("http://").split(":")
-    fault = FaultProxy(host, int(port)).start()
-    yield fault
-    fault.stop()
-
-
 def test_endpoint_down_for_10s_while_publishing_loses_nothing(
-    configs: ConfigFactory, awsd: Callable[..., Awsd], boto, proxy: FaultProxy, tmp_path: Path
+    configs: ConfigFactory, awsd: Callable[..., Awsd], boto, fault_proxy: FaultProxy, tmp_path: Path
 ):
     topic, urls = topic_and_queues(boto, q=True)
     reading = tmp_path / "level"
     reading.write_text("7")
     path = configs.write(
         {
-            "aws": {"endpoint_url": proxy.url, "read_timeout": 2.0},
+            "aws": {"endpoint_url": fault_proxy.url, "read_timeout": 2.0},
             "outbox": {"retry_initial": 0.2, "retry_max": 1.0},
             "sns": {"topic": topic, "readings": {"level": {"file": str(reading), "interval": 0.5}}},
         }
     )
     proc = awsd(path)
     proc.wait_ready()
-    proxy.set_mode("refuse")
+    fault_proxy.set_mode("refuse")
     outage_ends = time.monotonic() + 10.0
     sent = []
     while time.monotonic() < outage_ends:
@@ -253,40 +217,40 @@ def test_endpoint_down_for_10s_while_publishing_loses_nothing(
         sent.append(f"during-{len(sent)}")
         time.sleep(0.5)
     proc.logs.wait_for("outbox delivery failed; retrying later")
-    proxy.set_mode("pass")
+    fault_proxy.set_mode("pass")
     final = wait_status(
         proc, lambda s: s["workers"]["outbox"]["outbox"]["waiting"] == 0, timeout=60
     )
     readings = final["workers"]["sns"]["readings"]["level"]["published"]
     assert proc.stop() == 0
-    bodies = receive_everything(boto, urls["q"], len(sent) + readings)
+    bodies = receive_bodies(boto, urls["q"], len(sent) + readings)
     assert sorted(b for b in bodies if b.startswith("during-")) == sorted(sent)
     assert len([b for b in bodies if '"name":"level"' in b]) >= readings
 
 
 def test_the_sns_outbox_survives_a_restart(
-    configs: ConfigFactory, awsd: Callable[..., Awsd], boto, proxy: FaultProxy
+    configs: ConfigFactory, awsd: Callable[..., Awsd], boto, fault_proxy: FaultProxy
 ):
     topic, urls = topic_and_queues(boto, q=True)
     path = configs.write(
         {
-            "aws": {"endpoint_url": proxy.url, "read_timeout": 2.0},
+            "aws": {"endpoint_url": fault_proxy.url, "read_timeout": 2.0},
             "outbox": {"retry_initial": 0.2, "retry_max": 0.5},
             "sns": {"topic": topic},
         }
     )
-    proxy.set_mode("refuse")
+    fault_proxy.set_mode("refuse")
     first = awsd(path)
     first.wait_ready()
     for i in range(5):
         assert cli(path, f"kept-{i}").returncode == 0
     assert first.stop() == 0
-    proxy.set_mode("pass")
+    fault_proxy.set_mode("pass")
     second = awsd(path)
     second.logs.wait_for("outbox has messages from before; delivering them first", waiting=5)
     wait_status(second, lambda s: s["workers"]["outbox"]["outbox"]["waiting"] == 0)
     assert second.stop() == 0
-    assert sorted(receive_everything(boto, urls["q"], 5)) == [f"kept-{i}" for i in range(5)]
+    assert sorted(receive_bodies(boto, urls["q"], 5)) == [f"kept-{i}" for i in range(5)]
 
 
 def test_awsd_publish_to_a_kinesis_stream(configs: ConfigFactory, awsd: Callable[..., Awsd], boto):
@@ -299,9 +263,9 @@ def test_awsd_publish_to_a_kinesis_stream(configs: ConfigFactory, awsd: Callable
     proc.wait_ready()
     result = cli(path, "--stream", arn, "--partition-key", "pi-7", "--wait", "20", '{"t": 21.5}')
     assert result.returncode == 0, result.stderr
-    assert f"kinesis:{arn}".encode() in result.stdout
+    assert f"kinesis:{arn}" in result.stdout
     refused = cli(path, "--stream", arn, "--subject", "nope", "x")
-    assert refused.returncode == 65 and b"SNS fields, not for a Kinesis record" in refused.stderr
+    assert refused.returncode == 65 and "SNS fields, not for a Kinesis record" in refused.stderr
     assert cli(path, "--partition-key", "k", "x").returncode == 65
     shard = kinesis.list_shards(StreamName=name)["Shards"][0]["ShardId"]
     iterator = kinesis.get_shard_iterator(

@@ -5,10 +5,11 @@ Prometheus text against prometheus_client's parser)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -35,15 +36,31 @@ from daemon.metrics.export import MetricsExport
 from daemon.metrics.prometheus import render
 from daemon.metrics.snapshot import Point, Selector, Snapshots, unit_for
 from tests.conftest import ConfigFactory
-from tests.support.aws_faults import AwsFaultServer
+from tests.support.aws_front import AwsFront
 from tests.support.proxy import FaultProxy
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-def config_for(configs: ConfigFactory, **metrics: Any) -> Config:
-    data = configs.data({"metrics": metrics})
+def config_for(configs: ConfigFactory, *, max_attempts: int = 2, **metrics: Any) -> Config:
+    data = configs.data({"metrics": metrics, "aws": {"max_attempts": max_attempts}})
     return Config.model_validate(data)
+
+
+@contextlib.asynccontextmanager
+async def exporting(
+    config: Config, registry: Registry, **options: Any
+) -> AsyncIterator[MetricsExport]:
+    """A `MetricsExport` applied to `config`; closed at the end (its final flush included), and
+    its AWS clients with it."""
+    export = MetricsExport(registry, **options)
+    clients = AwsClients(config.aws, metrics=registry)
+    try:
+        await export.apply(config, clients)
+        yield export
+    finally:
+        await export.close(asyncio.get_running_loop().time() + 5)
+        await clients.close()
 
 
 def statistics(cloudwatch: Any, namespace: str, name: str, **dims: str) -> dict[str, float]:
@@ -59,13 +76,6 @@ def statistics(cloudwatch: Any, namespace: str, name: str, **dims: str) -> dict[
     )["Datapoints"]
     assert len(points) == 1, points
     return points[0]
-
-
-@pytest.fixture
-def fault_server(moto_endpoint: str) -> Iterator[AwsFaultServer]:
-    server = AwsFaultServer(moto_endpoint).start()
-    yield server
-    server.stop()
 
 
 class TestRegistry:
@@ -231,19 +241,16 @@ class TestCloudWatchExport:
     async def flush_once(
         self, configs: ConfigFactory, registry: Registry, max_attempts: int = 2, **metrics: Any
     ) -> None:
-        config = config_for(configs, cloudwatch={"enabled": True}, flush_interval=3600, **metrics)
-        config = config.model_copy(
-            update={"aws": config.aws.model_copy(update={"max_attempts": max_attempts})}
+        config = config_for(
+            configs,
+            cloudwatch={"enabled": True},
+            flush_interval=3600,
+            max_attempts=max_attempts,
+            **metrics,
         )
-        export = MetricsExport(registry)
-        clients = AwsClients(config.aws, metrics=registry)
-        try:
-            await export.apply(config, clients)
+        async with exporting(config, registry) as export:
             await export.flush()
             assert not export.cloudwatch.buffer
-        finally:
-            await export.close(asyncio.get_running_loop().time() + 5)
-            await clients.close()
 
     async def test_metrics_land_in_cloudwatch_and_statistics_aggregate(
         self, configs: ConfigFactory, boto: Callable[[str], Any]
@@ -260,17 +267,11 @@ class TestCloudWatchExport:
         config = config_for(
             configs, namespace=namespace, cloudwatch={"enabled": True}, flush_interval=3600
         )
-        export = MetricsExport(reg)
-        clients = AwsClients(config.aws, metrics=reg)
-        try:
-            await export.apply(config, clients)
+        async with exporting(config, reg) as export:
             await export.flush()
             hist.observe(10.0)
             counter.inc(2)
             await export.flush()
-        finally:
-            await export.close(asyncio.get_running_loop().time() + 5)
-            await clients.close()
         cw = boto("cloudwatch")
         host = {"environment": "test", "host": __import__("daemon.identity").identity.hostname()}
         lat = statistics(cw, namespace, "awsd_probe_latency_seconds", **host, endpoint="a")
@@ -306,16 +307,16 @@ class TestCloudWatchExport:
         assert stats["Minimum"] == 0.01 and stats["Maximum"] == 1.0
 
     async def test_2500_series_go_in_three_gzipped_calls(
-        self, configs: ConfigFactory, fault_server: AwsFaultServer
+        self, configs: ConfigFactory, aws_front: AwsFront
     ):
         reg = Registry()
         family = reg.histogram("awsd_probe_latency_seconds", "l", ("endpoint",))
         for i in range(2500):
             family.labels(endpoint=f"https://site-{i}.example").observe(0.1)
-        fault_server.accept("PutMetricData", 3)
-        configs.moto_endpoint = fault_server.url
+        aws_front.stub("PutMetricData", times=3)
+        configs.moto_endpoint = aws_front.url
         await self.flush_once(configs, reg, include=["awsd_probe_*"])
-        calls = fault_server.calls("PutMetricData")
+        calls = aws_front.calls("PutMetricData")
         assert len(calls) == 3  # the final flush at close has nothing new to send
         assert all(c.content_encoding == "gzip" and c.body_bytes < c.raw_bytes for c in calls)
         assert all(c.raw_bytes <= MAX_BYTES for c in calls)
@@ -323,63 +324,56 @@ class TestCloudWatchExport:
         assert sent.labels(exporter="cloudwatch").value == 2500
 
     async def test_throttling_and_5xx_are_retried_until_the_data_lands(
-        self, configs: ConfigFactory, fault_server: AwsFaultServer, boto: Callable[[str], Any]
+        self, configs: ConfigFactory, aws_front: AwsFront, boto: Callable[[str], Any]
     ):
         namespace = f"test-{uuid.uuid4().hex[:8]}"
         reg = Registry()
         reg.counter("awsd_retried_total", "r").labels().inc(3)
-        fault_server.fail("PutMetricData", 1, 400, "Throttling")
-        fault_server.fail("PutMetricData", 1, 503, "ServiceUnavailable")
-        configs.moto_endpoint = fault_server.url
+        aws_front.fail("PutMetricData", "Throttling")
+        aws_front.fail("PutMetricData", "ServiceUnavailable", status=503)
+        configs.moto_endpoint = aws_front.url
         # botocore's own retries off: what retries here is awsd's backoff.
         await self.flush_once(configs, reg, namespace=namespace, dimensions={}, max_attempts=1)
-        answers = [c.answered for c in fault_server.calls("PutMetricData")]
+        answers = [c.status for c in aws_front.calls("PutMetricData")]
         # The final flush at close sends the counter's (zero) increase.
         assert answers == [400, 503, 0, 0]
         assert statistics(boto("cloudwatch"), namespace, "awsd_retried_total")["Sum"] == 3.0
 
     async def test_credential_errors_keep_the_data_and_rejected_batches_are_dropped(
-        self, configs: ConfigFactory, fault_server: AwsFaultServer
+        self, configs: ConfigFactory, aws_front: AwsFront
     ):
         reg = Registry()
         reg.gauge("awsd_g", "g").labels().set(1)
-        configs.moto_endpoint = fault_server.url
+        configs.moto_endpoint = aws_front.url
         config = config_for(
-            configs, include=["awsd_g"], flush_interval=3600, cloudwatch={"enabled": True}
+            configs,
+            include=["awsd_g"],
+            flush_interval=3600,
+            cloudwatch={"enabled": True},
+            max_attempts=1,
         )
-        config = config.model_copy(
-            update={"aws": config.aws.model_copy(update={"max_attempts": 1})}
-        )
-        export = MetricsExport(reg)
-        clients = AwsClients(config.aws, metrics=reg)
-        dropped = reg.counter("awsd_metrics_dropped_total", "", ("exporter", "reason"))
-        try:
-            await export.apply(config, clients)
-            fault_server.fail("PutMetricData", 1, 403, "AccessDenied")
+        async with exporting(config, reg) as export:
+            dropped = reg.counter("awsd_metrics_dropped_total", "", ("exporter", "reason"))
+            aws_front.fail("PutMetricData", "AccessDenied", status=403)
             await export.flush()
             assert len(export.cloudwatch.buffer) == 1  # an IAM fix away: kept
             assert "AccessDenied" in (export.describe()["last_error"] or "")
-            fault_server.fail("PutMetricData", 1, 400, "InvalidParameterValue")
+            aws_front.fail("PutMetricData", "InvalidParameterValue")
             await export.flush()
             assert not export.cloudwatch.buffer  # CloudWatch refuses the data: dropped
             assert dropped.labels(exporter="cloudwatch", reason="rejected").value == 2
             await export.flush()
             assert export.describe()["last_error"] is None
-        finally:
-            await export.close(asyncio.get_running_loop().time() + 5)
-            await clients.close()
 
     async def test_unreachable_endpoint_keeps_data_bounded_until_it_returns(
-        self, configs: ConfigFactory, moto_endpoint: str, boto: Callable[[str], Any]
+        self, configs: ConfigFactory, fault_proxy: FaultProxy, boto: Callable[[str], Any]
     ):
         namespace = f"test-{uuid.uuid4().hex[:8]}"
-        host, port = moto_endpoint.removeprefix("http://").split(":")
-        proxy = FaultProxy(host, int(port)).start()
         reg = Registry()
         family = reg.gauge("awsd_g", "g", ("n",))
         for i in range(60):
             family.labels(n=str(i)).set(i)
-        configs.moto_endpoint = proxy.url
+        configs.moto_endpoint = fault_proxy.url
         config = config_for(
             configs,
             namespace=namespace,
@@ -388,11 +382,8 @@ class TestCloudWatchExport:
             flush_interval=3600,
             cloudwatch={"enabled": True, "buffer_size": 1000, "retry_budget": 0.3},
         )
-        export = MetricsExport(reg)
-        clients = AwsClients(config.aws, metrics=reg)
-        try:
-            await export.apply(config, clients)
-            proxy.set_mode("refuse")
+        async with exporting(config, reg) as export:
+            fault_proxy.set_mode("refuse")
             export.cloudwatch.buffer_size = 100  # below the configurable minimum, for speed
             await export.flush()
             await export.flush()  # 120 data points for a buffer of 100
@@ -400,14 +391,10 @@ class TestCloudWatchExport:
             dropped = reg.counter("awsd_metrics_dropped_total", "", ("exporter", "reason"))
             assert dropped.labels(exporter="cloudwatch", reason="buffer_full").value == 20
             assert export.describe()["last_error"]
-            proxy.set_mode("pass")
+            fault_proxy.set_mode("pass")
             await export.flush(budget=30)  # 160 for 100 places: the oldest 60 go, 100 are sent
             assert not export.cloudwatch.buffer
             assert dropped.labels(exporter="cloudwatch", reason="buffer_full").value == 80
-        finally:
-            await export.close(asyncio.get_running_loop().time() + 5)
-            await clients.close()
-            proxy.stop()
         sent = reg.counter("awsd_metrics_sent_total", "", ("exporter",))
         assert sent.labels(exporter="cloudwatch").value == 100 + 60  # third flush + close
         listed = boto("cloudwatch").list_metrics(Namespace=namespace)["Metrics"]
@@ -572,14 +559,8 @@ class TestEmf:
         reg.counter("awsd_things_total", "t").labels().inc(4)
         written: list[dict[str, Any]] = []
         config = config_for(configs, emf={"enabled": True}, flush_interval=3600)
-        export = MetricsExport(reg, write=written.append)
-        clients = AwsClients(config.aws, metrics=reg)
-        try:
-            await export.apply(config, clients)
+        async with exporting(config, reg, write=written.append) as export:
             await export.flush()
-        finally:
-            await export.close(asyncio.get_running_loop().time() + 5)
-            await clients.close()
         assert written and all(check_emf(d) is None for d in written)
         assert any(d.get("awsd_things_total") == 4 for d in written)
         calls = reg.counter("awsd_aws_api_calls_total", "", ("service", "operation"))

@@ -5,115 +5,29 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from daemon.aws import AwsClients
-from daemon.config.models import AwsConfig, Config, RuntimeConfig
-from daemon.config.outbox import OutboxConfig
-from daemon.events import EventBus
-from daemon.metrics import Registry
 from daemon.outbox import (
     InvalidMessage,
     Message,
-    Outbox,
     OutboxDelivered,
     OutboxFull,
     OutboxRejected,
 )
 from daemon.outbox.store import Store
-from daemon.services import Services
-from daemon.supervisor import Supervisor
-from daemon.worker import WorkerSpec
-from daemon.workers.outbox import OutboxWorker
 from tests.conftest import ConfigFactory
+from tests.support.messaging import receive_bodies
+from tests.support.observe import wait_until
+from tests.support.outbox import make_outbox
 from tests.support.proc import Awsd
 from tests.support.proxy import FaultProxy
-
-RUNTIME = RuntimeConfig(state_dir="/tmp")
-
-
-def make_outbox(path: str = ":memory:", **cfg: Any) -> Outbox:
-    metrics = Registry()
-    return Outbox(OutboxConfig(path=path, **cfg), path, metrics=metrics, events=EventBus(metrics))
 
 
 def queue_name() -> str:
     return f"outbox-{uuid.uuid4().hex[:10]}"
-
-
-def receive_all(boto: Callable[[str], Any], name: str, expect: int, tries: int = 40) -> list[str]:
-    sqs = boto("sqs")
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    bodies: list[str] = []
-    for _ in range(tries):
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        for m in got.get("Messages", []):
-            bodies.append(m["Body"])
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-        if len(bodies) >= expect:
-            break
-    return bodies
-
-
-class Delivery:
-    """The outbox worker running under a real supervisor, against `endpoint`."""
-
-    def __init__(self, outbox: Outbox, endpoint: str) -> None:
-        self.outbox = outbox
-        self.clients = AwsClients(
-            AwsConfig(
-                region="us-east-1",
-                endpoint_url=endpoint,
-                max_attempts=1,
-                connect_timeout=1,
-                read_timeout=3,
-            )
-        )
-        self.services = Services(
-            Config(env="test"),
-            metrics=Registry(),
-            events=outbox.events,
-            clients=self.clients,
-            outbox=outbox,
-        )
-        self.supervisor = Supervisor(Registry())
-
-    async def start(self) -> None:
-        spec = WorkerSpec("outbox", "outbox", "1", OutboxWorker)
-        loop = asyncio.get_running_loop()
-        await self.supervisor.apply([spec], self.services, RUNTIME, loop.time() + 5)
-
-    async def stop(self) -> None:
-        await self.supervisor.stop_all(asyncio.get_running_loop().time() + 5)
-        await self.clients.close()
-        await self.outbox.close()
-
-
-@pytest.fixture
-async def delivery(moto_endpoint: str) -> AsyncIterator[Callable[..., Any]]:
-    started: list[Delivery] = []
-
-    async def start(outbox: Outbox, endpoint: str = moto_endpoint) -> Delivery:
-        d = Delivery(outbox, endpoint)
-        await d.start()
-        started.append(d)
-        return d
-
-    yield start
-    for d in started:
-        await d.stop()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_messages_reach_sqs_and_leave_the_outbox(boto, delivery):
@@ -127,7 +41,7 @@ async def test_messages_reach_sqs_and_leave_the_outbox(boto, delivery):
     assert ids == sorted(ids) and len(set(ids)) == 25
     await delivery(outbox)
     await wait_until(lambda: outbox.count == 0)
-    assert sorted(receive_all(boto, name, 25)) == sorted(f"m{i}" for i in range(25))
+    assert sorted(receive_bodies(boto, name, 25)) == sorted(f"m{i}" for i in range(25))
     first = await delivered.get()
     assert isinstance(first, OutboxDelivered) and first.origin == "t" and first.message_id
     assert await outbox.status(ids[0]) == "delivered"
@@ -164,26 +78,21 @@ async def test_pending_messages_survive_a_restart_and_go_first_in_order(
     second.release(("sqs", name))
     await delivery(second)  # four batches: everything from before, then the new one
     await wait_until(lambda: second.count == 0)
-    assert len(receive_all(boto, name, 36)) == 36
+    assert len(receive_bodies(boto, name, 36)) == 36
 
 
-async def test_endpoint_outage_delays_but_loses_nothing(moto_endpoint: str, boto, delivery):
+async def test_endpoint_outage_delays_but_loses_nothing(boto, delivery, fault_proxy: FaultProxy):
     name = queue_name()
     boto("sqs").create_queue(QueueName=name)
-    host, port = moto_endpoint.removeprefix("http://").split(":")
-    proxy = FaultProxy(host, int(port)).start()
-    try:
-        proxy.set_mode("refuse")
-        outbox = make_outbox(retry_initial=0.1, retry_max=0.3)
-        await outbox.put_many([Message("sqs", name, {"body": f"m{i}"}) for i in range(12)])
-        await delivery(outbox, proxy.url)
-        await wait_until(lambda: any(t.failures >= 2 for t in outbox._targets.values()))
-        assert outbox.count == 12
-        proxy.set_mode("pass")
-        await wait_until(lambda: outbox.count == 0)
-    finally:
-        proxy.stop()
-    assert sorted(receive_all(boto, name, 12)) == sorted(f"m{i}" for i in range(12))
+    fault_proxy.set_mode("refuse")
+    outbox = make_outbox(retry_initial=0.1, retry_max=0.3)
+    await outbox.put_many([Message("sqs", name, {"body": f"m{i}"}) for i in range(12)])
+    await delivery(outbox, fault_proxy.url)
+    await wait_until(lambda: any(t.failures >= 2 for t in outbox._targets.values()))
+    assert outbox.count == 12
+    fault_proxy.set_mode("pass")
+    await wait_until(lambda: outbox.count == 0)
+    assert sorted(receive_bodies(boto, name, 12)) == sorted(f"m{i}" for i in range(12))
 
 
 async def test_a_missing_queue_is_retried_until_it_exists(boto, delivery):
@@ -194,7 +103,7 @@ async def test_a_missing_queue_is_retried_until_it_exists(boto, delivery):
     await wait_until(lambda: any(t.failures >= 1 for t in outbox._targets.values()))
     boto("sqs").create_queue(QueueName=name)
     await wait_until(lambda: outbox.count == 0)
-    assert receive_all(boto, name, 1) == ["early"]
+    assert receive_bodies(boto, name, 1) == ["early"]
 
 
 async def test_rejected_messages_go_to_the_dead_letter_table(boto, delivery, tmp_path: Path):
@@ -213,7 +122,7 @@ async def test_rejected_messages_go_to_the_dead_letter_table(boto, delivery, tmp
     assert isinstance(event, OutboxRejected) and event.item_id == bad
     assert await outbox.status(bad) == "dead" and await outbox.status(good) == "delivered"
     assert await outbox.status(first) == "delivered"
-    assert sorted(receive_all(boto, name, 2)) == ["good-1", "good-2"]
+    assert sorted(receive_bodies(boto, name, 2)) == ["good-1", "good-2"]
 
 
 async def test_invalid_messages_fail_at_put_with_a_clear_reason():
@@ -255,43 +164,38 @@ async def test_full_outbox_with_drop_oldest_counts_the_drop():
 
 
 def test_sigkill_loses_no_accepted_message(
-    configs: ConfigFactory, awsd: Callable[..., Awsd], boto, moto_endpoint: str
+    configs: ConfigFactory, awsd: Callable[..., Awsd], boto, fault_proxy: FaultProxy
 ):
     name = queue_name()
     boto("sqs").create_queue(QueueName=name)
-    host, port = moto_endpoint.removeprefix("http://").split(":")
-    proxy = FaultProxy(host, int(port)).start()
-    try:
-        proxy.set_mode("blackhole")  # AWS unreachable: everything waits in the outbox
-        data = configs.data(
-            {
-                "aws": {"endpoint_url": proxy.url, "read_timeout": 1.0, "connect_timeout": 1.0},
-                "outbox": {"retry_initial": 0.2, "retry_max": 0.5},
-                "custom": {
-                    "p": {
-                        "entrypoint": "tests.support.workers:produce",
-                        "options": {"queue": name, "count": 1000, "every": 0.002},
-                    }
-                },
-            }
-        )
-        path = configs.tmp_path / "awsd.toml"
-        configs.rewrite(path, data)
-        proc = awsd(path)
-        proc.logs.wait_for("test message accepted", n=50)
-        proc.signal(signal.SIGKILL)
-        proc.wait(10)
-        accepted = {e["n"] for e in proc.logs.matching("test message accepted")}
-        assert len(accepted) >= 50
+    fault_proxy.set_mode("blackhole")  # AWS unreachable: everything waits in the outbox
+    data = configs.data(
+        {
+            "aws": {"endpoint_url": fault_proxy.url, "read_timeout": 1.0, "connect_timeout": 1.0},
+            "outbox": {"retry_initial": 0.2, "retry_max": 0.5},
+            "custom": {
+                "p": {
+                    "entrypoint": "tests.support.workers:produce",
+                    "options": {"queue": name, "count": 1000, "every": 0.002},
+                }
+            },
+        }
+    )
+    path = configs.tmp_path / "awsd.toml"
+    configs.rewrite(path, data)
+    proc = awsd(path)
+    proc.logs.wait_for("test message accepted", n=50)
+    proc.signal(signal.SIGKILL)
+    proc.wait(10)
+    accepted = {e["n"] for e in proc.logs.matching("test message accepted")}
+    assert len(accepted) >= 50
 
-        proxy.set_mode("pass")
-        data["custom"]["p"]["options"]["count"] = 0  # restart without producing more
-        configs.rewrite(path, data)
-        again = awsd(path)
-        again.logs.wait_for("outbox has messages from before; delivering them first")
-        bodies = receive_all(boto, name, len(accepted), tries=60)
-        again.stop()
-    finally:
-        proxy.stop()
+    fault_proxy.set_mode("pass")
+    data["custom"]["p"]["options"]["count"] = 0  # restart without producing more
+    configs.rewrite(path, data)
+    again = awsd(path)
+    again.logs.wait_for("outbox has messages from before; delivering them first")
+    bodies = receive_bodies(boto, name, len(accepted), tries=60)
+    again.stop()
     got = {int(b.removeprefix("msg-")) for b in bodies}
     assert accepted <= got, f"lost: {sorted(accepted - got)[:10]}"

@@ -20,7 +20,7 @@ from daemon.local_aws import free_port
 from daemon.probes.prober import Prober
 from daemon.probes.result import ProbeResult, Reason
 from daemon.probes.tls import not_after
-from tests.support.proc import REPO, base_env
+from tests.support.proc import REPO, awsd_cli
 from tests.support.servers import probe_app, raw_server, serve
 
 
@@ -267,10 +267,7 @@ async def test_cancelling_a_probe_in_flight_leaks_nothing(prober):
 
 
 def awsd_probe(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "daemon", "probe", *args],
-        capture_output=True, text=True, env=base_env(), cwd=REPO, timeout=60, check=False,
-    )  # fmt: skip
+    return awsd_cli("probe", *args)
 
 
 @pytest.fixture(scope="module")

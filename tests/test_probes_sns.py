@@ -13,11 +13,10 @@ from daemon.config.models import Config
 from daemon.local_aws import free_port
 from daemon.outbox.senders import SENDERS
 from daemon.workers.probes import ProbesWorker
-from tests import test_outbox
-from tests.test_outbox import make_outbox, receive_all
-from tests.test_probes_worker import Running, _until
-
-delivery = test_outbox.delivery  # the outbox delivery worker fixture, shared
+from tests.support.messaging import receive_bodies, subscribe_queue
+from tests.support.observe import wait_until
+from tests.support.outbox import make_outbox
+from tests.test_probes_worker import Running
 
 pytestmark = pytest.mark.skipif(
     "sns" not in SENDERS, reason="the SNS sender (outbox kind 'sns') is not on this branch yet"
@@ -29,8 +28,7 @@ async def test_an_alert_reaches_the_topic_and_its_subscribed_queue(boto, deliver
     sns, sqs = boto("sns"), boto("sqs")
     topic = sns.create_topic(Name=name)["TopicArn"]
     url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn["QueueArn"])
+    subscribe_queue(boto, topic, url, raw=False)
 
     outbox = make_outbox()
     running = await delivery(outbox)
@@ -49,9 +47,9 @@ async def test_an_alert_reaches_the_topic_and_its_subscribed_queue(boto, deliver
     )  # fmt: skip
     worker = ProbesWorker(config, running.services)
     async with Running(worker, close_outbox=False):
-        bodies = await asyncio.to_thread(receive_all, boto, name, 1)
+        bodies = await asyncio.to_thread(receive_bodies, boto, name, 1)
         state = worker.states["down"]
-        await _until(lambda: state.last_notification.get("status") == "delivered")
+        await wait_until(lambda: state.last_notification.get("status") == "delivered")
     envelope = json.loads(bodies[0])
     alert = json.loads(envelope["Message"])
     assert alert["event"] == "open" and alert["alerts"][0]["endpoint"] == "down"

@@ -25,6 +25,7 @@ from daemon.services import Services
 from daemon.stop import StopToken
 from daemon.worker import WorkerContext
 from daemon.workers.probes import ProbesWorker
+from tests.support.observe import wait_until
 from tests.support.servers import STATE, probe_app, serve
 
 
@@ -137,11 +138,11 @@ async def test_delivery_confirmation_marks_the_notification_delivered(tmp_path):
         worker.record(result(False, name="ep"))
         items = await run.wait_for("sns", "alerts", 1)
         state = worker.states["ep"]
-        await _until(lambda: state.last_notification.get("status") == "pending")
+        await wait_until(lambda: state.last_notification.get("status") == "pending")
         run.outbox.events.publish(OutboxDelivered(item_id=items[0].id, kind="sns",
                                                   target="alerts", origin="probes",
                                                   message_id="m-1"))  # fmt: skip
-        await _until(lambda: state.last_notification.get("status") == "delivered")
+        await wait_until(lambda: state.last_notification.get("status") == "delivered")
         assert worker.health()["endpoints"]["ep"]["alert"]["notification"]["status"] == "delivered"
 
 
@@ -193,13 +194,6 @@ async def test_a_reload_keeps_unchanged_endpoints_history(tmp_path):
     again = ProbesWorker(config, services)
     assert again.book.get("a") is before
     await services.outbox.close()
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(autouse=True)

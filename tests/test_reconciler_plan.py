@@ -14,7 +14,7 @@ from daemon.resources.apply import Applier
 from daemon.resources.base import ENV_TAG, OWNER_TAG
 from daemon.resources.plan import make_plan
 from daemon.resources.queues import recreate_delay
-from tests.support.awsproxy import AwsProxy, json_error
+from tests.support.aws_front import AwsFront
 from tests.support.resources import (
     changed,
     cli,
@@ -318,39 +318,31 @@ class TestAwsTiming:
         assert recreate_delay(error("QueueAlreadyExists")) is None
 
     async def test_create_after_queue_deleted_recently_waits_then_succeeds(
-        self, configs: Any, moto_endpoint: str, boto: Any
+        self, configs: Any, aws_front: AwsFront, boto: Any
     ):
         env = unique_env()
-        refusals = []
-
-        def deleted_recently(call: Any) -> Any:
-            if call.operation == "CreateQueue" and not refusals:
-                refusals.append(call)
-                return json_error(
-                    "com.amazonaws.sqs#QueueDeletedRecently",
-                    "You must wait 60 seconds after deleting a queue before you can create "
-                    "another queue with the same name.",
-                    query_code="AWS.SimpleQueueService.QueueDeletedRecently",
-                )
-            return None
-
+        aws_front.fail(
+            "CreateQueue",
+            "com.amazonaws.sqs#QueueDeletedRecently",
+            message="You must wait 60 seconds after deleting a queue before you can create "
+            "another queue with the same name.",
+            query_code="AWS.SimpleQueueService.QueueDeletedRecently",
+        )
         waits: list[float] = []
 
         async def wait(seconds: float) -> bool:
             waits.append(seconds)  # the decision is tested, not a minute of the test's time
             return True
 
-        async with AwsProxy(moto_endpoint) as proxy:
-            proxy.rules.append(deleted_recently)
-            config = load(configs, env, {"queues": {"jobs": {}}}, aws={"endpoint_url": proxy.url})
-            async with session(config, wait=wait) as ctx:
-                progress: list[str] = []
-                plan = await make_plan(ctx)
-                report = await Applier(
-                    ctx, progress=lambda stage, res, detail, _o: progress.append(detail)
-                ).apply(plan)
+        config = load(configs, env, {"queues": {"jobs": {}}}, aws={"endpoint_url": aws_front.url})
+        async with session(config, wait=wait) as ctx:
+            progress: list[str] = []
+            plan = await make_plan(ctx)
+            report = await Applier(
+                ctx, progress=lambda stage, res, detail, _o: progress.append(detail)
+            ).apply(plan)
         assert waits == [61.0]
-        assert report.ok and proxy.operations("sqs").count("CreateQueue") == 2
+        assert report.ok and len(aws_front.calls("CreateQueue", service="sqs")) == 2
         assert any("within 60 s of deleting" in p for p in progress)
         assert boto("sqs").get_queue_url(QueueName=f"{env}-jobs")
 
@@ -368,47 +360,38 @@ class TestAwsTiming:
             assert report.ok
             assert changed(await make_plan(ctx)) == {}
 
-    async def test_throttling_is_retried_with_backoff(self, configs: Any, moto_endpoint: str):
+    async def test_throttling_is_retried_with_backoff(self, configs: Any, aws_front: AwsFront):
         env = unique_env()
-        throttled: list[Any] = []
-
-        def throttle(call: Any) -> Any:
-            if call.operation == "DescribeTable" and len(throttled) < 3:
-                throttled.append(call)
-                return json_error(
-                    "com.amazonaws.dynamodb.v20120810#ThrottlingException", "Rate exceeded"
-                )
-            return None
-
-        async with AwsProxy(moto_endpoint) as proxy:
-            proxy.rules.append(throttle)
-            config = load(
-                configs,
-                env,
-                {"tables": {"t": {"partition_key": "k"}}},
-                aws={"endpoint_url": proxy.url, "max_attempts": 1},
-            )
-            async with session(config) as ctx:
-                plan = await make_plan(ctx)
+        throttling = "com.amazonaws.dynamodb.v20120810#ThrottlingException"
+        aws_front.fail("DescribeTable", throttling, message="Rate exceeded", times=3)
+        config = load(
+            configs,
+            env,
+            {"tables": {"t": {"partition_key": "k"}}},
+            aws={"endpoint_url": aws_front.url, "max_attempts": 1},
+        )
+        async with session(config) as ctx:
+            plan = await make_plan(ctx)
+        throttled = [c for c in aws_front.calls("DescribeTable") if c.error == throttling]
         assert len(throttled) == 3
         assert not plan.failures and [r.action for r in plan.resources] == ["create"]
 
     async def test_calls_per_service_stay_within_the_concurrency_limit(
-        self, configs: Any, moto_endpoint: str
+        self, configs: Any, aws_front: AwsFront
     ):
         env = unique_env()
         queues = {f"q{i}": {"delay": 1} for i in range(8)}
-        async with AwsProxy(moto_endpoint, delay=0.05) as proxy:
-            config = load(
-                configs,
-                env,
-                {"concurrency": 2, "queues": queues},
-                aws={"endpoint_url": proxy.url},
-            )
-            metrics = Registry()
-            async with session(config, metrics=metrics) as ctx:
-                await plan_and_apply(ctx)
-        assert proxy.max_in_flight["sqs"] == 2
+        aws_front.delay(0.05)
+        config = load(
+            configs,
+            env,
+            {"concurrency": 2, "queues": queues},
+            aws={"endpoint_url": aws_front.url},
+        )
+        metrics = Registry()
+        async with session(config, metrics=metrics) as ctx:
+            await plan_and_apply(ctx)
+        assert aws_front.max_in_flight["sqs"] == 2
 
 
 def test_apply_refuses_without_a_terminal_or_auto_approve(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,8 +17,8 @@ from daemon.metrics import Registry
 from daemon.outbox import Outbox
 from daemon.services import Services
 from daemon.workers.reconciler import Reconciler
-from tests.support.awsproxy import AwsProxy
-from tests.support.proc import REPO, base_env
+from tests.support.observe import metric
+from tests.support.proc import awsd_cli
 from tests.support.proxy import FaultProxy
 from tests.support.resources import load, plan_and_apply, session, unique_env, write_config
 
@@ -59,11 +57,6 @@ def visibility(boto: Any, env: str) -> int:
     return int(attrs["Attributes"]["VisibilityTimeout"])
 
 
-def value(services: Services, name: str, **labels: str) -> float:
-    family = {f.name: f for f in services.metrics.families()}[name]
-    return family.labels(**labels).value  # type: ignore[union-attr]
-
-
 def drained(sub: Any) -> list[Any]:
     events = []
     while not sub.queue.empty():
@@ -93,8 +86,8 @@ class TestDetect:
         assert "drift on queue.jobs (update, not fixed): visibility_timeout: 30 -> 60" in (
             event.text()
         )
-        assert value(services, "awsd_reconciler_drift_total", kind="queues") == 2
-        assert value(services, "awsd_reconciler_resources", state="drifted") == 1
+        assert metric(services.metrics, "awsd_reconciler_drift_total", kind="queues") == 2
+        assert metric(services.metrics, "awsd_reconciler_resources", state="drifted") == 1
         assert visibility(boto, env) == 30
 
     async def test_a_missing_resource_is_drift_in_detect_mode(self, configs: Any):
@@ -121,7 +114,10 @@ class TestEnforce:
         assert visibility(boto, env) == 60
         (event,) = drained(events)
         assert event.fixed
-        assert value(services, "awsd_reconciler_fixes_total", kind="queues", result="done") == 2
+        assert (
+            metric(services.metrics, "awsd_reconciler_fixes_total", kind="queues", result="done")
+            == 2
+        )
 
     async def test_a_resource_another_tool_keeps_changing_is_contested_and_left_alone(
         self, configs: Any, boto: Any
@@ -160,7 +156,7 @@ class TestEnforce:
         async with services_for(config) as services:
             result = await Reconciler(config, services).run_pass()
         assert not result.ok and "Could not connect" in (result.error or "")
-        assert value(services, "awsd_reconciler_passes_total", result="failed") == 1
+        assert metric(services.metrics, "awsd_reconciler_passes_total", result="failed") == 1
 
 
 LEASED = {
@@ -196,22 +192,20 @@ class TestLeadership:
         assert table["KeySchema"] == [{"AttributeName": "lease_key", "KeyType": "HASH"}]
 
     async def test_a_holder_that_stops_renewing_loses_the_lease_after_failover(
-        self, configs: Any, moto_endpoint: str
+        self, configs: Any, fault_proxy: FaultProxy
     ):
         env = unique_env()
         config = load(configs, env, LEASED)
-        proxy = AwsProxy(moto_endpoint)
-        await proxy.start()
         cut_off = load(
             configs,
             env,
             LEASED,
-            aws={"endpoint_url": proxy.url, "max_attempts": 1, "connect_timeout": 0.5},
+            aws={"endpoint_url": fault_proxy.url, "max_attempts": 1, "connect_timeout": 0.5},
         )
         async with services_for(cut_off) as one, services_for(config) as two:
             first, second = Reconciler(cut_off, one), Reconciler(config, two)
             assert (await first.run_pass()).leader
-            await proxy.stop()  # the holder loses its network: it can no longer renew
+            fault_proxy.set_mode("refuse")  # the holder loses its network: it can no longer renew
             assert not (await second.run_pass()).leader
             loop = asyncio.get_running_loop()
             give_up = loop.time() + 30
@@ -243,15 +237,7 @@ class TestDaemon:
         assert events.index("create applied") < events.index("test worker started")
         assert events.index("reconcile pass") < events.index("test worker started")
 
-        plan = subprocess.run(
-            [sys.executable, "-m", "daemon", "plan", "--config", str(path)],
-            check=False,
-            cwd=REPO,
-            env=base_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        plan = awsd_cli("plan", "--config", str(path))
         assert plan.returncode == 0, plan.stdout + plan.stderr
         assert "No changes. 3 resources match the configuration." in plan.stdout
 
@@ -309,15 +295,7 @@ class TestDaemon:
         )
         daemon = awsd(path)
         daemon.wait_ready(timeout=60)
-        plan = subprocess.run(
-            [sys.executable, "-m", "daemon", "plan", "--config", str(path)],
-            check=False,
-            cwd=REPO,
-            env=base_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        plan = awsd_cli("plan", "--config", str(path))
         assert (plan.returncode, plan.stdout.splitlines()[-1]) == (
             0,
             "No changes. 1 resource matches the configuration.",

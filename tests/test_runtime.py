@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import ConfigFactory
 from tests.support.proc import Awsd, NotifySocket
+from tests.support.workers import LEAKED_SECRETS
 
 Start = Callable[..., Awsd]
 
@@ -226,14 +227,7 @@ def test_secrets_never_reach_the_log(offline_configs: ConfigFactory, awsd: Start
     event = proc.logs.wait_for("secret test")
     proc.stop()
     text = proc.logs.text() + proc.stderr.text()
-    for secret in (
-        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-        "hunter2-hunter2",
-        "AKIAIOSFODNN7EXAMPLE",
-        "s3cr3tpass",
-        "abc.def.ghi",
-        "IQoJb3JpZ2luX2VjEJr",
-    ):
+    for secret in LEAKED_SECRETS:
         assert secret not in text
     assert event["aws_secret_access_key"] == "***"
     assert event["headers"] == {"Authorization": "***", "Accept": "json"}

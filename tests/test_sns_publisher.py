@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +18,8 @@ from daemon.outbox.senders.sms import fit_sms, sms_size
 from daemon.outbox.senders.sns import batch_outcomes
 from daemon.publishing import PublishRequest, request_from_json
 from daemon.workers.sns_publisher import next_tick, parse_value
-from tests.support.messaging import Harness, Logs, unique, wait_until
-
-
-@pytest.fixture
-async def harness(moto_endpoint: str, tmp_path: Any) -> AsyncIterator[Harness]:
-    h = Harness(moto_endpoint, tmp_path)
-    yield h
-    await h.stop(5.0)
-
-
-@pytest.fixture
-def logs() -> Iterator[Logs]:
-    capture = Logs().attach()
-    yield capture
-    capture.detach()
+from tests.support.messaging import Harness, Logs, receive_messages, subscribe_queue, unique
+from tests.support.observe import wait_until
 
 
 def topic_with_queue(
@@ -47,30 +34,8 @@ def topic_with_queue(
     url = sqs.create_queue(
         QueueName=unique("sub") + (".fifo" if fifo else ""), Attributes=queue_attributes
     )["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-    sns.subscribe(
-        TopicArn=arn,
-        Protocol="sqs",
-        Endpoint=queue_arn["Attributes"]["QueueArn"],
-        Attributes={"RawMessageDelivery": "true" if raw else "false"},
-    )
+    subscribe_queue(boto, arn, url, raw=raw)
     return name, arn, url
-
-
-def drain(boto: Callable[[str], Any], url: str, expect: int, tries: int = 30) -> list[dict]:
-    """Receive and delete until `expect` arrived (blocking: call it once the outbox is empty)."""
-    sqs = boto("sqs")
-    got: list[dict] = []
-    for _ in range(tries):
-        answer = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"]
-        )
-        for message in answer.get("Messages", []):
-            got.append(message)
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        if len(got) >= expect:
-            break
-    return got
 
 
 # --- the SNS sender -------------------------------------------------------------------------------
@@ -89,7 +54,7 @@ async def test_topics_by_name_and_arn_get_batches_with_subjects_and_attributes(
     messages.append(Message("sns", arn, {"message": "by arn", "subject": "Hello there"}))
     await outbox.put_many(messages)
     await wait_until(lambda: outbox.count == 0)
-    got = [json.loads(m["Body"]) for m in drain(boto, url, 16)]
+    got = [json.loads(m["Body"]) for m in receive_messages(boto, url, 16)]
     assert sorted(g["Message"] for g in got) == sorted([f"n{i}" for i in range(15)] + ["by arn"])
     by_arn = next(g for g in got if g["Message"] == "by arn")
     assert by_arn["Subject"] == "Hello there" and by_arn["TopicArn"] == arn
@@ -112,15 +77,9 @@ async def test_a_missing_topic_is_never_created_and_is_retried_until_it_exists(
     assert not any(t.endswith(f":{name}") for t in topics)
     url = boto("sqs").create_queue(QueueName=unique("sub"))["QueueUrl"]
     arn = boto("sns").create_topic(Name=name)["TopicArn"]
-    queue_arn = boto("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-    boto("sns").subscribe(
-        TopicArn=arn,
-        Protocol="sqs",
-        Endpoint=queue_arn["Attributes"]["QueueArn"],
-        Attributes={"RawMessageDelivery": "true"},
-    )
+    subscribe_queue(boto, arn, url, raw=True)
     await wait_until(lambda: services.outbox.count == 0)
-    assert [m["Body"] for m in drain(boto, url, 1)] == ["early"]
+    assert [m["Body"] for m in receive_messages(boto, url, 1)] == ["early"]
 
 
 async def test_fifo_topics_need_a_group_and_deduplicate_by_content(harness: Harness, boto):
@@ -137,7 +96,7 @@ async def test_fifo_topics_need_a_group_and_deduplicate_by_content(harness: Harn
         ]
     )
     await wait_until(lambda: services.outbox.count == 0)
-    got = drain(boto, url, 3, tries=3)
+    got = receive_messages(boto, url, 3, tries=3)
     assert [m["Body"] for m in got] == ["same content", "other"]
 
 
@@ -230,7 +189,7 @@ async def test_publish_requests_on_the_bus_reach_the_topic_and_bad_ones_are_logg
     await wait_until(lambda: harness.worker("sns").events_refused == 1)
     await wait_until(lambda: harness.worker("sns").events_published == 2)
     await wait_until(lambda: services.outbox.count == 0)
-    assert [m["Body"] for m in drain(boto, url, 1)] == ["to the default topic"]
+    assert [m["Body"] for m in receive_messages(boto, url, 1)] == ["to the default topic"]
     (refused,) = logs.matching("publish request refused")
     assert refused["requested_by"] == "probes" and "not a topic name" in refused["error"]
 
@@ -290,7 +249,7 @@ async def test_file_and_command_readings_are_published_as_json_with_host_and_tim
     await wait_until(lambda: publisher.readings["cpu"].published >= 3)
     await wait_until(lambda: publisher.readings["cmd"].published >= 1)
     await wait_until(lambda: harness.outbox is not None and harness.outbox.count == 0)
-    got = [json.loads(m["Body"]) for m in drain(boto, url, 4)]
+    got = [json.loads(m["Body"]) for m in receive_messages(boto, url, 4)]
     cpu = next(g for g in got if g["name"] == "cpu")
     assert cpu["value"] == 48.312 and cpu["unit"] == "C" and cpu["host"] == "pi-1"
     assert cpu["env"] == "test" and cpu["time"].endswith("Z")
@@ -368,7 +327,7 @@ async def test_drift_events_are_published_as_text_to_their_topic(harness: Harnes
     services.events.publish(drift)
     await wait_until(lambda: harness.worker("sns").events_published == 1)
     await wait_until(lambda: services.outbox.count == 0)
-    (got,) = [json.loads(m["Body"]) for m in drain(boto, url, 1)]
+    (got,) = [json.loads(m["Body"]) for m in receive_messages(boto, url, 1)]
     assert got["Message"] == drift.text() and "drift on queue.readings" in got["Message"]
     assert got["MessageAttributes"]["awsd_event"]["Value"] == "ResourceDrifted"
 

@@ -6,31 +6,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from daemon.workers import worker_specs
 from tests.support import handlers
-from tests.support.messaging import Harness, Logs, queue_attributes, unique, wait_until
+from tests.support.messaging import Harness, Logs, queue_attributes, subscribe_queue, unique
+from tests.support.observe import wait_until
 from tests.support.proxy import FaultProxy
 
 BEHAVE = {"kind": "python", "entrypoint": "tests.support.handlers:behave"}
-
-
-@pytest.fixture
-async def harness(moto_endpoint: str, tmp_path: Any) -> AsyncIterator[Harness]:
-    h = Harness(moto_endpoint, tmp_path)
-    yield h
-    await h.stop(5.0)
-
-
-@pytest.fixture
-def logs() -> Iterator[Logs]:
-    capture = Logs().attach()
-    yield capture
-    capture.detach()
 
 
 @pytest.fixture(autouse=True)
@@ -177,14 +164,8 @@ async def test_sns_envelope_raw_delivery_s3_and_bytes_decode_end_to_end(
     raw_url = make_queue(boto)
     sqs, sns = boto("sqs"), boto("sns")
     topic = sns.create_topic(Name=unique("fan"))["TopicArn"]
-    for queue, raw in ((url, "false"), (raw_url, "true")):
-        arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
-        sns.subscribe(
-            TopicArn=topic,
-            Protocol="sqs",
-            Endpoint=arn["Attributes"]["QueueArn"],
-            Attributes={"RawMessageDelivery": raw},
-        )
+    subscribe_queue(boto, topic, url, raw=False)
+    subscribe_queue(boto, topic, raw_url, raw=True)
     attributes = {"level": {"DataType": "String", "StringValue": "high"}}
     sns.publish(TopicArn=topic, Message='{"t": 1}', Subject="s", MessageAttributes=attributes)
     event = {"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {}}
@@ -260,32 +241,27 @@ async def test_an_invalid_receipt_is_logged_as_may_be_redelivered_never_a_crash(
 
 
 async def test_receive_errors_back_off_and_recover(
-    harness: Harness, boto, moto_endpoint: str, logs: Logs
+    fault_proxy: FaultProxy, harness: Harness, boto, logs: Logs
 ):
+    # The proxy first: it stops after the harness.
     url = make_queue(boto)
-    host, port = moto_endpoint.removeprefix("http://").split(":")
-    proxy = FaultProxy(host, int(port)).start()
-    try:
-        harness.endpoint = proxy.url
-        settings = {"receive_backoff": 0.2, "receive_backoff_max": 0.5}
-        await harness.start(harness.config(sqs=poller(url, **settings)))
-        worker = harness.worker("sqs:p")
-        await wait_until(lambda: worker.state == "polling")
-        first_receive = worker.last_receive
-        proxy.set_mode("refuse")
-        await wait_until(lambda: worker.m.receive_errors.value >= 3)
-        assert worker.state == "backing off after receive errors"
-        assert worker.health()["last_error"]
-        await asyncio.sleep(1.0)
-        assert worker.m.receive_errors.value < 15, "receive errors must back off, not spin"
-        send(boto, url, "after the outage")
-        proxy.set_mode("pass")
-        await wait_until(lambda: bodies() == ["after the outage"], timeout=30)
-        assert worker.last_receive is not None and worker.last_receive != first_receive
-        assert worker.health()["last_receive_at"].endswith("Z")
-    finally:
-        await harness.stop(3.0)
-        proxy.stop()
+    harness.endpoint = fault_proxy.url
+    settings = {"receive_backoff": 0.2, "receive_backoff_max": 0.5}
+    await harness.start(harness.config(sqs=poller(url, **settings)))
+    worker = harness.worker("sqs:p")
+    await wait_until(lambda: worker.state == "polling")
+    first_receive = worker.last_receive
+    fault_proxy.set_mode("refuse")
+    await wait_until(lambda: worker.m.receive_errors.value >= 3)
+    assert worker.state == "backing off after receive errors"
+    assert worker.health()["last_error"]
+    await asyncio.sleep(1.0)
+    assert worker.m.receive_errors.value < 15, "receive errors must back off, not spin"
+    send(boto, url, "after the outage")
+    fault_proxy.set_mode("pass")
+    await wait_until(lambda: bodies() == ["after the outage"], timeout=30)
+    assert worker.last_receive is not None and worker.last_receive != first_receive
+    assert worker.health()["last_receive_at"].endswith("Z")
     assert logs.matching("receive failed; backing off")
 
 

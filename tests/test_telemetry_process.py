@@ -18,18 +18,10 @@ from daemon.identity import hostname
 from tests.conftest import ConfigFactory
 from tests.support.proc import Awsd
 from tests.support.proxy import FaultProxy
+from tests.support.workers import LEAKED_SECRETS
 from tests.test_metrics import check_emf
 
 Start = Callable[..., Awsd]
-
-SECRETS = (
-    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-    "hunter2-hunter2",
-    "AKIAIOSFODNN7EXAMPLE",
-    "s3cr3tpass",
-    "abc.def.ghi",
-    "IQoJb3JpZ2luX2VjEJr",
-)
 
 
 def ticking(tag: str, **options: Any) -> dict[str, Any]:
@@ -149,7 +141,7 @@ def test_logs_and_metrics_reach_cloudwatch_with_the_final_lines_and_no_secret(
     streams = boto("logs").describe_log_streams(logGroupName=group)["logStreams"]
     assert [s["logStreamName"] for s in streams] == [hostname()]  # the default "{hostname}"
     text = json.dumps(shipped)
-    for secret in SECRETS:
+    for secret in LEAKED_SECRETS:
         assert secret not in text
     leaked = next(e for e in shipped if e["event"] == "secret test")
     assert leaked["aws_secret_access_key"] == "***" and leaked["password"] == "***"
@@ -173,32 +165,27 @@ def test_logs_and_metrics_reach_cloudwatch_with_the_final_lines_and_no_secret(
 
 @pytest.mark.slow
 def test_shutdown_with_the_endpoint_down_ends_within_the_deadline(
-    configs: ConfigFactory, awsd: Start, moto_endpoint: str
+    configs: ConfigFactory, awsd: Start, fault_proxy: FaultProxy
 ):
-    host, port = moto_endpoint.removeprefix("http://").split(":")
-    proxy = FaultProxy(host, int(port)).start()
-    try:
-        configs.moto_endpoint = proxy.url
-        group = f"/awsd/test-{uuid.uuid4().hex[:8]}"
-        path = configs.write(
-            {
-                "runtime": {"shutdown_timeout": 3.0},
-                "log": {"cloudwatch": {"enabled": True, "log_group": group, "flush_interval": 0.2}},
-                "metrics": {"flush_interval": 0.3, "cloudwatch": {"enabled": True}},
-                "custom": {"a": ticking("a")},
-            }
-        )
-        proc = awsd(path)
-        proc.logs.wait_for("shipping logs to CloudWatch Logs")
-        proxy.set_mode("blackhole")
-        proc.signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-        stopped = proc.logs.wait_for("stopped")
-        assert stopped["duration_s"] <= 3.0  # the daemon's own promise, not a speed test
-        assert proc.logs.matching("log events not shipped before the shutdown deadline")
-        assert "did not finish" not in proc.stderr.text()
-    finally:
-        proxy.stop()
+    configs.moto_endpoint = fault_proxy.url
+    group = f"/awsd/test-{uuid.uuid4().hex[:8]}"
+    path = configs.write(
+        {
+            "runtime": {"shutdown_timeout": 3.0},
+            "log": {"cloudwatch": {"enabled": True, "log_group": group, "flush_interval": 0.2}},
+            "metrics": {"flush_interval": 0.3, "cloudwatch": {"enabled": True}},
+            "custom": {"a": ticking("a")},
+        }
+    )
+    proc = awsd(path)
+    proc.logs.wait_for("shipping logs to CloudWatch Logs")
+    fault_proxy.set_mode("blackhole")
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    stopped = proc.logs.wait_for("stopped")
+    assert stopped["duration_s"] <= 3.0  # the daemon's own promise, not a speed test
+    assert proc.logs.matching("log events not shipped before the shutdown deadline")
+    assert "did not finish" not in proc.stderr.text()
 
 
 def test_the_shippers_own_botocore_logs_never_feed_back(

@@ -1,10 +1,21 @@
-"""A real HTTP front for the moto server that answers some AWS JSON-protocol calls with faults.
+"""A real HTTP front for the moto server that speaks the AWS protocols: it forwards every call,
+records it, and answers the calls a rule claims the way AWS would.
 
-moto never throttles and its shard iterators never expire; AWS does both. This front sits
-between a client and moto (like `FaultProxy`, but speaking the protocol): calls pass through,
-except those a rule claims, which get the error AWS would send (`__type` in a JSON body, HTTP
-400), or — for PutRecords — a partial failure of chosen records. It runs its own event loop in
-a thread, so sync tests driving a daemon and async tests can both use it.
+moto never throttles, never fails part of a batch, has no QueueDeletedRecently, its shard
+iterators never expire and it answers at once; AWS does all of these. `FaultProxy` breaks the
+TCP connection; this front breaks the protocol: an AWS error in the request's own protocol (a
+JSON `__type` body for JSON services, `<ErrorResponse>` XML for query ones), a stub success, a
+partial failure of a batch, or a delay. The daemon's real botocore stack parses exactly what AWS
+would send; nothing in the daemon is mocked.
+
+Rules match by service (the SigV4 signing name: `sqs`, `kinesis`, `monitoring`, `logs`...)
+and/or operation, claim `times` calls or every one (`times=None`), and the first answering rule
+that claims a call answers it (delays add up and let the call go on). Every call is recorded
+(`calls()`: protocol, Content-Encoding, body size as sent and decompressed, what the front did),
+and `max_in_flight` keeps the most calls in flight at once per service.
+
+It runs its own event loop in a thread (like `FaultProxy`), so sync tests driving a spawned
+daemon and async tests can both use it.
 """
 
 from __future__ import annotations
@@ -12,41 +23,103 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qs
 
 import aiohttp
 from aiohttp import web
 
-HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
+from tests.support.proxy import LoopThread
+
+Protocol = Literal["json", "query", "rest"]
+RecordCheck = Callable[[dict[str, Any]], bool]
+
+# aiohttp hands the handler the body decompressed: it goes on without its encoding and length.
+REQUEST_DROP = {"host", "content-length", "content-encoding", "transfer-encoding", "connection"}
+RESPONSE_DROP = {"content-length", "transfer-encoding", "connection"}
+REQUEST_ID = "00000000-0000-0000-0000-000000000000"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request as it reached the front, and what the front did with it."""
+
+    service: str
+    operation: str
+    protocol: Protocol
+    content_encoding: str
+    body_bytes: int
+    """Size of the body as sent (compressed when it was)."""
+    raw_bytes: int
+    """Size once decompressed."""
+    status: int
+    """The front's own answer (the error's status, 200 for a stub); 0 when moto answered."""
+    error: str = ""
+    """The error code the front answered with."""
+    failed_records: int = 0
+    """Records of a batch the front failed (the others went on to moto)."""
+
+
+@dataclass(frozen=True)
+class AwsError:
+    code: str
+    status: int
+    message: str
+    query_code: str | None
+    """For JSON services that keep their query-protocol codes (SQS): `x-amzn-query-error`."""
+
+
+@dataclass(frozen=True)
+class Stub:
+    """An empty success, without asking moto (it takes seconds for some big requests)."""
+
+
+@dataclass(frozen=True)
+class Delay:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FailRecords:
+    check: RecordCheck
+    code: str
+
+
+Action = AwsError | Stub | Delay | FailRecords
 
 
 @dataclass
 class Rule:
-    operation: str
-    code: str
-    times: int
-    """How many calls this rule claims; -1: every call."""
-    every: int = 1
-    """Claim every n-th matching call."""
-    seen: int = 0
+    action: Action
+    operation: str | None
+    service: str | None
+    times: int | None
+    """How many more calls this rule claims; None: every one."""
+    claimed: int = field(default=0)
+
+    def claims(self, service: str, operation: str) -> bool:
+        if self.operation not in (None, operation) or self.service not in (None, service):
+            return False
+        if self.times is not None and self.claimed >= self.times:
+            return False
+        self.claimed += 1
+        return True
 
 
 class AwsFront:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.rules: list[Rule] = []
-        self.calls: Counter[str] = Counter()
-        self.faults: Counter[str] = Counter()
-        self.fail_put: Callable[[dict[str, Any]], bool] | None = None
-        """PutRecords: records for which this returns True fail (throttled); others are written."""
+        self._calls: list[Call] = []
+        self._in_flight: dict[str, int] = {}
+        self._max_in_flight: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread = LoopThread()
         self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._http: aiohttp.ClientSession | None = None
         self.port = 0
 
     @property
@@ -55,28 +128,90 @@ class AwsFront:
 
     def start(self) -> AwsFront:
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        self._thread.run(self._start())
         return self
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
+        if self._runner is not None:
+            self._thread.run(self._stop())
+        self._thread.close()
 
-    def inject(self, operation: str, code: str, *, times: int = 1, every: int = 1) -> Rule:
-        rule = Rule(operation, code, times, every)
+    # --- rules ------------------------------------------------------------------------------------
+
+    def fail(
+        self,
+        operation: str | None,
+        code: str,
+        *,
+        service: str | None = None,
+        status: int = 400,
+        message: str | None = None,
+        query_code: str | None = None,
+        times: int | None = 1,
+    ) -> Rule:
+        """Answer `times` matching calls (None: all) with this AWS error."""
+        if message is None:
+            message = "Rate exceeded" if "Throttl" in code else "injected by the test"
+        return self._add(AwsError(code, status, message, query_code), operation, service, times)
+
+    def stub(self, operation: str, *, service: str | None = None, times: int | None = 1) -> Rule:
+        """Answer `times` matching calls (None: all) with an empty success, without moto."""
+        return self._add(Stub(), operation, service, times)
+
+    def delay(
+        self,
+        seconds: float,
+        *,
+        operation: str | None = None,
+        service: str | None = None,
+        times: int | None = None,
+    ) -> Rule:
+        """Hold matching calls (all unless `times`) this long before they go on."""
+        return self._add(Delay(seconds), operation, service, times)
+
+    def fail_records(
+        self,
+        check: RecordCheck,
+        *,
+        operation: str = "PutRecords",
+        code: str = "ProvisionedThroughputExceededException",
+        times: int | None = None,
+    ) -> Rule:
+        """In matching batch calls (all unless `times`), fail the entries `check` returns True
+        for (it sees each entry as sent) with `code`; the others go on to moto."""
+        if operation not in BATCHES:
+            raise ValueError(f"no partial failures for {operation}; known: {sorted(BATCHES)}")
+        return self._add(FailRecords(check, code), operation, None, times)
+
+    def _add(
+        self, action: Action, operation: str | None, service: str | None, times: int | None
+    ) -> Rule:
+        rule = Rule(action, operation, service, times)
         with self._lock:
             self.rules.append(rule)
         return rule
 
-    def clear(self) -> None:
+    # --- what happened ----------------------------------------------------------------------------
+
+    def calls(self, operation: str | None = None, *, service: str | None = None) -> list[Call]:
         with self._lock:
-            self.rules.clear()
-            self.fail_put = None
+            return [
+                c
+                for c in self._calls
+                if operation in (None, c.operation) and service in (None, c.service)
+            ]
+
+    @property
+    def max_in_flight(self) -> dict[str, int]:
+        """The most calls in flight at once, per service (delays included)."""
+        with self._lock:
+            return dict(self._max_in_flight)
+
+    # --- the server -------------------------------------------------------------------------------
 
     async def _start(self) -> None:
-        self._session = aiohttp.ClientSession()
+        # Responses go back as moto sent them, encoding included.
+        self._http = aiohttp.ClientSession(auto_decompress=False)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
@@ -86,77 +221,147 @@ class AwsFront:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def _stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
-
-    def _claim(self, operation: str) -> str | None:
-        with self._lock:
-            for rule in self.rules:
-                if rule.operation != operation or rule.times == 0:
-                    continue
-                rule.seen += 1
-                if rule.seen % rule.every:
-                    continue
-                if rule.times > 0:
-                    rule.times -= 1
-                return rule.code
-        return None
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        if self._http is not None:
+            await self._http.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        target = request.headers.get("X-Amz-Target", "")
-        operation = target.rsplit(".", 1)[-1] if target else ""
+        raw = await request.read()
+        service, operation, protocol = identify(request, raw)
+        delays, answer = self._claim(service, operation)
+        status, error, failing = 0, "", []
+        if isinstance(answer, AwsError):
+            status, error = answer.status, answer.code
+        elif isinstance(answer, Stub):
+            status = 200
+        elif isinstance(answer, FailRecords):
+            failing = [answer.check(entry) for entry in json.loads(raw)[BATCHES[operation]]]
+        encoding = request.headers.get("Content-Encoding", "")
+        sent = int(request.headers.get("Content-Length", len(raw)))
+        call = Call(
+            service, operation, protocol, encoding, sent, len(raw), status, error, sum(failing)
+        )
         with self._lock:
-            self.calls[operation] += 1
-        code = self._claim(operation) if operation else None
-        if code is not None:
-            with self._lock:
-                self.faults[f"{operation}:{code}"] += 1
-            return web.Response(
-                status=400,
-                body=json.dumps({"__type": code, "message": "injected by the test front"}),
-                content_type="application/x-amz-json-1.1",
-            )
-        if operation == "PutRecords" and self.fail_put is not None:
-            return await self._partial_put(request, body)
-        return await self._forward(request, body)
+            self._calls.append(call)
+        with self._gauge(service):
+            for delay in delays:
+                await asyncio.sleep(delay.seconds)
+            if isinstance(answer, AwsError):
+                return error_response(answer, protocol, request)
+            if isinstance(answer, Stub):
+                return stub_response(operation, protocol, request)
+            if isinstance(answer, FailRecords) and any(failing):
+                return await self._partial(request, raw, answer.code, failing)
+            return await self._forward(request, raw)
 
-    async def _forward(self, request: web.Request, body: bytes) -> web.Response:
-        assert self._session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
-        async with self._session.request(
-            request.method, f"{self.upstream}{request.path_qs}", data=body, headers=headers
+    def _claim(
+        self, service: str, operation: str
+    ) -> tuple[list[Delay], AwsError | Stub | FailRecords | None]:
+        """The delays that claim this call, and the first other rule that does (or None)."""
+        delays: list[Delay] = []
+        with self._lock:
+            for rule in self.rules:
+                action = rule.action
+                if isinstance(action, Delay):
+                    if rule.claims(service, operation):
+                        delays.append(action)
+                elif rule.claims(service, operation):
+                    return delays, action
+        return delays, None
+
+    @contextmanager
+    def _gauge(self, service: str) -> Iterator[None]:
+        with self._lock:
+            self._in_flight[service] = self._in_flight.get(service, 0) + 1
+            peak = max(self._max_in_flight.get(service, 0), self._in_flight[service])
+            self._max_in_flight[service] = peak
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight[service] -= 1
+
+    async def _forward(self, request: web.Request, raw: bytes) -> web.Response:
+        assert self._http is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in REQUEST_DROP}
+        async with self._http.request(
+            request.method, self.upstream + request.path_qs, headers=headers, data=raw
         ) as upstream:
             payload = await upstream.read()
-            out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
+            out = {k: v for k, v in upstream.headers.items() if k.lower() not in RESPONSE_DROP}
             return web.Response(status=upstream.status, body=payload, headers=out)
 
-    async def _partial_put(self, request: web.Request, body: bytes) -> web.Response:
-        call = json.loads(body)
-        assert self.fail_put is not None
-        failing = [self.fail_put(r) for r in call["Records"]]
+    async def _partial(
+        self, request: web.Request, raw: bytes, code: str, failing: list[bool]
+    ) -> web.Response:
+        """PutRecords with some records failed: the rest go to moto, the answers are merged in
+        the request's order, as AWS answers."""
+        call = json.loads(raw)
         kept = [r for r, fail in zip(call["Records"], failing, strict=True) if not fail]
         results: list[dict[str, Any]] = []
         if kept:
             forwarded = await self._forward(request, json.dumps({**call, "Records": kept}).encode())
-            assert forwarded.body is not None
-            results = json.loads(bytes(forwarded.body))["Records"]
-        merged = []
-        for fail in failing:
-            if fail:
-                with self._lock:
-                    self.faults["PutRecords:record"] += 1
-                merged.append(
-                    {
-                        "ErrorCode": "ProvisionedThroughputExceededException",
-                        "ErrorMessage": "Rate exceeded for shard (injected by the test front)",
-                    }
-                )
-            else:
-                merged.append(results.pop(0))
+            assert isinstance(forwarded.body, bytes)
+            results = json.loads(forwarded.body)["Records"]
+        failure = {"ErrorCode": code, "ErrorMessage": "Rate exceeded for shard (injected)"}
+        merged = [failure if fail else results.pop(0) for fail in failing]
         return web.json_response(
             {"FailedRecordCount": sum(failing), "Records": merged},
-            content_type="application/x-amz-json-1.1",
+            content_type=request.content_type,
         )
+
+
+BATCHES = {"PutRecords": "Records"}
+"""Batch operations `fail_records` knows, with the request field holding the entries."""
+
+
+def identify(request: web.Request, raw: bytes) -> tuple[str, str, Protocol]:
+    """(service, operation, protocol) of a signed AWS request."""
+    auth = request.headers.get("Authorization", "")
+    # SigV4: Credential=KEY/DATE/REGION/SERVICE/aws4_request
+    service = auth.split("Credential=", 1)[1].split("/")[3] if "Credential=" in auth else "?"
+    target = request.headers.get("X-Amz-Target")
+    if target:
+        return service, target.rsplit(".", 1)[-1], "json"
+    form = parse_qs(raw.decode("utf-8", errors="replace")) if raw else {}
+    action = form.get("Action") or parse_qs(request.query_string).get("Action")
+    if action:
+        return service, action[0], "query"
+    return service, f"{request.method} {request.path}", "rest"
+
+
+def error_response(error: AwsError, protocol: Protocol, request: web.Request) -> web.Response:
+    headers = {"x-amzn-RequestId": REQUEST_ID}
+    if protocol == "json":
+        if error.query_code:
+            headers["x-amzn-query-error"] = f"{error.query_code};Sender"
+        return web.Response(
+            status=error.status,
+            text=json.dumps({"__type": error.code, "message": error.message}),
+            content_type=request.content_type,
+            headers=headers,
+        )
+    inner = f"<Code>{error.code}</Code><Message>{error.message}</Message>"
+    if protocol == "query":
+        kind = "Receiver" if error.status >= 500 else "Sender"
+        text = (
+            f"<ErrorResponse><Error><Type>{kind}</Type>{inner}</Error>"
+            f"<RequestId>{REQUEST_ID}</RequestId></ErrorResponse>"
+        )
+    else:
+        text = f"<Error>{inner}<RequestId>{REQUEST_ID}</RequestId></Error>"
+    return web.Response(status=error.status, text=text, content_type="text/xml", headers=headers)
+
+
+def stub_response(operation: str, protocol: Protocol, request: web.Request) -> web.Response:
+    if protocol == "json":
+        return web.Response(text="{}", content_type=request.content_type)
+    if protocol == "query":
+        text = (
+            f"<{operation}Response><ResponseMetadata><RequestId>{REQUEST_ID}</RequestId>"
+            f"</ResponseMetadata></{operation}Response>"
+        )
+        return web.Response(text=text, content_type="text/xml")
+    return web.Response()

@@ -40,10 +40,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,8 +49,8 @@ import tomli_w
 
 from daemon.aws import AwsClients
 from daemon.iam import action_for, allows, operations_for
-from daemon.local_aws import free_port
-from tests.support.proc import REPO, base_env
+from tests.support.moto_server import MotoServer
+from tests.support.proc import REPO
 
 SETUP_CALLS = 3
 ADMIN_POLICY = {
@@ -273,30 +269,12 @@ def _merge(into: dict[str, Any], overlay: dict[str, Any]) -> None:
 
 class IamMoto:
     def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.server = MotoServer(INITIAL_NO_AUTH_ACTION_COUNT=str(SETUP_CALLS))
+        self.url = self.server.url
         self.admin: dict[str, str] = {}
 
     def start(self) -> IamMoto:
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.local_aws", "127.0.0.1", str(self.port)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=REPO,
-            env=base_env(INITIAL_NO_AUTH_ACTION_COUNT=str(SETUP_CALLS)),
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or self._proc.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("moto server with IAM enforcement did not start") from None
-                time.sleep(0.05)
+        self.server.start()
         iam = self._client("iam", {"aws_access_key_id": "testing", "aws_secret_access_key": "x"})
         iam.create_user(UserName="admin")
         iam.put_user_policy(
@@ -333,13 +311,4 @@ class IamMoto:
         )
 
     def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        self.server.stop()

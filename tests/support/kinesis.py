@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from typing import Any
 
 from daemon.aws import AwsClients
@@ -19,6 +18,7 @@ from daemon.outbox import Outbox
 from daemon.services import Services
 from daemon.supervisor import Supervisor
 from daemon.workers import kinesis_reader
+from tests.support.observe import metric
 
 SEEN: dict[str, list[Record]] = defaultdict(list)
 """Records the `collect` handler saw, by stream name."""
@@ -123,14 +123,7 @@ class Reader:
         return worker
 
     def metric(self, name: str, **labels: str) -> float:
-        for family in self.metrics.families():
-            if family.name == name:
-                return sum(
-                    child.value  # type: ignore[union-attr]
-                    for got, child in family.series()
-                    if all(got.get(k) == v for k, v in labels.items())
-                )
-        return 0.0
+        return metric(self.metrics, name, **labels)
 
     async def stop(self) -> None:
         await self.supervisor.stop_all(asyncio.get_running_loop().time() + 10)
@@ -148,14 +141,6 @@ def reader_config(
         "kinesis": {"readers": readers},
         **extra,
     }
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 SLOW_FIRST: set[str] = set()

@@ -1,5 +1,6 @@
 """In-process harness for the messaging workers: the real workers under a real supervisor, with
-real AWS clients on the moto server, a real (in-memory) outbox, and a log capture."""
+real AWS clients on the moto server, a real (in-memory) outbox, and a log capture; and the SQS/SNS
+arranging and reading the messaging tests share (subscribe a queue, receive until N arrived)."""
 
 from __future__ import annotations
 
@@ -109,14 +110,6 @@ class Harness:
             await self.outbox.close()
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
 def queue_attributes(sqs: Any, url: str) -> dict[str, int]:
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     return {
@@ -124,3 +117,43 @@ def queue_attributes(sqs: Any, url: str) -> dict[str, int]:
         for k, v in attrs.items()
         if k.startswith("ApproximateNumberOfMessages") and str(v).isdigit()
     }
+
+
+def subscribe_queue(boto: Callable[[str], Any], topic_arn: str, url: str, *, raw: bool) -> None:
+    """Subscribe an SQS queue to an SNS topic: raw delivery gives the message alone, otherwise
+    the SNS JSON envelope."""
+    attrs = boto("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    boto("sns").subscribe(
+        TopicArn=topic_arn,
+        Protocol="sqs",
+        Endpoint=attrs["Attributes"]["QueueArn"],
+        Attributes={"RawMessageDelivery": str(raw).lower()},
+    )
+
+
+def receive_messages(
+    boto: Callable[[str], Any], queue: str, expect: int, *, tries: int = 40
+) -> list[dict[str, Any]]:
+    """Receive (with their attributes) and delete the messages of `queue` (a URL or a name) until
+    `expect` arrived or `tries` long polls of a second went by. It blocks: call it once the
+    sender is done, or in a thread."""
+    sqs = boto("sqs")
+    url = queue if "://" in queue else sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    got: list[dict[str, Any]] = []
+    for _ in range(tries):
+        answer = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"]
+        )
+        for message in answer.get("Messages", []):
+            got.append(message)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        if len(got) >= expect:
+            break
+    return got
+
+
+def receive_bodies(
+    boto: Callable[[str], Any], queue: str, expect: int, *, tries: int = 40
+) -> list[str]:
+    """The bodies of `receive_messages`."""
+    return [m["Body"] for m in receive_messages(boto, queue, expect, tries=tries)]

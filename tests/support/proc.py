@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +23,45 @@ REPO = Path(__file__).resolve().parents[2]
 Predicate = Callable[[dict[str, Any]], bool]
 
 
+HOST_ONLY = ("AWSD", "AWS_", "NOTIFY_", "WATCHDOG_")
+"""Variables of the machine running the tests (real credentials, systemd's sockets, awsd's own
+settings) that must reach neither the tests nor anything they spawn."""
+DUMMY_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+"""Credentials for the moto server; with them nothing can reach a real account or the instance
+metadata service."""
+
+
+def isolated(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` without what `HOST_ONLY` names, with the dummy AWS credentials."""
+    return {k: v for k, v in environ.items() if not k.startswith(HOST_ONLY)} | DUMMY_AWS
+
+
 def base_env(**extra: str) -> dict[str, str]:
     """Environment for a spawned daemon or client: loopback only, dummy credentials."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AWSD", "AWS_", "NOTIFY_", "WATCHDOG_"))
-    }
-    env.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_EC2_METADATA_DISABLED="true",
-        PYTHONPATH=str(REPO),
-        PYTHONUNBUFFERED="1",
+    return isolated(os.environ) | {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"} | extra
+
+
+def awsd_cli(
+    *args: str, stdin: bytes | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """`awsd ARGS` run to its end in a process of its own, the way a person runs it; stdout and
+    stderr come back as text (bytes that are not UTF-8 replaced, so a test can show them)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", *args],
+        input=stdin,
+        capture_output=True,
+        check=False,
+        cwd=REPO,
+        env=base_env(),
+        timeout=timeout,
     )
-    env.update(extra)
-    return env
+    out, err = (stream.decode(errors="replace") for stream in (done.stdout, done.stderr))
+    return subprocess.CompletedProcess(done.args, done.returncode, out, err)
 
 
 class LogCapture:

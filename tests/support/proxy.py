@@ -1,8 +1,8 @@
 """A TCP fault proxy for tests: pass traffic through, delay it, reset it, or blackhole it.
 
-It runs its own event loop in a thread so both sync tests (driving a spawned daemon) and async
-tests can use it. Changing the mode to a fault also breaks the connections already open, the way
-a real outage does.
+It runs its own event loop in a thread (`LoopThread`, shared with `tests/support/aws_front.py`)
+so both sync tests (driving a spawned daemon) and async tests can use it. Changing the mode to a
+fault also breaks the connections already open, the way a real outage does.
 """
 
 from __future__ import annotations
@@ -12,9 +12,34 @@ import contextlib
 import socket
 import struct
 import threading
-from typing import Literal
+from collections.abc import Coroutine
+from typing import Any, Literal, TypeVar
 
 Mode = Literal["pass", "delay", "reset", "blackhole", "refuse"]
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An event loop of its own in a daemon thread: a test server on it keeps answering while the
+    test's thread blocks (a sync test waiting on a daemon) or its loop is busy (an async test)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        """Run `coro` on the thread's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
 
 
 class FaultProxy:
@@ -23,8 +48,7 @@ class FaultProxy:
         self.mode: Mode = "pass"
         self.delay = 0.0
         self.connections = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread = LoopThread()
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
@@ -35,28 +59,23 @@ class FaultProxy:
 
     def start(self) -> FaultProxy:
         self._thread.start()
-        self._call(self._listen())
+        self._thread.run(self._listen())
         return self
 
     def set_mode(self, mode: Mode, delay: float = 0.0) -> None:
         self.mode, self.delay = mode, delay
         if mode in ("reset", "blackhole", "refuse"):
-            self._call(self._break_all())
+            self._thread.run(self._break_all())
         if mode == "refuse":
-            self._call(self._close_listener())
+            self._thread.run(self._close_listener())
         elif self._server is None:
-            self._call(self._listen())
+            self._thread.run(self._listen())
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
-            self._call(self._close_listener())
-            self._call(self._break_all())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-
-    def _call(self, coro: object) -> None:
-        asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)  # type: ignore[arg-type]
+            self._thread.run(self._close_listener())
+            self._thread.run(self._break_all())
+        self._thread.close()
 
     async def _listen(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)

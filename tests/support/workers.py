@@ -33,6 +33,17 @@ async def silent(ctx: Any, options: dict[str, Any]) -> None:
     await ctx.stop.wait()
 
 
+LEAKED_SECRETS = (
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "hunter2-hunter2",
+    "AKIAIOSFODNN7EXAMPLE",
+    "s3cr3tpass",
+    "abc.def.ghi",
+    "IQoJb3JpZ2luX2VjEJr",
+)
+"""What `leak_secrets` logs that no log line, file or shipped event may ever show."""
+
+
 async def leak_secrets(ctx: Any, options: dict[str, Any]) -> None:
     ctx.log.info(
         "secret test",
