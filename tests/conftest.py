@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import tomli_w
+import trustme
 
 from daemon.config.models import Config
 from daemon.local_aws import free_port
@@ -227,3 +228,16 @@ def notify_socket() -> Iterator[NotifySocket]:
     sock = NotifySocket()
     yield sock
     sock.close()
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A certificate authority for local TLS servers (trustme)."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA) -> Iterator[str]:
+    """`ca`'s certificate as a PEM file, for clients that verify against it."""
+    with ca.cert_pem.tempfile() as path:
+        yield path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import trustme
@@ -28,17 +28,6 @@ async def test_models_are_plain_dicts_without_documentation_text(moto_endpoint: 
         assert "Buckets" in await s3.list_buckets()
     finally:
         await clients.close()
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA) -> Iterator[str]:
-    with ca.cert_pem.tempfile() as path:
-        yield path
 
 
 @pytest.fixture

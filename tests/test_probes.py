@@ -159,17 +159,6 @@ async def test_the_first_failing_condition_names_the_reason_and_every_check_is_r
 # --- TLS -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA) -> Iterator[str]:
-    with ca.cert_pem.tempfile() as path:
-        yield path
-
-
 def tls_server_context(ca: trustme.CA, days: float = 365) -> ssl.SSLContext:
     now = dt.datetime.now(dt.UTC)
     cert = ca.issue_cert(
