@@ -108,6 +108,32 @@ async def test_expired_iterators_and_throttling_lose_and_repeat_nothing(tmp_path
     assert behind >= 0
 
 
+async def test_empty_pages_while_behind_do_not_idle(tmp_path, boto, aws_front):
+    """Kinesis answers empty pages with MillisBehindLatest > 0 while a reader skips through
+    sparse or trimmed data: the reader goes on at its GetRecords pace and idles only at the tip."""
+    stream = k.stream_name()
+    kinesis = boto("kinesis")
+    k.create_stream(kinesis, stream, 1)
+    k.put(kinesis, stream, k.keyed(10))
+
+    def empty_but_behind(request: dict[str, Any]) -> dict[str, Any]:
+        return {"Records": [], "NextShardIterator": request["ShardIterator"],
+                "MillisBehindLatest": 60_000}  # fmt: skip
+
+    aws_front.stub("GetRecords", answer=empty_but_behind, times=4)
+    # An idle interval far longer than the wait below: one idle pause would fail the test.
+    cfg = reader(stream, idle_interval=60.0)
+    r = await k.Reader(k.reader_config(tmp_path, aws_front.url, {"r": cfg})).start()
+    try:
+        await wait_until(lambda: len(k.SEEN[stream]) >= 10, timeout=30)
+        behind = r.metric("awsd_kinesis_millis_behind_latest")
+    finally:
+        await r.stop()
+    assert texts(stream) == [d.decode() for _, d in k.keyed(10)]
+    assert len(aws_front.calls("GetRecords")) >= 5  # four empty pages, then the records
+    assert behind == 0  # moto's answer with the records: at the tip
+
+
 async def test_a_stalled_handler_pauses_fetching_and_loses_nothing(tmp_path, boto, aws_front):
     stream = k.stream_name()
     kinesis = boto("kinesis")

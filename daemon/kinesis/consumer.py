@@ -305,10 +305,12 @@ class ShardConsumer:
                 # nothing left and nothing behind (endpoints that keep handing out iterators).
                 self.buffer.put(_END)
                 return
-            if not records:
+            if not records and not behind:
                 self.state = "idle"
                 await asyncio.sleep(self.cfg.idle_interval)
             else:
+                # An empty page while behind (Kinesis skips through sparse or trimmed data this
+                # way) is no reason to idle: only the GetRecords pace applies.
                 self.state = "reading"
 
     async def _fetch_failed(

@@ -74,7 +74,10 @@ class AwsError:
 
 @dataclass(frozen=True)
 class Stub:
-    """An empty success, without asking moto (it takes seconds for some big requests)."""
+    """A success without asking moto (it takes seconds for some big requests): empty, or for
+    JSON protocols the body `answer` makes of the request's JSON."""
+
+    answer: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -154,9 +157,17 @@ class AwsFront:
             message = "Rate exceeded" if "Throttl" in code else "injected by the test"
         return self._add(AwsError(code, status, message, query_code), operation, service, times)
 
-    def stub(self, operation: str, *, service: str | None = None, times: int | None = 1) -> Rule:
-        """Answer `times` matching calls (None: all) with an empty success, without moto."""
-        return self._add(Stub(), operation, service, times)
+    def stub(
+        self,
+        operation: str,
+        *,
+        service: str | None = None,
+        times: int | None = 1,
+        answer: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> Rule:
+        """Answer `times` matching calls (None: all) with a success, without moto: empty, or
+        (JSON protocols) `answer(request body)`."""
+        return self._add(Stub(answer), operation, service, times)
 
     def delay(
         self,
@@ -251,6 +262,9 @@ class AwsFront:
             if isinstance(answer, AwsError):
                 return error_response(answer, protocol, request)
             if isinstance(answer, Stub):
+                if answer.answer is not None and protocol == "json":
+                    body = json.dumps(answer.answer(json.loads(raw)))
+                    return web.Response(text=body, content_type=request.content_type)
                 return stub_response(operation, protocol, request)
             if isinstance(answer, FailRecords) and any(failing):
                 return await self._partial(request, raw, answer.code, failing)
