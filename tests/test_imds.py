@@ -88,3 +88,20 @@ async def test_off_ec2_there_is_no_region_and_the_error_says_what_to_set(
     finally:
         await clients.close()
     assert "aws.region" in str(error.value) and "AWS_REGION" in str(error.value)
+
+
+async def test_log_names_with_instance_id_use_the_instances(
+    imds: list[str], monkeypatch: pytest.MonkeyPatch
+):
+    from daemon import identity
+
+    monkeypatch.setattr(identity, "_instance_id", None)  # one lookup per process: a fresh one
+    who = await identity.resolve("prod", ask_imds=True)
+    assert who.expand("/awsd/{env}") == "/awsd/prod"
+    assert who.expand("{instance_id}-{env}") == "i-0123456789abcdef0-prod"
+    assert identity.needs_instance_id("/awsd/{env}", "{instance_id}")
+    # Local AWS (or no template naming it) never asks the metadata service.
+    monkeypatch.setattr(identity, "_instance_id", None)
+    seen = len(imds)
+    local = await identity.resolve("local", ask_imds=False)
+    assert local.instance_id == identity.hostname() and len(imds) == seen
