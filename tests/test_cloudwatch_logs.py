@@ -237,6 +237,27 @@ class TestShipping:
         shipped = [json.loads(e["message"])["n"] for e in read_back(boto, group, "s-test")]
         assert shipped == list(range(1000 - kept, 1000))  # the newest survive, in order
 
+    async def test_connection_errors_are_retried_until_the_endpoint_is_back(
+        self, configs: ConfigFactory, fault_proxy: FaultProxy, boto: Callable[[str], Any]
+    ):
+        configs.moto_endpoint = fault_proxy.url
+        group = f"/awsd/test-{uuid.uuid4().hex[:8]}"
+        run = Shipping(shipper_config(configs, group))
+        async with run as shipper:
+            shipper.sink(log_event("before the outage"))
+            assert await shipper.ship(10)
+            fault_proxy.set_mode("refuse")
+            for i in range(20):
+                shipper.sink(log_event("during the outage", n=i))
+            shipping = asyncio.create_task(shipper.ship(30))
+            await asyncio.sleep(0.5)  # some attempts meet the refused connection
+            assert not shipping.done()  # still trying, nothing given up
+            fault_proxy.set_mode("pass")
+            assert await shipping
+            assert run.dropped("shutdown") == 0 and run.dropped("buffer_full") == 0
+        shipped = read_back(boto, group, "s-test")
+        assert [json.loads(e["message"]).get("n") for e in shipped[1:]] == list(range(20))
+
     async def test_the_shutdown_flush_with_the_endpoint_down_gives_up_at_the_deadline(
         self, configs: ConfigFactory, fault_proxy: FaultProxy
     ):
