@@ -542,6 +542,35 @@ class TestEmf:
         ]
         assert not any("awsd_bad" in d for d in docs)  # NaN never leaves
 
+    def test_at_most_30_dimensions_and_reserved_names_renamed(self):
+        reg = Registry()
+        fits = (*(f"l{i:02d}" for i in range(25)), "event", "level")
+        reg.counter("awsd_fits_total", "f", fits).labels(**{k: "v" for k in fits}).inc()
+        wide = tuple(f"w{i:02d}" for i in range(40))
+        reg.counter("awsd_wide_total", "w", wide).labels(**{k: "v" for k in wide}).inc()
+        docs = documents(
+            Snapshots(reg).take(),
+            namespace="awsd",
+            dimensions={"environment": "prod", "host": "pi-1", "timestamp": "t"},
+            timestamp_ms=1,
+            resolution=lambda _: 60,
+            values=False,
+        )
+        for doc in docs:
+            check_emf(doc)
+        by_metric = {
+            d["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"]: d["_aws"]["CloudWatchMetrics"][
+                0
+            ]["Dimensions"][0]
+            for d in docs
+        }
+        fits_dims = by_metric["awsd_fits_total"]
+        assert len(fits_dims) == 30
+        # The log line's own members keep their meaning: dimensions with those names are renamed.
+        assert {"event_", "level_", "timestamp_"} <= set(fits_dims)
+        assert not {"event", "level", "timestamp"} & set(fits_dims)
+        assert len(by_metric["awsd_wide_total"]) == 30  # CloudWatch's limit: the rest is cut
+
     def test_statistic_sets_without_values(self):
         docs = documents(
             self.points(),
