@@ -160,6 +160,56 @@ async def test_a_stalled_handler_pauses_fetching_and_loses_nothing(tmp_path, bot
     assert texts(stream) == [d.decode() for _, d in k.keyed(120)]  # one shard: total order
 
 
+async def test_the_byte_bound_pauses_fetching_too(tmp_path, boto, aws_front):
+    stream = k.stream_name()
+    kinesis = boto("kinesis")
+    k.create_stream(kinesis, stream, 1)
+    padded = [(key, data + b" " + b"x" * 200) for key, data in k.keyed(60)]
+    k.put(kinesis, stream, padded)
+    k.GATES[stream] = asyncio.Event()
+    cfg = reader(stream, "stall", buffer_records=1000, buffer_bytes=1024, max_records=3)
+    r = await k.Reader(k.reader_config(tmp_path, aws_front.url, {"r": cfg})).start()
+    try:
+        await wait_until(lambda: bool(r.worker("r").running))
+        consumer = next(iter(r.worker("r").running.values())).consumer
+        await wait_until(consumer.buffer.full)
+        calls = len(aws_front.calls("GetRecords"))
+        await asyncio.sleep(0.5)  # ten idle intervals: a fetch would happen if it could
+        assert len(aws_front.calls("GetRecords")) == calls
+        # Full by bytes long before the record bound; at most one response (3 records) over.
+        assert 1024 <= consumer.buffer.bytes < 1024 + 3 * 230
+        assert consumer.buffer.records < 1000
+        k.GATES[stream].set()
+        await wait_until(lambda: len(k.SEEN[stream]) >= 60)
+    finally:
+        k.GATES[stream].set()
+        await r.stop()
+    assert [t.split(" x")[0] for t in texts(stream)] == [d.decode() for _, d in k.keyed(60)]
+
+
+async def test_shards_listed_over_several_pages_are_all_read(tmp_path, boto, aws_front):
+    stream = k.stream_name()
+    kinesis = boto("kinesis")
+    k.create_stream(kinesis, stream, 3)
+    k.put(kinesis, stream, k.keyed(90, keys=30))
+    shards = kinesis.list_shards(StreamName=stream)["Shards"]
+
+    def paged(request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("NextToken") == "page-2":
+            assert "StreamName" not in request  # the token carries the stream
+            return {"Shards": shards[2:]}
+        return {"Shards": shards[:2], "NextToken": "page-2"}
+
+    aws_front.stub("ListShards", answer=paged, times=None)
+    r = await k.Reader(k.reader_config(tmp_path, aws_front.url, {"r": reader(stream)})).start()
+    try:
+        await wait_until(lambda: len(k.SEEN[stream]) >= 90)
+    finally:
+        await r.stop()
+    assert {rec.meta["shard"] for rec in k.SEEN[stream]} == {s["ShardId"] for s in shards}
+    assert len(aws_front.calls("ListShards")) >= 2
+
+
 async def test_failed_records_are_retried_in_place_or_skipped(tmp_path, boto, moto_endpoint):
     kinesis = boto("kinesis")
     retry, skip = k.stream_name(), k.stream_name()
