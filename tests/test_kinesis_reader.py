@@ -361,6 +361,39 @@ async def test_archive_objects_hold_exactly_the_records_and_checkpoint_after_wri
     assert all(p.isdigit() for p in checkpoints(tmp_path).values())
 
 
+async def test_archive_objects_are_written_by_size_and_named_by_shard_and_first_record(
+    tmp_path, boto, moto_endpoint
+):
+    stream, bucket = k.stream_name(), k.stream_name("bucket")
+    kinesis, s3 = boto("kinesis"), boto("s3")
+    k.create_stream(kinesis, stream, 1)
+    s3.create_bucket(Bucket=bucket)
+    produced = [(key, data + b" " + b"y" * 100) for key, data in k.keyed(60)]
+    k.put(kinesis, stream, produced)
+    # An hour by time, 1 KiB by size: only the size can write objects while it runs.
+    archive = {"bucket": bucket, "prefix": "raw/", "buffer_seconds": 3600, "buffer_bytes": 1024}
+    cfg = reader(stream, handler="", archive=archive)
+    r = await k.Reader(k.reader_config(tmp_path, moto_endpoint, {"r": cfg})).start()
+    try:
+        await wait_until(lambda: r.metric("awsd_kinesis_records_total") >= 60)
+        written = read_archive(s3, bucket, "raw/")
+    finally:
+        await r.stop()  # writes the last, partial buffer
+    assert len(written) >= 50  # objects written by size while running
+    lines = read_archive(s3, bucket, "raw/")
+    assert [e["data"] for _, e in sorted(lines, key=lambda le: int(le[1]["sequence"]))] == [
+        d.decode() for _, d in produced
+    ]
+    objects: dict[str, list[dict[str, Any]]] = {}
+    for key, entry in lines:
+        objects.setdefault(key, []).append(entry)
+    assert len(objects) >= 5  # ~6 KiB of lines in 1 KiB objects
+    for key, entries in objects.items():
+        first = min(entries, key=lambda e: int(e["sequence"]))
+        # `<prefix><YYYY/MM/DD/HH>/<stream>-<shard>-<first sequence>.jsonl` (gzip off)
+        assert key.endswith(f"/{stream}-shardId-000000000000-{first['sequence']}.jsonl"), key
+
+
 async def test_a_handler_past_its_timeout_is_cancelled_and_the_record_retried(
     tmp_path, boto, moto_endpoint
 ):
