@@ -40,7 +40,10 @@ def every_attribute(env: str) -> dict[str, Any]:
                         "filter_policy_scope": "MessageBody",
                         "dead_letter_queue": "events-dlq",
                     },
-                    {"protocol": "https", "endpoint": "https://hooks.example.com/awsd"},
+                    {
+                        "protocol": "https",
+                        "endpoint": "https://127.0.0.1:9/hook",
+                    },  # never posted to,
                     {"protocol": "email", "endpoint": "ops@example.com"},
                     {"protocol": "sms", "endpoint": "+15555550100"},
                     {
