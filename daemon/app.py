@@ -81,6 +81,8 @@ class Daemon:
         self.reload_ok = 0
         self.reload_failed = 0
         self.last_reload_errors: list[str] = []
+        self.last_reload_outcome = ""
+        """"rejected" (an invalid config) or "failed" (a valid one that could not be applied)."""
         self._stop: asyncio.Event | None = None
         self._reload: asyncio.Event | None = None
         self._stop_signal: str | None = None
@@ -275,23 +277,71 @@ class Daemon:
     async def _start_health(self, config: Config) -> None:
         if not config.health.port:
             return
-        server = HealthServer(
-            config.health.host,
-            config.health.port,
-            status=self.status,
-            not_ready=self.not_ready,
-        )
-        for method, path, handler in self.routes:
-            server.add_route(method, path, handler)
         try:
-            await server.start()
+            self.health = await self._listen_health(config.health.host, config.health.port)
         except OSError as exc:
-            await server.stop()
             raise StartupError(
                 f"health server cannot listen on {config.health.host}:{config.health.port}: "
                 f"{exc.strerror or exc} (set health.port, or 0 to disable it)"
             ) from None
-        self.health = server
+
+    async def _listen_health(self, host: str, port: int) -> HealthServer:
+        """A started health server with every route; OSError when it cannot listen."""
+        server = HealthServer(host, port, status=self.status, not_ready=self.not_ready)
+        for method, path, handler in self.routes:
+            server.add_route(method, path, handler)
+        try:
+            await server.start()
+        except OSError:
+            await server.stop()
+            raise
+        return server
+
+    async def _move_health(self, config: Config) -> None:
+        """On reload: bring the health server to the configured address. The old server keeps
+        listening until the new one does, so a port that is taken leaves /healthz, /status and
+        /metrics where they were (logged as a warning), and a later reload tries again."""
+        old = self.health
+        host, port = config.health.host, config.health.port
+        unchanged = (old.host, old.port) == (host, port) if old is not None else not port
+        if unchanged:
+            return
+        freed: tuple[str, int] | None = None
+        if old is not None and (not port or old.port == port):
+            # Turned off, or only the address changes: the old server may hold the port itself.
+            await old.stop()
+            self.health, freed = None, (old.host, old.port)
+        if not port:
+            log.info("health server stopped (health.port = 0)")
+            return
+        try:
+            new = await self._listen_health(host, port)
+        except OSError as exc:
+            if freed is not None:
+                self.health = await self._listen_health_again(*freed)
+            log.warning(
+                "health server cannot move; it stays where it was",
+                host=host,
+                port=port,
+                reason=exc.strerror or str(exc),
+                listening=self._health_address(),
+            )
+            return
+        if freed is None and old is not None:
+            await old.stop()
+        self.health = new
+
+    async def _listen_health_again(self, host: str, port: int) -> HealthServer | None:
+        try:
+            return await self._listen_health(host, port)
+        except OSError as exc:
+            log.error(
+                "health server cannot listen on its old address either; it is off",
+                host=host,
+                port=port,
+                reason=exc.strerror or str(exc),
+            )
+            return None
 
     # --- signals, reload, watchdog ---------------------------------------------------------------
 
@@ -328,37 +378,58 @@ class Daemon:
             await self.reload()
 
     async def reload(self) -> bool:
-        """Load and validate the config again; apply the difference or keep the old one."""
+        """Load and validate the config again; apply the difference or keep the old one.
+
+        Whatever happens, the reload ends the same way: state "running", READY=1 with a fresh
+        STATUS= (`systemctl reload` waits for it), and the reload loop waits for the next one."""
         self.state = "reloading"
         self.notifier.reloading()
+        ok = await self._load_and_apply()
+        self.state = "running"
+        self.notifier.ready(self.status_line())
+        return ok
+
+    async def _load_and_apply(self) -> bool:
         try:
             loaded = await asyncio.to_thread(load_config, self.loaded.path, self.environ)
             specs = worker_specs(loaded.config)
         except (ConfigError, ValueError) as exc:
             errors = [str(i) for i in exc.issues] if isinstance(exc, ConfigError) else [str(exc)]
-            self.reload_failed += 1
-            self.last_reload_errors = errors
-            self._reloads.labels(result="failed").inc()
-            log.error(
-                "reload rejected; the running config stays",
-                errors=errors,
-                running_config_version=self.loaded.version,
-            )
-            self.state = "running"
-            self.notifier.ready(self.status_line())
+            self._reload_failed("rejected", "reload rejected; the running config stays", errors)
             return False
-        await self._apply(loaded, specs)
-        self.state = "running"
-        self.notifier.ready(self.status_line())
+        try:
+            await self._apply(loaded, specs)
+        except StartupError as exc:  # raised before anything running was touched
+            self._reload_failed("failed", "reload failed; the running config stays", [str(exc)])
+            return False
+        except Exception as exc:  # noqa: BLE001 - a bug: logged with its traceback; stay reloadable
+            self._reload_failed(
+                "failed",
+                "reload failed part-way; parts of the new config may be applied (SIGHUP retries)",
+                [f"{type(exc).__name__}: {exc}"],
+                exc,
+            )
+            return False
         return True
+
+    def _reload_failed(
+        self, outcome: str, event: str, errors: list[str], exc: BaseException | None = None
+    ) -> None:
+        self.reload_failed += 1
+        self.last_reload_errors = errors
+        self.last_reload_outcome = outcome
+        self._reloads.labels(result="failed").inc()
+        extra: dict[str, Any] = {"exc_info": exc} if exc is not None else {}
+        log.error(event, errors=errors, running_config_version=self.loaded.version, **extra)
 
     async def _apply(self, loaded: LoadedConfig, specs: list[Any]) -> None:
         old, new = self.config, loaded.config
+        # First what may fail (StartupError) while nothing running has been touched yet.
+        await self._ensure_local_endpoint(new)
         if new.log != old.log:
             configure_logging(new.log)
         set_context(env=new.env, config_version=loaded.version)
         self.outbox.configure(new.outbox)
-        await self._ensure_local_endpoint(new)
         previous = self.services
         services = self._build_services(new, previous)
         loop = asyncio.get_running_loop()
@@ -369,12 +440,7 @@ class Daemon:
         await self._apply_telemetry(new, services)
         if previous is not None and previous.clients is not services.clients:
             await previous.clients.close()
-        if (new.health.host, new.health.port) != (old.health.host, old.health.port):
-            if self.health is not None:
-                await self.health.stop()
-                self.health = None
-            with contextlib.suppress(StartupError):
-                await self._start_health(new)
+        await self._move_health(new)
         self.loaded = loaded
         self.events.publish(ConfigReloaded(source="daemon", version=loaded.version))
         self.reload_ok += 1
@@ -450,8 +516,13 @@ class Daemon:
         if not self.supervisor.gate.is_open():
             line += f"; workers wait for the {self.supervisor.gate.reason}"
         if self.last_reload_errors:
-            line += f"; last reload rejected ({len(self.last_reload_errors)} errors)"
+            line += (
+                f"; last reload {self.last_reload_outcome} ({len(self.last_reload_errors)} errors)"
+            )
         return line
+
+    def _health_address(self) -> str | None:
+        return f"{self.health.host}:{self.health.bound_port}" if self.health else None
 
     def status(self) -> dict[str, Any]:
         return {
@@ -470,6 +541,7 @@ class Daemon:
                 "failed": self.reload_failed,
                 "last_errors": self.last_reload_errors,
             },
+            "health": {"listening": self._health_address()},
             "aws": {
                 "region": self.services.clients.region if self.services else None,
                 "local_endpoint": self.local_endpoint,

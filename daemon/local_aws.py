@@ -124,7 +124,7 @@ async def attach_or_start(
 ) -> tuple[str, LocalAws | None]:
     """The local endpoint to use: AWS_ENDPOINT_URL when set, the child `spawn_early` started,
     a moto server already answering on the fixed `port`, or a new one (returned so the caller
-    stops it)."""
+    stops it) on `port`, or on a free port (with a warning) when something else holds it."""
     if early is not None:
         return await early.start(), early
     reuse = environ.get("AWS_ENDPOINT_URL")
@@ -136,8 +136,34 @@ async def attach_or_start(
         if await answers(existing):
             log.info("local AWS: reusing the moto server already on its port", endpoint=existing)
             return existing, None
+        if port_taken(port):
+            local = LocalAws()
+            log.warning(
+                "local AWS: aws.local_port is taken by something that is not a moto server; "
+                "starting one on a free port instead",
+                port=port,
+                endpoint=local.endpoint,
+                consequence=(
+                    f"commands that look for the endpoint on port {port} (`awsd plan --env "
+                    f"local`, `aws --endpoint-url http://127.0.0.1:{port}`) will not find this "
+                    "one: free the port, or change aws.local_port"
+                ),
+            )
+            return await local.start(), local
     local = LocalAws(port=port)
     return await local.start(), local
+
+
+def port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something is bound to `port` (SO_REUSEADDR, as servers bind: connections
+    lingering in TIME_WAIT do not count)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def _exit_when_parent_goes() -> None:

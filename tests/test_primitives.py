@@ -177,27 +177,100 @@ class TestRedaction:
         "name",
         [
             "password",
+            "db_passwd",
+            "passphrase",
             "aws_secret_access_key",
+            "AWS_SECRET_ACCESS_KEY",
+            "SecretAccessKey",
             "api_key",
+            "apiKey",
+            "APIKey",
+            "x-api-key",
+            "access_key",
+            "client_key",  # a TLS client key file
+            "signing_key",
+            "private_key_pem",
+            "privateKeyPem",
+            "ssh_keyfile",
+            "ssh_key_path",
+            "key_file",
+            "keypair",
             "token",
             "SessionToken",
+            "refresh_token_value",
             "Authorization",
+            "auth",
+            "basic_auth",
+            "Cookie",
+            "X-Amz-Signature",
             "client_secret",
-            "key",
+            "credentials",
+            "credentials_file",
+            "my_private_thing",  # unknown names saying secret things are masked
+            "some_tokenish_field",
+            "kms_key",  # unknown kinds of key: masked, to be safe
+            "api_keys",
         ],
     )
     def test_secret_names(self, name: str):
-        assert is_secret_name(name) == (name != "key")
+        assert is_secret_name(name)
 
-    def test_data_keys_are_not_secrets(self):
-        assert not is_secret_name("partition_key")
-        assert not is_secret_name("region")
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "key",  # an S3 object key, a dedup or sort key
+            "keys",
+            "Key",
+            "partition_key",
+            "PartitionKey",
+            "ExplicitHashKey",
+            "partition_key_type",
+            "partition_key_field",
+            "sort_key",
+            "lease_key",
+            "dedup_key",
+            "object_key",
+            "S3Key",
+            "bucket_key",  # an S3 encryption setting (a bool)
+            "BucketKeyEnabled",
+            "kms_key_id",
+            "KmsMasterKeyId",
+            "key_prefix",
+            "SignatureVersion",
+            "keyword",
+            "region",
+            "unauthorized",
+        ],
+    )
+    def test_data_names_are_not_secrets(self, name: str):
+        assert not is_secret_name(name)
+
+    def test_awsd_config_shows_its_harmless_fields(self):
+        """What `awsd check-config` prints: settings whose names mention keys, signatures or
+        credentials but hold no secret stay readable."""
+        shown = {
+            "bucket_key": True,
+            "kms_key_id": "alias/aws/kinesis",
+            "partition_key": "sensor",
+            "key": "raw/2024/01/01/file.json",
+            "pass_aws_credentials": True,  # a boolean never leaks anything
+            "attributes": {"SignatureVersion": "2", "KmsMasterKeyId": "alias/aws/sns"},
+        }
+        assert redact(shown) == shown
+        hidden = {"private_key_pem": "-----BEGIN", "ssh_keyfile": "/root/.ssh/id", "pin": 1}
+        assert redact({**hidden, "password": 123456}) == {
+            "private_key_pem": MASK,
+            "ssh_keyfile": MASK,
+            "pin": 1,
+            "password": MASK,  # a number under a secret name is masked too
+        }
 
     def test_values_that_look_like_credentials_are_masked(self):
         text = (
             "AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY "
             "https://u:pw1234@h.example/p Authorization: Bearer xyz.abc "
-            "aws_session_token=FwoGZXIvYXdzEabcdefghijklmnopqrstu"
+            "aws_session_token=FwoGZXIvYXdzEabcdefghijklmnopqrstu "
+            "https://b.s3.amazonaws.com/k?X-Amz-Expires=60&X-Amz-Signature=0f1e2d3c4b5a69788796a5b4"
         )
         out = redact_text(text)
         for secret in (
@@ -206,6 +279,7 @@ class TestRedaction:
             "pw1234",
             "xyz.abc",
             "FwoGZXIvYXdzEabc",
+            "0f1e2d3c4b5a69788796a5b4",
         ):
             assert secret not in out
         assert "https://u:***@h.example/p" in out

@@ -326,6 +326,32 @@ def test_local_mode_with_a_fixed_port_reuses_a_running_moto_server(
     assert proc.stop() == 0
 
 
+@pytest.mark.slow
+def test_local_mode_with_a_fixed_port_held_by_something_else_uses_a_free_port(
+    offline_configs: ConfigFactory, awsd: Start
+):
+    """`make run` pins aws.local_port = 4566: another program on that port must not stop it."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = awsd(offline_configs.write({"aws": {"local": True, "local_port": port}}))
+        proc.wait_ready()
+        warning = proc.logs.wait_for(
+            "local AWS: aws.local_port is taken by something that is not a moto server; "
+            "starting one on a free port instead",
+            port=port,
+        )
+        assert warning["level"] == "warning"
+        assert "awsd plan --env local" in warning["consequence"]
+        endpoint = proc.http("/status")[1]["aws"]["local_endpoint"]
+        assert endpoint == warning["endpoint"] and not endpoint.endswith(f":{port}")
+        proc.logs.wait_for("local AWS endpoint started", endpoint=endpoint)
+        assert proc.stop() == 0
+
+
 def test_readyz_waits_for_startup_to_finish(offline_configs: ConfigFactory):
     """During startup (the reconciler's first pass, workers starting) no worker is failing yet,
     but the daemon is not ready: /readyz must say so."""

@@ -71,7 +71,8 @@ class AwsConfig(Section):
     local_port: int = Field(default=0, ge=0, le=65535)
     """Loopback port of the embedded moto server; 0 picks a free one. With a fixed port, a moto
     server already answering there is reused, so `awsd plan` and the AWS CLI
-    (`--endpoint-url http://127.0.0.1:PORT`) see what the running daemon sees."""
+    (`--endpoint-url http://127.0.0.1:PORT`) see what the running daemon sees. When something
+    else holds the port, the server starts on a free one instead, with a warning."""
 
 
 class LogConfig(Section):
