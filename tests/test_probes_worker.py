@@ -130,6 +130,28 @@ async def test_a_failing_endpoint_opens_one_alert_and_resolves_it(tmp_path):
             assert health["uptime_24h"] is not None and 0 < health["uptime_24h"] < 1
 
 
+async def test_a_flapping_endpoint_never_opens_an_alert(tmp_path):
+    app = probe_app()  # /flap answers 200 and 503 in turn
+    async with serve(app) as site:
+        config = probes_config(
+            tmp_path,
+            {"flappy": {"url": f"{site}/flap", "interval": 0.3, "timeout": 0.24,
+                        "alert": {"topic": "alerts", "failure_threshold": 3}}},
+            storm={"group_window": 0},
+        )  # fmt: skip
+        worker = ProbesWorker(config, make_services(tmp_path, config))
+        history = worker.book.get("flappy")
+        async with Running(worker) as run:
+            await wait_until(lambda: len(history.recent) >= 8)
+            assert not worker.states["flappy"].open
+            assert await run.waiting("sns", "alerts") == []
+    outcomes = [s.success for s in history.recent]
+    assert True in outcomes and False in outcomes
+    # every failure was a 503 of the flap (not a timeout that would break the alternation)
+    assert {s.reason for s in history.recent if not s.success} == {"status"}, history.recent
+    assert worker.metrics.alerts.items() == []
+
+
 async def test_delivery_confirmation_marks_the_notification_delivered(tmp_path):
     worker = fake_worker(tmp_path, alert={"topic": "alerts", "failure_threshold": 1},
                          interval=3600, timeout=1)  # fmt: skip
