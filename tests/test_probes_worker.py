@@ -18,13 +18,15 @@ from daemon.config.outbox import OutboxConfig
 from daemon.events import EventBus
 from daemon.local_aws import free_port
 from daemon.metrics import Registry
-from daemon.outbox import Outbox
+from daemon.outbox import Message, Outbox
 from daemon.outbox.core import OutboxDelivered
 from daemon.outbox.store import Item
+from daemon.probes.alerts import AlertState
+from daemon.probes.state import StateStore
 from daemon.services import Services
 from daemon.stop import StopToken
 from daemon.worker import WorkerContext
-from daemon.workers.probes import ProbesWorker
+from daemon.workers.probes import ProbesWorker, state_path
 from tests.support.observe import wait_until
 from tests.support.servers import STATE, probe_app, serve
 
@@ -128,6 +130,28 @@ async def test_a_failing_endpoint_opens_one_alert_and_resolves_it(tmp_path):
             assert health["uptime_24h"] is not None and 0 < health["uptime_24h"] < 1
 
 
+async def test_a_flapping_endpoint_never_opens_an_alert(tmp_path):
+    app = probe_app()  # /flap answers 200 and 503 in turn
+    async with serve(app) as site:
+        config = probes_config(
+            tmp_path,
+            {"flappy": {"url": f"{site}/flap", "interval": 0.3, "timeout": 0.24,
+                        "alert": {"topic": "alerts", "failure_threshold": 3}}},
+            storm={"group_window": 0},
+        )  # fmt: skip
+        worker = ProbesWorker(config, make_services(tmp_path, config))
+        history = worker.book.get("flappy")
+        async with Running(worker) as run:
+            await wait_until(lambda: len(history.recent) >= 8)
+            assert not worker.states["flappy"].open
+            assert await run.waiting("sns", "alerts") == []
+    outcomes = [s.success for s in history.recent]
+    assert True in outcomes and False in outcomes
+    # every failure was a 503 of the flap (not a timeout that would break the alternation)
+    assert {s.reason for s in history.recent if not s.success} == {"status"}, history.recent
+    assert worker.metrics.alerts.items() == []
+
+
 async def test_delivery_confirmation_marks_the_notification_delivered(tmp_path):
     worker = fake_worker(tmp_path, alert={"topic": "alerts", "failure_threshold": 1},
                          interval=3600, timeout=1)  # fmt: skip
@@ -194,6 +218,77 @@ async def test_a_reload_keeps_unchanged_endpoints_history(tmp_path):
     again = ProbesWorker(config, services)
     assert again.book.get("a") is before
     await services.outbox.close()
+
+
+# --- a crash between the outbox's commit and the alert state's save ---------------------------
+
+
+async def crashed_while_sending(tmp_path: Path, *, committed: bool) -> ProbesWorker:
+    """What the disk holds after a SIGKILL while an OPEN notice was being handed to the outbox:
+    the alert state with its intent (saved before the put) and, when the put committed, the
+    message under the intent's origin. Returns a fresh worker on those files."""
+    endpoint = {"url": "http://127.0.0.1:1", "interval": 3600, "timeout": 1,
+                "alert": {"topic": "alerts"}}  # fmt: skip
+    config = probes_config(tmp_path, {"ep": endpoint})
+    metrics = Registry()
+    outbox = Outbox(OutboxConfig(), str(tmp_path / "outbox.sqlite3"), metrics=metrics,
+                    events=EventBus(metrics))  # fmt: skip
+    clients = AwsClients(AwsConfig(region="us-east-1"))
+    services = Services(config, metrics=metrics, events=outbox.events, clients=clients,
+                        outbox=outbox)  # fmt: skip
+    origin = "probes:0123456789abcdef"
+    store = StateStore(state_path(config))
+    await store.open()
+    state = AlertState("ep", open=True, failures=3, opened_at=time.time(), reason="timeout",
+                       sending={"origin": origin, "event": "open", "at": time.time()})  # fmt: skip
+    await store.save_alerts([state])
+    await store.close()
+    if committed:
+        await outbox.put(Message("sns", "alerts", {"message": '{"event":"open"}'}, origin))
+    worker = ProbesWorker(config, services)
+    worker.grouper.window = 0
+    return worker
+
+
+async def test_a_notice_committed_before_a_crash_is_not_sent_again(tmp_path):
+    from tests.test_probe_alerts import result
+
+    worker = await crashed_while_sending(tmp_path, committed=True)
+    async with Running(worker) as run:
+        await wait_until(lambda: worker.store is not None and worker.scheduler is not None)
+        state = worker.states["ep"]
+        assert state.open and state.announced and not state.sending
+        (item,) = await run.waiting("sns", "alerts")
+        assert list(state.pending) == [item.id]
+        for _ in range(3):  # the endpoint is still down
+            worker.record(result(False, name="ep"))
+        await worker._flush_notices(everything=True)
+        assert len(await run.waiting("sns", "alerts")) == 1
+        # and the delivery of the message found is still tracked
+        delivered = OutboxDelivered(item_id=item.id, kind="sns", target="alerts",
+                                    origin=item.origin, message_id="m-1")  # fmt: skip
+        run.outbox.events.publish(delivered)
+        await wait_until(lambda: state.last_notification.get("status") == "delivered")
+
+
+async def test_a_notice_not_committed_before_a_crash_is_sent_by_the_next_failure(tmp_path):
+    from tests.test_probe_alerts import result
+
+    worker = await crashed_while_sending(tmp_path, committed=False)
+    async with Running(worker) as run:
+        await wait_until(lambda: worker.store is not None and worker.scheduler is not None)
+        state = worker.states["ep"]
+        assert state.open and not state.announced and not state.sending
+        worker.record(result(False, name="ep"))
+        items = await run.wait_for("sns", "alerts", 1)
+        assert events_of(items) == ["open"] and items[0].origin.startswith("probes:")
+        await wait_until(lambda: state.announced)
+    # the intent is cleared on disk once the put is known
+    store = StateStore(worker.path)
+    await store.open()
+    saved = (await store.load_alerts())["ep"]
+    await store.close()
+    assert saved.announced and not saved.sending and list(saved.pending) == [items[0].id]
 
 
 @pytest.fixture(autouse=True)

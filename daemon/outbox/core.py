@@ -438,6 +438,13 @@ class Outbox:
         state: str = await self._run(store.contains, item_id)
         return state
 
+    async def with_origin(self, origin: str) -> list[int]:
+        """Ids of the messages from `origin` still waiting or dead (a scan: for recovery at
+        start, not for the hot path)."""
+        store = await self._opened()
+        ids: list[int] = await self._run(store.with_origin, origin)
+        return ids
+
     def describe(self) -> dict[str, Any]:
         failing = {f"{k[0]}:{k[1]}": t.last_error for k, t in self._targets.items() if t.failures}
         return {

@@ -207,6 +207,15 @@ class Store:
             return "dead"
         return "delivered"
 
+    def with_origin(self, origin: str) -> list[int]:
+        """Ids of the waiting and dead messages from `origin` (delivered ones are gone)."""
+        rows = self.conn.execute(
+            "SELECT id FROM outbox WHERE origin = ? UNION SELECT id FROM dead WHERE origin = ? "
+            "ORDER BY id",
+            (origin, origin),
+        )
+        return [int(r[0]) for r in rows]
+
     def oldest_created(self) -> float | None:
         row = self.conn.execute("SELECT MIN(created) FROM outbox").fetchone()
         return float(row[0]) if row and row[0] is not None else None

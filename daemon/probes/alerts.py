@@ -55,6 +55,9 @@ class AlertState:
     """Outbox ids of notifications not yet confirmed by AWS -> the event they carry."""
     last_notification: dict[str, Any] = field(default_factory=dict)
     """The latest notification: event, status (pending, delivered, dead), time."""
+    sending: dict[str, Any] = field(default_factory=dict)
+    """A notification being handed to the outbox (origin, event, time), saved before the put:
+    after a crash in between, the origin tells whether the outbox took it (see the worker)."""
     queued: bool = field(default=False, compare=False)
     """A notice is waiting in the grouping window (not persisted: a restart asks again)."""
 
@@ -140,15 +143,20 @@ class AlertMachine:
     def announced(state: AlertState, notice: Notice, ids: list[int], now: float) -> None:
         """The outbox accepted the notice's messages: it will not be asked for again."""
         state.queued = False
-        if notice.event is Event.OPEN:
+        AlertMachine.accepted(state, notice.event, ids, now)
+
+    @staticmethod
+    def accepted(state: AlertState, event: Event, ids: list[int], now: float) -> None:
+        """The outbox holds messages `ids` announcing `event` (also: found after a restart)."""
+        if event is Event.OPEN:
             if not state.open:  # resolved while the notice waited: it was still sent
                 return
             state.announced = True
-        if notice.event in (Event.OPEN, Event.REMINDER):
+        if event in (Event.OPEN, Event.REMINDER):
             state.last_notified_at = now
         for item_id in ids:
-            state.pending[item_id] = str(notice.event)
-        state.last_notification = {"event": str(notice.event), "status": "pending", "at": now}
+            state.pending[item_id] = str(event)
+        state.last_notification = {"event": str(event), "status": "pending", "at": now}
 
     @staticmethod
     def not_sent(state: AlertState) -> None:

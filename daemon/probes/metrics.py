@@ -17,19 +17,46 @@ PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 
 
 class _Series:
-    __slots__ = ("cert", "chain", "duration", "latency", "length", "phases", "redirects", "status",
-                 "success")  # fmt: skip
+    """One endpoint's series. The HTTP ones exist only for HTTP probes and the TLS ones only once
+    a check saw certificates, as blackbox_exporter omits what does not apply: a 0 would read as
+    "expired in 1970" and fire the usual `probe_ssl_earliest_cert_expiry - time() < ...` rule
+    for every plain-HTTP, TCP and DNS endpoint (and reach CloudWatch as a data point)."""
+
+    __slots__ = ("cert", "chain", "duration", "http", "latency", "m", "name", "success")
 
     def __init__(self, m: ProbeMetrics, endpoint: str) -> None:
+        self.m, self.name = m, endpoint
         self.success: Gauge = m.success.labels(endpoint=endpoint)
         self.duration: Gauge = m.duration.labels(endpoint=endpoint)
+        self.latency: Histogram = m.latency.labels(endpoint=endpoint)
+        self.http: _HttpSeries | None = None
+        self.chain: Gauge | None = None
+        self.cert: Gauge | None = None
+
+    def http_series(self) -> _HttpSeries:
+        if self.http is None:
+            self.http = _HttpSeries(self.m, self.name)
+        return self.http
+
+    def tls(self, chain: float | None, cert: float | None) -> None:
+        if chain is not None:
+            if self.chain is None:
+                self.chain = self.m.chain_expiry.labels(endpoint=self.name)
+            self.chain.set(chain)
+        if cert is not None:
+            if self.cert is None:
+                self.cert = self.m.leaf_expiry.labels(endpoint=self.name)
+            self.cert.set(cert)
+
+
+class _HttpSeries:
+    __slots__ = ("length", "phases", "redirects", "status")
+
+    def __init__(self, m: ProbeMetrics, endpoint: str) -> None:
         self.status: Gauge = m.status.labels(endpoint=endpoint)
         self.length: Gauge = m.length.labels(endpoint=endpoint)
         self.redirects: Gauge = m.redirects.labels(endpoint=endpoint)
-        self.chain: Gauge = m.chain_expiry.labels(endpoint=endpoint)
-        self.cert: Gauge = m.leaf_expiry.labels(endpoint=endpoint)
         self.phases = {p: m.phases.labels(endpoint=endpoint, phase=p) for p in PHASES}
-        self.latency: Histogram = m.latency.labels(endpoint=endpoint)
 
 
 class ProbeMetrics:
@@ -80,7 +107,7 @@ class ProbeMetrics:
     def observe(self, result: ProbeResult) -> None:
         s = self._series.get(result.endpoint)
         if s is None:
-            s = self._series[result.endpoint] = _Series(self, result.endpoint)
+            s = self._series[result.endpoint] = self._new_series(result)
         s.success.set(1.0 if result.success else 0.0)
         s.duration.set(result.duration)
         s.latency.observe(result.duration)
@@ -88,20 +115,39 @@ class ProbeMetrics:
         self.checks.labels(endpoint=result.endpoint, result=label).inc()
         if result.kind != "http":
             return
-        s.status.set(result.status or 0)
-        s.length.set(result.size or 0)
-        s.redirects.set(result.redirects)
+        h = s.http_series()
+        h.status.set(result.status or 0)
+        h.length.set(result.size or 0)
+        h.redirects.set(result.redirects)
         for name, seconds in result.phases.as_metrics().items():
-            s.phases[name].set(seconds)
-        if result.chain_expires_at is not None:
-            s.chain.set(result.chain_expires_at)
-        if result.cert_expires_at is not None:
-            s.cert.set(result.cert_expires_at)
+            h.phases[name].set(seconds)
+        if result.chain_expires_at is not None or result.cert_expires_at is not None:
+            s.tls(result.chain_expires_at, result.cert_expires_at)
+
+    def _new_series(self, result: ProbeResult) -> _Series:
+        """The first result of an endpoint in this worker. The families outlive a reload, so a
+        series left by what the endpoint was before (an HTTPS URL now plain HTTP, an HTTP probe
+        now TCP) is dropped here; the ones that still apply come back with the next check."""
+        name = result.endpoint
+        if result.kind != "http":
+            self._forget_http(name)
+        if result.cert_expires_at is None and not result.target.startswith("https:"):
+            self._forget_tls(name)
+        return _Series(self, name)
 
     def forget(self, endpoint: str) -> None:
         self._series.pop(endpoint, None)
-        for family in (self.success, self.duration, self.status, self.length, self.redirects,
-                       self.chain_expiry, self.leaf_expiry, self.latency):  # fmt: skip
+        for family in (self.success, self.duration, self.latency):
+            family.remove(endpoint=endpoint)
+        self._forget_http(endpoint)
+        self._forget_tls(endpoint)
+
+    def _forget_http(self, endpoint: str) -> None:
+        for family in (self.status, self.length, self.redirects):
             family.remove(endpoint=endpoint)
         for phase in PHASES:
             self.phases.remove(endpoint=endpoint, phase=phase)
+
+    def _forget_tls(self, endpoint: str) -> None:
+        self.chain_expiry.remove(endpoint=endpoint)
+        self.leaf_expiry.remove(endpoint=endpoint)

@@ -34,6 +34,11 @@ _STATE = {
 }
 
 
+def ours(origin: str) -> bool:
+    """Whether an outbox message's origin is the probe worker's."""
+    return origin == ORIGIN or origin.startswith(ORIGIN + ":")
+
+
 @dataclass(frozen=True, slots=True)
 class Targets:
     """Where one group of notices goes."""
@@ -50,8 +55,10 @@ def messages(
     urls: dict[str, str],
     tags: dict[str, list[str]] | None = None,
     host: str | None = None,
+    origin: str = ORIGIN,
 ) -> list[Message]:
-    """The outbox messages for notices of one event kind going to the same targets."""
+    """The outbox messages for notices of one event kind going to the same targets; `origin`
+    is `ORIGIN` or starts with `ORIGIN:` (see `ours`)."""
     host = host or socket.gethostname()
     out: list[Message] = []
     if targets.topic:
@@ -67,9 +74,9 @@ def messages(
                 "env": env,
             },
         }
-        out.append(Message("sns", targets.topic, body, ORIGIN))
+        out.append(Message("sns", targets.topic, body, origin))
     line = sms_line(notices, host=host)
-    out += [Message("sms", number, {"message": line}, ORIGIN) for number in targets.sms]
+    out += [Message("sms", number, {"message": line}, origin) for number in targets.sms]
     return out
 
 

@@ -15,6 +15,7 @@ endpoint's schedule phase comes from its name, so unchanged endpoints keep their
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +33,7 @@ from daemon.probes.alerts import AlertMachine, AlertState, Event, Notice
 from daemon.probes.history import HOUR, KEEP_HOURS, book_for
 from daemon.probes.maintenance import in_maintenance
 from daemon.probes.metrics import ProbeMetrics
-from daemon.probes.notify import ORIGIN, Targets, messages
+from daemon.probes.notify import ORIGIN, Targets, messages, ours
 from daemon.probes.prober import Prober
 from daemon.probes.result import ProbeResult
 from daemon.probes.scheduler import Job, Scheduler
@@ -158,10 +159,44 @@ class ProbesWorker(Worker):
 
     async def _reconcile_pending(self) -> None:
         """Messages accepted before a restart: ask the outbox what became of them."""
+        await self._recover_sending()
         for item_id in list(self._pending):
             status = await self.services.outbox.status(item_id)
             if status != "pending":
                 self._settle(item_id, status)
+
+    async def _recover_sending(self) -> None:
+        """Notifications the last run was handing to the outbox when it died (the intent is
+        saved before the put, the ids after it). The outbox, asked by the intent's origin,
+        says whether the put was committed: then the alert counts as announced, as if the run
+        had lived to save it, and a restart does not send it again. Found nothing: the put
+        never committed (or, in the rare case that AWS accepted it within the few milliseconds
+        before the state would have been saved, it was delivered and is gone); the alert is
+        then not announced and the next failure sends it: a possible duplicate rather than an
+        alert lost."""
+        recovered = False
+        for state in self.states.values():
+            intent, state.sending = state.sending, {}
+            if not intent:
+                continue
+            recovered = True
+            ids = await self.services.outbox.with_origin(str(intent.get("origin")))
+            event = Event(intent.get("event", Event.OPEN))
+            if ids:
+                AlertMachine.accepted(state, event, ids, float(intent.get("at") or self.clock()))
+                for item_id in ids:
+                    self._pending.setdefault(item_id, set()).add(state.endpoint)
+            self._log.warning(
+                "alert notice found in the outbox after a stop while sending it"
+                if ids
+                else "alert notice not found in the outbox after a stop while sending it: "
+                "an open alert is sent again by its next failure",
+                endpoint=state.endpoint,
+                alert_event=str(event),
+                items=ids,
+            )
+        if recovered:
+            await self._save()
 
     # --- results ---------------------------------------------------------------------------------
 
@@ -255,8 +290,19 @@ class ProbesWorker(Worker):
                            endpoints=announced)  # fmt: skip
 
     async def _put(self, notices: list[Notice], targets: Targets) -> bool:
-        ids = await self._notify(notices, targets, [n.endpoint for n in notices])
+        # The intent is saved first, under an origin unique to this put: a crash between the
+        # outbox's commit and the next save would otherwise reload `announced = False` and
+        # send the alert again (`_recover_sending`).
+        origin = f"{ORIGIN}:{secrets.token_hex(8)}"
         now = self.clock()
+        for n in notices:
+            self.states[n.endpoint].sending = {"origin": origin, "event": str(n.event), "at": now}
+        await self._save()
+        try:
+            ids = await self._notify(notices, targets, [n.endpoint for n in notices], origin)
+        finally:
+            for n in notices:
+                self.states[n.endpoint].sending = {}
         for n in notices:
             state = self.states[n.endpoint]
             if ids is None:
@@ -268,7 +314,7 @@ class ProbesWorker(Worker):
         return ids is not None
 
     async def _notify(
-        self, notices: list[Notice], targets: Targets, about: list[str]
+        self, notices: list[Notice], targets: Targets, about: list[str], origin: str = ORIGIN
     ) -> list[int] | None:
         """Put the messages for `notices` into the outbox: their ids, or None when it (or the
         topic's name) could not be had, so the next failure asks again."""
@@ -291,6 +337,7 @@ class ProbesWorker(Worker):
             env=self.env,
             urls={n: ep.url for n, ep in self.endpoints.items()},
             tags={n: ep.tags for n, ep in self.endpoints.items() if ep.tags},
+            origin=origin,
         )
         return await self._put_messages(msgs, about)
 
@@ -333,7 +380,7 @@ class ProbesWorker(Worker):
     async def _deliveries(self, sub: Any) -> None:
         while True:
             event = await sub.get()
-            if event.origin != ORIGIN:
+            if not ours(event.origin):
                 continue
             status = "delivered" if isinstance(event, OutboxDelivered) else "dead"
             if self._settle(event.item_id, status):

@@ -118,7 +118,7 @@ def demo_resources(**overrides: Any) -> dict[str, Any]:
         "log_groups": {"awsd": {"name": "/awsd/{env}", "retention_days": 14}},
         "alarms": {
             "probe-down": {
-                "metric": "awsd_probe_up",
+                "metric": "probe_success",
                 "statistic": "Minimum",
                 "comparison": "<",
                 "threshold": 1,
