@@ -28,6 +28,7 @@ from daemon.iam import policy
 from daemon.local_aws import free_port
 from tests.conftest import ConfigFactory
 from tests.support.iam import IamMoto, local_config, moto_names, moto_view, without
+from tests.support.proc import awsd_cli
 from tests.support.resources import demo_resources, unique_env
 
 ACCOUNT = "123456789012"
@@ -180,6 +181,11 @@ def test_every_worker_works_with_only_the_policy_and_a_missing_action_is_retried
     )
     until("logs in CloudWatch Logs", lambda: logs.filter_log_events(logGroupName=group)["events"])
     assert daemon.logs.matching(where=denied) == []
+    # `awsd plan` on what the startup pass made from configs/local.toml (with the same
+    # credentials: the policy covers planning too): nothing left to do.
+    planned = awsd_cli("plan", "--config", str(path), env=credentials)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert planned.stdout.splitlines()[-1].startswith("No changes."), planned.stdout
 
     # 2. One action per worker taken away: each logs a clear AccessDenied and keeps retrying.
     iam_moto.set_policy("every-worker", moto_view(without(document, *DENIED)))

@@ -19,6 +19,7 @@ from tests.support.resources import (
     changed,
     cli,
     demo_resources,
+    inject_the_four_drifts,
     load,
     plan_and_apply,
     session,
@@ -27,33 +28,6 @@ from tests.support.resources import (
 )
 
 ACCOUNT = "123456789012"
-
-
-def inject_the_four_drifts(boto: Any, env: str) -> None:
-    """Visibility timeout changed, subscription deleted, bucket encryption removed, alarm
-    threshold changed: the drift the issue names, done the way a person would do it."""
-    sqs, sns, s3, cw = boto("sqs"), boto("sns"), boto("s3"), boto("cloudwatch")
-    url = sqs.get_queue_url(QueueName=f"{env}-readings")["QueueUrl"]
-    # The policy goes along because moto (unlike AWS) drops it on any SetQueueAttributes call
-    # without it.
-    policy = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]
-    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "30", **policy})
-    topic = f"arn:aws:sns:us-east-1:{ACCOUNT}:{env}-readings"
-    for sub in sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]:
-        sns.unsubscribe(SubscriptionArn=sub["SubscriptionArn"])
-    s3.delete_bucket_encryption(Bucket=f"{env}-archive")
-    alarm = cw.describe_alarms(AlarmNames=[f"{env}-probe-down"])["MetricAlarms"][0]
-    cw.put_metric_alarm(
-        AlarmName=alarm["AlarmName"],
-        MetricName=alarm["MetricName"],
-        Namespace=alarm["Namespace"],
-        Statistic=alarm["Statistic"],
-        Period=alarm["Period"],
-        EvaluationPeriods=alarm["EvaluationPeriods"],
-        Threshold=5.0,
-        ComparisonOperator=alarm["ComparisonOperator"],
-        AlarmActions=alarm["AlarmActions"],
-    )
 
 
 class TestPlanAndApply:
@@ -359,6 +333,39 @@ class TestAwsTiming:
             report = await Applier(ctx).apply(plan)
             assert report.ok
             assert changed(await make_plan(ctx)) == {}
+
+    async def test_resources_another_tool_creates_between_plan_and_apply_are_left_alone(
+        self, configs: Any, boto: Any
+    ):
+        env = unique_env()
+        config = load(
+            configs,
+            env,
+            {"queues": {"jobs": {"visibility_timeout": 45}}, "streams": {"clicks": {"shards": 1}}},
+        )
+        terraform = {OWNER_TAG: "terraform"}
+        async with session(config) as ctx:
+            plan = await make_plan(ctx)  # neither exists yet
+            assert {r.action for r in plan.resources} == {"create"}
+            sqs, kinesis = boto("sqs"), boto("kinesis")
+            url = sqs.create_queue(
+                QueueName=f"{env}-jobs", Attributes={"VisibilityTimeout": "5"}, tags=terraform
+            )["QueueUrl"]
+            kinesis.create_stream(StreamName=f"{env}-clicks", ShardCount=1)
+            kinesis.add_tags_to_stream(StreamName=f"{env}-clicks", Tags=terraform)
+            report = await Applier(ctx).apply(plan)
+        assert not report.ok
+        assert {o.resource: o.result for o in report.outcomes} == {
+            "queue.jobs": "blocked",
+            "stream.clicks": "blocked",
+        }
+        assert all("tagged managed-by = 'terraform'" in o.detail for o in report.outcomes)
+        assert all("appeared after planning" in o.detail for o in report.outcomes)
+        assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == terraform
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
+        assert attrs["Attributes"]["VisibilityTimeout"] == "5"
+        tags = kinesis.list_tags_for_stream(StreamName=f"{env}-clicks")["Tags"]
+        assert {t["Key"]: t["Value"] for t in tags} == terraform
 
     async def test_throttling_is_retried_with_backoff(self, configs: Any, aws_front: AwsFront):
         env = unique_env()

@@ -15,12 +15,22 @@ from daemon.events import EventBus, ResourceContested, ResourceDrifted
 from daemon.local_aws import free_port
 from daemon.metrics import Registry
 from daemon.outbox import Outbox
+from daemon.resources.base import OWNER_TAG
 from daemon.services import Services
-from daemon.workers.reconciler import Reconciler
+from daemon.workers import reconciler as reconciler_module
+from daemon.workers.reconciler import Reconciler, SingleDaemon
 from tests.support.observe import metric
 from tests.support.proc import awsd_cli
 from tests.support.proxy import FaultProxy
-from tests.support.resources import load, plan_and_apply, session, unique_env, write_config
+from tests.support.resources import (
+    demo_resources,
+    inject_the_four_drifts,
+    load,
+    plan_and_apply,
+    session,
+    unique_env,
+    write_config,
+)
 
 QUEUE = {"queues": {"jobs": {"visibility_timeout": 60}}}
 
@@ -118,6 +128,48 @@ class TestEnforce:
             metric(services.metrics, "awsd_reconciler_fixes_total", kind="queues", result="done")
             == 2
         )
+
+    async def test_the_four_drifts_of_the_issue_are_all_fixed(self, configs: Any, boto: Any):
+        env = unique_env()
+        config = load(configs, env, demo_resources())
+        async with services_for(config) as services:
+            reconciler = Reconciler(config, services, leadership=SingleDaemon())
+            first = await reconciler.run_pass()
+            assert first.ok and len(first.applied) == 9, first
+            inject_the_four_drifts(boto, env)
+            second = await reconciler.run_pass()
+            third = await reconciler.run_pass()
+        four = ("alarm.probe-down", "bucket.archive", "queue.readings", "topic.readings")
+        assert tuple(sorted(second.drifted)) == tuple(sorted(second.fixed)) == four
+        assert second.ok and second.pending == () and second.applied == ()
+        assert third.drifted == third.fixed == ()
+
+    async def test_a_resource_another_tool_creates_meanwhile_is_blocked_not_taken(
+        self, configs: Any, boto: Any, monkeypatch: Any
+    ):
+        env = unique_env()
+        config = load(configs, env, {"mode": "enforce", **QUEUE})
+        make_plan = reconciler_module.make_plan
+
+        async def plan_then_terraform_creates_the_queue(ctx: Any) -> Any:
+            plan = await make_plan(ctx)
+            boto("sqs").create_queue(
+                QueueName=f"{env}-jobs",
+                Attributes={"VisibilityTimeout": "5"},
+                tags={OWNER_TAG: "terraform"},
+            )
+            return plan
+
+        monkeypatch.setattr(reconciler_module, "make_plan", plan_then_terraform_creates_the_queue)
+        async with services_for(config) as services:
+            result = await Reconciler(config, services).run_pass()
+        assert (result.blocked, result.applied, result.failed) == (("queue.jobs",), (), ())
+        blocked = metric(
+            services.metrics, "awsd_reconciler_fixes_total", kind="queues", result="blocked"
+        )
+        assert blocked == 1
+        assert metric(services.metrics, "awsd_reconciler_resources", state="blocked") == 1
+        assert visibility(boto, env) == 5
 
     async def test_a_resource_another_tool_keeps_changing_is_contested_and_left_alone(
         self, configs: Any, boto: Any

@@ -11,6 +11,13 @@ set everything at once (S3 settings, tags) is followed by an update from what wa
 When the change is still not visible after `converge_timeout`, the outcome is `pending`: the
 next pass looks again. When AWS asks to wait (a queue deleted less than 60 s ago), the applier
 waits through `Context.wait`, so a stop request interrupts it and tests need not wait a minute.
+
+A create is planned on a resource that did not exist; it may exist by the time it is applied
+(another daemon, a person, another tool created it meanwhile). Before creating, and on every
+read-back after, the applier judges what it finds by the plan's ownership rule (`plan.ownership`):
+untagged or ours, it is adopted and converged as declared; tagged by another tool or for another
+environment, it is left untouched and the outcome is `blocked`, like a change blocked at planning.
+The adapters' creates treat "already exists" as success for this reason: the check is here, once.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from daemon.resources.adapters import ADAPTERS
 from daemon.resources.base import (
     Context,
     Found,
+    Observed,
     ResourceFailed,
     RetryAfter,
     explain,
@@ -34,11 +42,11 @@ from daemon.resources.base import (
 )
 from daemon.resources.diff import Change, diff, top_level
 from daemon.resources.naming import Declared
-from daemon.resources.plan import Action, Plan, PlanItem, ResourcePlan
+from daemon.resources.plan import Action, Plan, PlanItem, ResourcePlan, ownership
 from daemon.retry import Backoff, retry
 from daemon.stop import Stopped
 
-Result = Literal["done", "pending", "failed", "skipped"]
+Result = Literal["done", "pending", "failed", "skipped", "blocked"]
 CONVERGE_BACKOFF = Backoff(initial=0.1, maximum=3.0)
 MAX_WAITS = 3  # RetryAfter rounds before giving up on a create
 REPLACE_GONE_BUDGET = 300.0
@@ -80,7 +88,7 @@ class ApplyReport:
 
     @property
     def ok(self) -> bool:
-        return not any(o.result in ("failed", "skipped") for o in self.outcomes)
+        return not any(o.result in ("failed", "skipped", "blocked") for o in self.outcomes)
 
 
 Progress = Callable[[str, ResourcePlan, str, "Outcome | None"], None]
@@ -89,6 +97,10 @@ Progress = Callable[[str, ResourcePlan, str, "Outcome | None"], None]
 
 def _no_progress(_stage: str, _plan: ResourcePlan, _detail: str, _outcome: Outcome | None) -> None:
     return None
+
+
+class _Blocked(Exception):
+    """The resource to create exists and belongs to someone else: not touched."""
 
 
 class _Unconverged(Exception):
@@ -155,6 +167,8 @@ class Applier:
             remaining = await self._dispatch(res)
         except Stopped:
             outcome = Outcome(res.resource, res.action, "skipped", "stopping", loop.time() - began)
+        except _Blocked as exc:
+            outcome = Outcome(res.resource, res.action, "blocked", str(exc), loop.time() - began)
         except Exception as exc:  # noqa: BLE001 - one resource failing never stops the others
             outcome = Outcome(res.resource, res.action, "failed", explain(exc), loop.time() - began)
         else:
@@ -189,8 +203,23 @@ class Applier:
         if res.action == "replace":
             assert res.observed is not None
             await self._remove(declared, adapter.found(declared, res.observed))
-        await self._create(res, declared, desired)
-        return await self._converge(declared, desired, updated=False)
+        if not await self._exists_and_may_be_adopted(declared):
+            await self._create(res, declared, desired)
+        return await self._converge(declared, desired, updated=False, created=True)
+
+    async def _exists_and_may_be_adopted(self, declared: Declared) -> bool:
+        """False when the resource still does not exist; True when it appeared and may be
+        adopted; `_Blocked` when it appeared and belongs to someone else."""
+        observed = await ADAPTERS[declared.kind].read(self.ctx, declared)
+        if observed is None:
+            return False
+        self._check_owner(observed)
+        return True
+
+    def _check_owner(self, observed: Observed) -> None:
+        _note, blocked = ownership(self.ctx, observed, "create")
+        if blocked:
+            raise _Blocked(f"appeared after planning; {blocked}")
 
     async def _remove(self, declared: Declared, found: Found) -> None:
         adapter = ADAPTERS[declared.kind]
@@ -216,9 +245,12 @@ class Applier:
         raise ResourceFailed(f"AWS still refuses to create it after {MAX_WAITS} waits")
 
     async def _converge(
-        self, declared: Declared, desired: dict[str, Any], *, updated: bool
+        self, declared: Declared, desired: dict[str, Any], *, updated: bool, created: bool = False
     ) -> list[Change]:
-        """Read back until AWS shows the declared state; update once from what a create left."""
+        """Read back until AWS shows the declared state; update once from what a create left.
+        After a create, what is read back must be ours or untagged: a create that met an
+        existing resource (AWS answered "already exists", or re-used it silently) did not make
+        it ours."""
         adapter = ADAPTERS[declared.kind]
         compared = adapter.compared(declared)
         want = {k: v for k, v in desired.items() if k in compared}
@@ -228,6 +260,8 @@ class Applier:
             observed = await adapter.read(self.ctx, declared)
             if observed is None:
                 raise _Unconverged([Change("", "exists", None)])
+            if created:
+                self._check_owner(observed)
             changes = diff(want, observed.state, ignore=declared.spec.ignore)
             if changes and not state["updated"]:
                 state["updated"] = True

@@ -202,7 +202,7 @@ async def _apply(config: Config, *, ask: bool, out: TextIO) -> int:
         print(f"awsd: cannot apply: {explain(exc)}", file=sys.stderr)
         return EX_ERROR
     out.write("\n" + render_apply_summary(report) + "\n")
-    if plan.blocked or plan.failures:
+    if plan.blocked or plan.failures or report.count("blocked"):
         out.write("Blocked or unreadable resources were left as they are (see the plan above).\n")
     return EX_OK if report.ok and not plan.blocked and not plan.failures else EX_ERROR
 

@@ -82,6 +82,7 @@ class LogGroupAdapter(Adapter):
         return Observed(state)
 
     async def create(self, ctx: Context, res: Declared, desired: dict[str, Any]) -> None:
+        # Already there: the applier checks whose it is before adopting it (`apply.py`).
         await ctx.call_or_none(
             frozenset({"ResourceAlreadyExistsException"}),
             "logs",

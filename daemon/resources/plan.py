@@ -225,7 +225,7 @@ async def _plan_one(
     replace = any(top_level(c.path) in adapter.replace_paths for c in changes)
     action: Action = "replace" if replace else "update"
     items = tuple(_item(res.address, action, c, adapter.replace_paths) for c in changes)
-    note, blocked = _ownership(ctx, observed, action)
+    note, blocked = ownership(ctx, observed, action)
     return dataclasses.replace(base, action=action, items=items, note=note, blocked=blocked)
 
 
@@ -241,8 +241,9 @@ def _item(resource: str, action: Action, change: Change, replace: frozenset[str]
     return PlanItem(resource, action, change.path, change.expected, change.actual, forces)
 
 
-def _ownership(ctx: Context, observed: Observed, action: Action) -> tuple[str, str]:
-    """(note, blocked) for a change to an existing resource."""
+def ownership(ctx: Context, observed: Observed, action: Action) -> tuple[str, str]:
+    """(note, blocked) for a change to an existing resource. The applier asks the same when a
+    resource planned as a create turns out to exist (someone created it meanwhile)."""
     tags = observed.tags
     owner, env = tags.get(OWNER_TAG), tags.get(ENV_TAG)
     if owner not in (None, OWNER_VALUE):

@@ -157,7 +157,8 @@ class QueueAdapter(Adapter):
                 ) from exc
             if error_code(exc) not in NAME_EXISTS:
                 raise
-            # It exists with other attributes: adopted; the applier reads it and updates.
+            # It exists (created since the plan): the applier reads it back and adopts it only
+            # when it is untagged or ours (`apply.py`, the ownership check).
 
     async def update(
         self,

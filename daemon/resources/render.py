@@ -151,10 +151,12 @@ def render_apply_summary(report: ApplyReport) -> str:
         f"{done['delete']} deleted"
     )
     failed, skipped = report.count("failed"), report.count("skipped")
-    pending = report.count("pending")
+    pending, blocked = report.count("pending"), report.count("blocked")
     extra = []
     if failed:
         extra.append(f"{failed} failed")
+    if blocked:
+        extra.append(f"{blocked} blocked (not awsd's)")
     if skipped:
         extra.append(f"{skipped} skipped")
     if pending:

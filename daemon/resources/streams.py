@@ -103,6 +103,7 @@ class StreamAdapter(Adapter):
             params["StreamModeDetails"] = {"StreamMode": "ON_DEMAND"}
         else:
             params["ShardCount"] = desired["shards"]
+        # Already there: the applier checks whose it is before adopting it (`apply.py`).
         await ctx.call_or_none(
             frozenset({"ResourceInUseException"}), "kinesis", "create_stream", **params
         )

@@ -144,6 +144,7 @@ class TableAdapter(Adapter):
         params.update(_billing(desired))
         if desired.get("deletion_protection"):
             params["DeletionProtectionEnabled"] = True
+        # Already there: the applier checks whose it is before adopting it (`apply.py`).
         await ctx.call_or_none(
             frozenset({"ResourceInUseException"}), "dynamodb", "create_table", **params
         )

@@ -435,6 +435,8 @@ class Reconciler:
                 self.log.info(
                     f"{res.action} applied, not visible yet", detail=outcome.detail, **fields
                 )
+            elif outcome.result == "blocked":  # appeared meanwhile, someone else's: as planned
+                self.log.warning("change blocked", reason=outcome.detail, **fields)
             else:
                 self.log.error(f"{res.action} {outcome.result}", error=outcome.detail, **fields)
 
@@ -464,7 +466,7 @@ class Reconciler:
             applied=tuple(o.resource for o in done if o.resource not in found.drifted),
             failed=tuple(found.failed + [o.resource for o in outcomes if o.result == "failed"]),
             contested=tuple(sorted(set(found.contested))),
-            blocked=tuple(found.blocked),
+            blocked=tuple(found.blocked + [o.resource for o in outcomes if o.result == "blocked"]),
             pending=tuple(o.resource for o in outcomes if o.result == "pending"),
         )
 

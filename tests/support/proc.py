@@ -47,17 +47,21 @@ def base_env(**extra: str) -> dict[str, str]:
 
 
 def awsd_cli(
-    *args: str, stdin: bytes | None = None, timeout: float = 60.0
+    *args: str,
+    stdin: bytes | None = None,
+    timeout: float = 60.0,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`awsd ARGS` run to its end in a process of its own, the way a person runs it; stdout and
-    stderr come back as text (bytes that are not UTF-8 replaced, so a test can show them)."""
+    stderr come back as text (bytes that are not UTF-8 replaced, so a test can show them).
+    `env` adds to the isolated environment (credentials of a test IAM user)."""
     done = subprocess.run(
         [sys.executable, "-m", "daemon", *args],
         input=stdin,
         capture_output=True,
         check=False,
         cwd=REPO,
-        env=base_env(),
+        env=base_env(**(env or {})),
         timeout=timeout,
     )
     out, err = (stream.decode(errors="replace") for stream in (done.stdout, done.stderr))

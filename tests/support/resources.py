@@ -16,6 +16,8 @@ from daemon.resources.apply import Applier, ApplyReport
 from daemon.resources.base import Context
 from daemon.resources.plan import Plan, make_plan
 
+MOTO_ACCOUNT = "123456789012"
+
 
 def unique_env(prefix: str = "r") -> str:
     """An environment name no other test uses: it prefixes every AWS name and ownership tag,
@@ -130,3 +132,30 @@ def demo_resources(**overrides: Any) -> dict[str, Any]:
     }
     resources.update(overrides)
     return resources
+
+
+def inject_the_four_drifts(boto: Any, env: str) -> None:
+    """Visibility timeout changed, subscription deleted, bucket encryption removed, alarm
+    threshold changed: the drift the issue names, done the way a person would do it."""
+    sqs, sns, s3, cw = boto("sqs"), boto("sns"), boto("s3"), boto("cloudwatch")
+    url = sqs.get_queue_url(QueueName=f"{env}-readings")["QueueUrl"]
+    # The policy goes along because moto (unlike AWS) drops it on any SetQueueAttributes call
+    # without it.
+    policy = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "30", **policy})
+    topic = f"arn:aws:sns:us-east-1:{MOTO_ACCOUNT}:{env}-readings"
+    for sub in sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]:
+        sns.unsubscribe(SubscriptionArn=sub["SubscriptionArn"])
+    s3.delete_bucket_encryption(Bucket=f"{env}-archive")
+    alarm = cw.describe_alarms(AlarmNames=[f"{env}-probe-down"])["MetricAlarms"][0]
+    cw.put_metric_alarm(
+        AlarmName=alarm["AlarmName"],
+        MetricName=alarm["MetricName"],
+        Namespace=alarm["Namespace"],
+        Statistic=alarm["Statistic"],
+        Period=alarm["Period"],
+        EvaluationPeriods=alarm["EvaluationPeriods"],
+        Threshold=5.0,
+        ComparisonOperator=alarm["ComparisonOperator"],
+        AlarmActions=alarm["AlarmActions"],
+    )
