@@ -200,10 +200,12 @@ class PartitionKeyConfig(Section):
 class KinesisProducerConfig(Section):
     """How the outbox delivers `kinesis` messages (PutRecords)."""
 
-    strict_order: bool = False
-    """Guarantee order per partition key even when PutRecords fails part of a call: each call
-    then carries at most one record per partition key (slower for few keys). Off: a record that
-    fails may land after a later record of its key that succeeded in the same call (counted in
+    strict_order: bool = True
+    """Keep order per partition key even when PutRecords fails part of a call: a call carries at
+    most one record per key, and a key's later records wait while one of its records is retried.
+    The cost is one call per record of the busiest key in a backlog (a single hot key then goes
+    out at one record per round trip). `false` sends a backlog in full calls; a record that fails
+    may then land after a later record of its key (counted in
     `awsd_kinesis_put_reordered_total`)."""
 
     shard_records_per_second: int = Field(default=1000, ge=1, le=1_000_000)
