@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from daemon.config.kinesis import PartitionKeyConfig
 from daemon.config.models import Config
+from daemon.config.partition import PartitionKeyConfig
 from daemon.kinesis.producer import kinesis_message
 from tests.support import kinesis as k
 from tests.support.aws_front import AwsFront
