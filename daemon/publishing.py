@@ -79,7 +79,7 @@ class PublishRequest(Event):
         from daemon.outbox import InvalidMessage, Message  # noqa: PLC0415
 
         if self.stream:
-            from daemon.config.kinesis import PartitionKeyConfig  # noqa: PLC0415
+            from daemon.config.partition import PartitionKeyConfig  # noqa: PLC0415
             from daemon.kinesis.producer import kinesis_message  # noqa: PLC0415
 
             key = (

@@ -111,6 +111,24 @@ async def test_forward_to_kinesis_puts_a_record_with_its_partition_key(services:
     assert second.body["partition_key"] == "rec-1"  # no group or key: the record id
 
 
+async def test_forward_to_kinesis_chooses_keys_as_readings_do(services: Services):
+    by_field = {"source": "field", "field": "device.id"}
+    handler = build_handler(forward(kinesis="k", partition_key=by_field), services)
+    await handler.handle(record(b'{"device": {"id": "pi-7"}, "t": 1}', partition_key="p1"))
+    await handler.handle(record(b'{"t": 2}', partition_key="p1"))  # no field: a random key
+    fixed = build_handler(
+        forward(kinesis="k", partition_key={"source": "fixed", "value": "all"}), services
+    )
+    await fixed.handle(record(group_id="g1"))
+    keys = [
+        i.body["partition_key"] for i in await services.outbox.take(("kinesis", "k"), 10, 1 << 20)
+    ]
+    assert keys[0] == "pi-7" and keys[2] == "all"
+    assert len(keys[1]) == 32 and keys[1] not in ("p1", "rec-1")
+    with pytest.raises(ValueError, match="`partition_key` goes with `kinesis`"):
+        forward(sqs="q", partition_key={"source": "random"})
+
+
 async def test_forward_to_kinesis_end_to_end(harness: Harness, boto):
     kinesis = boto("kinesis")
     stream = unique("clicks")

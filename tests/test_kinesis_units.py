@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from daemon.config.kinesis import PartitionKeyConfig
+from daemon.config.partition import PartitionKeyConfig
 from daemon.kinesis.checkpoints import Checkpoint, ShardState, iterator_args, starting_points
 from daemon.kinesis.deagg import aggregate, deaggregate
 from daemon.kinesis.leasing import CHECKPOINT, ShardLeases

@@ -13,6 +13,7 @@ import pytest
 
 from daemon.workers import worker_specs
 from tests.support import handlers
+from tests.support.aws_front import AwsFront
 from tests.support.messaging import Harness, Logs, queue_attributes, subscribe_queue, unique
 from tests.support.observe import wait_until
 from tests.support.proxy import FaultProxy
@@ -118,6 +119,28 @@ async def test_failures_reach_the_dead_letter_queue_after_max_receive_count(harn
     assert moved["Body"] == "fail: poison"
 
 
+async def test_redrive_policy_leaves_a_failing_message_to_the_queue(
+    aws_front: AwsFront, harness: Harness, boto, logs: Logs
+):
+    dlq = make_queue(boto)
+    dlq_arn = boto("sqs").get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])
+    redrive = {"deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"], "maxReceiveCount": 2}
+    url = make_queue(boto, visibility=1, RedrivePolicy=json.dumps(redrive))
+    send(boto, url, "fail: poison")
+    harness.endpoint = aws_front.url
+    await harness.start(harness.config(sqs=poller(url, on_failure="redrive", heartbeat=False)))
+    sqs = boto("sqs")
+    await wait_until(
+        lambda: queue_attributes(sqs, dlq)["ApproximateNumberOfMessages"] == 1, timeout=30
+    )
+    assert harness.worker("sqs:p").m.failed.value == 2
+    assert len(logs.matching("handler failed; message left to the redrive policy")) == 2
+    # Neither a backoff nor a release: the message came back on its own visibility timeout.
+    assert not aws_front.calls("ChangeMessageVisibilityBatch")
+    assert not aws_front.calls("ChangeMessageVisibility")
+    assert not aws_front.calls("DeleteMessageBatch")
+
+
 async def test_handler_timeout_cancels_and_the_message_is_not_acked(
     harness: Harness, boto, logs: Logs
 ):
@@ -155,6 +178,51 @@ async def test_fifo_one_at_a_time_per_group_groups_in_parallel_order_kept_on_fai
         assert [b for b in seen if b in group] == group
     assert seen.index("b2") < seen.index("sleep:1 a1"), "group b waited for group a"
     assert handlers.CALLS[0].meta["group_id"] in ("b", "c")
+
+
+async def test_a_retried_fifo_receive_reuses_its_receive_request_attempt_id(
+    aws_front: AwsFront, harness: Harness, boto
+):
+    url = make_queue(boto, FifoQueue="true", ContentBasedDeduplication="true")
+    boto("sqs").send_message(QueueUrl=url, MessageBody="once", MessageGroupId="g")
+    aws_front.fail("ReceiveMessage", "InternalError", status=500, times=2)
+    harness.endpoint = aws_front.url
+    settings = {"receive_backoff": 0.05, "receive_backoff_max": 0.1}
+    await harness.start(harness.config(sqs=poller(url, **settings)))
+    await wait_until(lambda: bodies() == ["once"])
+    await wait_until(lambda: len(aws_front.calls("ReceiveMessage")) >= 4)
+    receives = aws_front.calls("ReceiveMessage")
+    assert [c.error for c in receives[:3]] == ["InternalError", "InternalError", ""]
+    ids = [c.request.get("ReceiveRequestAttemptId") for c in receives]
+    assert ids[0] and ids[0] == ids[1] == ids[2], "a retried receive keeps its attempt id"
+    assert all(ids[3:]) and ids[0] not in ids[3:], "the next receive gets a new one"
+
+
+async def test_a_failed_delete_entry_is_retried_and_the_message_not_redelivered(
+    aws_front: AwsFront, harness: Harness, boto, logs: Logs
+):
+    url = make_queue(boto, visibility=30)
+    send(boto, url, "one", "two", "three")
+    aws_front.fail_records(
+        lambda entry: True, operation="DeleteMessageBatch", code="InternalError", times=1
+    )
+    harness.endpoint = aws_front.url
+    await harness.start(harness.config(sqs=poller(url)))
+    worker = harness.worker("sqs:p")
+    await wait_until(lambda: worker.m.receipts.deleted.value == 3)
+    deletes = aws_front.calls("DeleteMessageBatch")
+    assert deletes[0].failed_records == len(deletes[0].request["Entries"]) > 0
+    retried = {e["ReceiptHandle"] for e in deletes[0].request["Entries"]}
+    later = {e["ReceiptHandle"] for c in deletes[1:] for e in c.request["Entries"]}
+    assert retried <= later, "every failed entry was sent again"
+    assert sorted(bodies()) == ["one", "three", "two"] and worker.m.received.value == 3
+    assert worker.m.receipts.lost.value == 0
+    counts = queue_attributes(boto("sqs"), url)
+    assert (
+        counts["ApproximateNumberOfMessages"]
+        == counts["ApproximateNumberOfMessagesNotVisible"]
+        == 0
+    )
 
 
 async def test_sns_envelope_raw_delivery_s3_and_bytes_decode_end_to_end(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field, model_validator
 
 from daemon.config.base import Entrypoint, HttpUrl, Section
+from daemon.config.partition import PartitionKeyConfig
 
 if TYPE_CHECKING:
     from daemon.config.models import Config
@@ -73,8 +74,11 @@ class ForwardHandlerConfig(Section):
     id. The record id is always the deduplication id, so a redelivered record is not forwarded
     twice within the FIFO deduplication interval."""
 
-    partition_key: str | None = Field(default=None, min_length=1, max_length=256)
-    """Kinesis partition key; unset: the record's group id or partition key, else its id."""
+    partition_key: PartitionKeyConfig | None = None
+    """Kinesis: how the record's partition key is chosen, a table as for readings (see
+    `[sns.readings.<name>.partition_key]`: `random`, `fixed` or a `field` of its JSON body);
+    unset: the record's own group id or partition key, else its id, so a source's order per
+    group or key carries over."""
 
     method: Literal["POST", "PUT"] = "POST"
     """Webhook HTTP method."""
@@ -104,6 +108,8 @@ class ForwardHandlerConfig(Section):
                 "set exactly one destination: sns, sqs, kinesis or url"
                 + (f" (got {', '.join(chosen)})" if chosen else "")
             )
+        if self.partition_key is not None and not self.kinesis:
+            raise ValueError("`partition_key` goes with `kinesis`")
         return self
 
     @property

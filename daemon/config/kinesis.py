@@ -174,36 +174,15 @@ class KinesisReaderConfig(Section):
         return self
 
 
-class PartitionKeyConfig(Section):
-    """How a producer picks a record's partition key (records of one key keep their order and
-    land on one shard)."""
-
-    source: Literal["random", "fixed", "field"] = "random"
-    """`random` spreads records over all shards (no order between records); `fixed` uses
-    `value`; `field` takes the value at `field` in the JSON body (random when it is missing)."""
-
-    value: str | None = Field(default=None, min_length=1, max_length=256)
-    """The key for `fixed`."""
-
-    field: str | None = Field(default=None, min_length=1, max_length=256)
-    """Dotted path in the JSON body for `field`, for example `device.id`."""
-
-    @model_validator(mode="after")
-    def _complete(self) -> PartitionKeyConfig:
-        if self.source == "fixed" and not self.value:
-            raise ValueError("partition key source 'fixed' needs a value")
-        if self.source == "field" and not self.field:
-            raise ValueError("partition key source 'field' needs a field")
-        return self
-
-
 class KinesisProducerConfig(Section):
     """How the outbox delivers `kinesis` messages (PutRecords)."""
 
-    strict_order: bool = False
-    """Guarantee order per partition key even when PutRecords fails part of a call: each call
-    then carries at most one record per partition key (slower for few keys). Off: a record that
-    fails may land after a later record of its key that succeeded in the same call (counted in
+    strict_order: bool = True
+    """Keep order per partition key even when PutRecords fails part of a call: a call carries at
+    most one record per key, and a key's later records wait while one of its records is retried.
+    The cost is one call per record of the busiest key in a backlog (a single hot key then goes
+    out at one record per round trip). `false` sends a backlog in full calls; a record that fails
+    may then land after a later record of its key (counted in
     `awsd_kinesis_put_reordered_total`)."""
 
     shard_records_per_second: int = Field(default=1000, ge=1, le=1_000_000)

@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from daemon.config.base import Name, Section
 from daemon.config.handlers import HandlerConfig, LogHandlerConfig
-from daemon.config.kinesis import PartitionKeyConfig
+from daemon.config.partition import PartitionKeyConfig
 
 MAX_VISIBILITY = 43_200
 """SQS's limit: a message cannot stay invisible more than 12 hours after it was received."""

@@ -58,10 +58,11 @@ class ForwardHandler(Handler):
         """The outbox body for `record` in the shape the destination's sender takes."""
         key = str(record.meta.get("group_id") or record.meta.get("partition_key") or record.id)
         if self.to == "kinesis":
-            return {
-                "data": base64.b64encode(record.body).decode("ascii"),
-                "partition_key": self.cfg.partition_key or key,
-            }
+            if self.cfg.partition_key is not None:
+                from daemon.kinesis.producer import partition_key  # noqa: PLC0415 - as the outbox
+
+                key = partition_key(self.cfg.partition_key, record.data)
+            return {"data": base64.b64encode(record.body).decode("ascii"), "partition_key": key}
         attributes: dict[str, str] = dict(record.attributes) if self.cfg.keep_attributes else {}
         attributes.update(self.cfg.attributes)
         if record.text is not None:

@@ -15,7 +15,7 @@ import socket
 import time
 from typing import Any
 
-from daemon.config.kinesis import PartitionKeyConfig
+from daemon.config.partition import PartitionKeyConfig
 from daemon.kinesis.producer import kinesis_message
 from daemon.plugins import sends_to
 

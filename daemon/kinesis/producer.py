@@ -14,7 +14,7 @@ import json
 import uuid
 from typing import Any
 
-from daemon.config.kinesis import PartitionKeyConfig
+from daemon.config.partition import PartitionKeyConfig
 from daemon.outbox.core import Message
 
 MAX_KEY_CHARS = 256

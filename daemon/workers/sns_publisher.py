@@ -24,9 +24,9 @@ import time
 from functools import partial
 from typing import Any
 
-from daemon.config.kinesis import PartitionKeyConfig
 from daemon.config.messaging import ReadingConfig, SnsPublisherConfig
 from daemon.config.models import Config
+from daemon.config.partition import PartitionKeyConfig
 from daemon.events import Event, Subscription
 from daemon.iam import CONTRIBUTORS, Grant, Scope
 from daemon.kinesis.producer import kinesis_message

@@ -11,7 +11,8 @@ would send; nothing in the daemon is mocked.
 Rules match by service (the SigV4 signing name: `sqs`, `kinesis`, `monitoring`, `logs`...)
 and/or operation, claim `times` calls or every one (`times=None`), and the first answering rule
 that claims a call answers it (delays add up and let the call go on). Every call is recorded
-(`calls()`: protocol, Content-Encoding, body size as sent and decompressed, what the front did),
+(`calls()`: protocol, Content-Encoding, body size as sent and decompressed, the request's
+parameters, what the front did),
 and `max_in_flight` keeps the most calls in flight at once per service.
 
 It runs its own event loop in a thread (like `FaultProxy`), so sync tests driving a spawned
@@ -61,6 +62,9 @@ class Call:
     """The error code the front answered with."""
     failed_records: int = 0
     """Records of a batch the front failed (the others went on to moto)."""
+    request: dict[str, Any] = field(default_factory=dict)
+    """The request's parameters: the JSON body (JSON protocols), the form or query string with
+    one value per name (query protocol); empty for REST calls."""
 
 
 @dataclass(frozen=True)
@@ -247,12 +251,22 @@ class AwsFront:
             status, error = answer.status, answer.code
         elif isinstance(answer, Stub):
             status = 200
-        elif isinstance(answer, FailRecords):
-            failing = [answer.check(entry) for entry in json.loads(raw)[BATCHES[operation]]]
+        params = parameters(request, raw, protocol)
+        if isinstance(answer, FailRecords):
+            failing = [answer.check(entry) for entry in params[BATCHES[operation]]]
         encoding = request.headers.get("Content-Encoding", "")
         sent = int(request.headers.get("Content-Length", len(raw)))
         call = Call(
-            service, operation, protocol, encoding, sent, len(raw), status, error, sum(failing)
+            service,
+            operation,
+            protocol,
+            encoding,
+            sent,
+            len(raw),
+            status,
+            error,
+            sum(failing),
+            params,
         )
         with self._lock:
             self._calls.append(call)
@@ -267,7 +281,7 @@ class AwsFront:
                     return web.Response(text=body, content_type=request.content_type)
                 return stub_response(operation, protocol, request)
             if isinstance(answer, FailRecords) and any(failing):
-                return await self._partial(request, raw, answer.code, failing)
+                return await self._partial(request, operation, params, answer.code, failing)
             return await self._forward(request, raw)
 
     def _claim(
@@ -308,27 +322,61 @@ class AwsFront:
             return web.Response(status=upstream.status, body=payload, headers=out)
 
     async def _partial(
-        self, request: web.Request, raw: bytes, code: str, failing: list[bool]
+        self,
+        request: web.Request,
+        operation: str,
+        call: dict[str, Any],
+        code: str,
+        failing: list[bool],
     ) -> web.Response:
-        """PutRecords with some records failed: the rest go to moto, the answers are merged in
-        the request's order, as AWS answers."""
-        call = json.loads(raw)
-        kept = [r for r, fail in zip(call["Records"], failing, strict=True) if not fail]
-        results: list[dict[str, Any]] = []
+        """A batch call with some entries failed: the rest go to moto, and the answers are merged
+        the way AWS answers (PutRecords: in the request's order; SQS batches: `Failed` entries
+        by Id next to moto's `Successful` ones)."""
+        field_name = BATCHES[operation]
+        kept = [r for r, fail in zip(call[field_name], failing, strict=True) if not fail]
+        answer: dict[str, Any] = {}
         if kept:
-            forwarded = await self._forward(request, json.dumps({**call, "Records": kept}).encode())
+            forwarded = await self._forward(
+                request, json.dumps({**call, field_name: kept}).encode()
+            )
             assert isinstance(forwarded.body, bytes)
-            results = json.loads(forwarded.body)["Records"]
-        failure = {"ErrorCode": code, "ErrorMessage": "Rate exceeded for shard (injected)"}
-        merged = [failure if fail else results.pop(0) for fail in failing]
-        return web.json_response(
-            {"FailedRecordCount": sum(failing), "Records": merged},
-            content_type=request.content_type,
-        )
+            answer = json.loads(forwarded.body)
+        if operation == "PutRecords":
+            results = answer.get("Records", [])
+            failure = {"ErrorCode": code, "ErrorMessage": "Rate exceeded for shard (injected)"}
+            merged = [failure if fail else results.pop(0) for fail in failing]
+            body = {"FailedRecordCount": sum(failing), "Records": merged}
+        else:
+            failed = [
+                {"Id": entry["Id"], "SenderFault": False, "Code": code, "Message": "injected"}
+                for entry, fail in zip(call[field_name], failing, strict=True)
+                if fail
+            ]
+            body = {
+                "Successful": answer.get("Successful", []),
+                "Failed": answer.get("Failed", []) + failed,
+            }
+        return web.json_response(body, content_type=request.content_type)
 
 
-BATCHES = {"PutRecords": "Records"}
-"""Batch operations `fail_records` knows, with the request field holding the entries."""
+BATCHES = {"PutRecords": "Records", "DeleteMessageBatch": "Entries"}
+"""Batch operations `fail_records` knows (JSON protocol), with the request field holding the
+entries."""
+
+
+def parameters(request: web.Request, raw: bytes, protocol: Protocol) -> dict[str, Any]:
+    """A request's parameters as `Call.request` keeps them."""
+    if protocol == "json":
+        try:
+            parsed = json.loads(raw) if raw else {}
+        except ValueError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    if protocol == "query":
+        form = parse_qs(raw.decode("utf-8", errors="replace")) if raw else {}
+        form = form or parse_qs(request.query_string)
+        return {name: values[0] for name, values in form.items()}
+    return {}
 
 
 def identify(request: web.Request, raw: bytes) -> tuple[str, str, Protocol]:

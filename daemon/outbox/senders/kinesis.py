@@ -7,11 +7,14 @@ Body: `{"data": <base64>, "partition_key": str, "explicit_hash_key": <decimal st
 Order per partition key. The outbox hands over a destination's oldest messages and retries
 failed ones before anything newer, so order holds across calls. Within one call, PutRecords
 writes records in order, but a record can fail (throttled shard, internal error) while a later
-record of the same key succeeds; retried, the failed one then lands after it. By default that is
-possible, and counted (`awsd_kinesis_put_reordered_total`) and logged. With
-`kinesis.producer.strict_order = true` a batch is sent as rounds holding at most one record per
+record of the same key succeeds; retried, the failed one would then land after it. So by default
+(`kinesis.producer.strict_order = true`) a batch is sent as rounds holding at most one record per
 key, and once a record of a key fails, the key's later records are not sent in that batch: order
-per key then always holds, at the cost of one call per record for a single hot key.
+per key always holds. The cost: a batch takes as many calls as its busiest key has records, so a
+backlog of a single hot key goes out at one record per round trip (AWS recommends the same, one
+PutRecord per record, for strict order). Distinct keys, and any key at a rate below one record per
+round trip, cost nothing extra. With `strict_order = false` a batch goes in full calls, and a
+reorder is possible, counted (`awsd_kinesis_put_reordered_total`) and logged.
 
 Rate: records are mapped to shards (MD5 of the partition key, or the explicit hash key, against
 ListShards hash ranges, cached) and paced per shard by token buckets (`shard_records_per_second`,

@@ -1,0 +1,36 @@
+"""How a producer picks a Kinesis partition key: random, fixed, or a field of the JSON body.
+
+One setting shared by everything that writes to a stream (readings, the `forward` handler), so a
+key is chosen the same way wherever a record comes from; `daemon/kinesis/producer.py` applies it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from daemon.config.base import Section
+
+
+class PartitionKeyConfig(Section):
+    """How a producer picks a record's partition key (records of one key keep their order and
+    land on one shard)."""
+
+    source: Literal["random", "fixed", "field"] = "random"
+    """`random` spreads records over all shards (no order between records); `fixed` uses
+    `value`; `field` takes the value at `field` in the JSON body (random when it is missing)."""
+
+    value: str | None = Field(default=None, min_length=1, max_length=256)
+    """The key for `fixed`."""
+
+    field: str | None = Field(default=None, min_length=1, max_length=256)
+    """Dotted path in the JSON body for `field`, for example `device.id`."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> PartitionKeyConfig:
+        if self.source == "fixed" and not self.value:
+            raise ValueError("partition key source 'fixed' needs a value")
+        if self.source == "field" and not self.field:
+            raise ValueError("partition key source 'field' needs a field")
+        return self
