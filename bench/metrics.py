@@ -39,10 +39,8 @@ class Workload:
 
     def __init__(self, registry: Registry) -> None:
         self.rng = random.Random(7)
-        duration = registry.histogram(
-            "awsd_probe_duration_seconds", "Probe duration", ("endpoint",)
-        )
-        up = registry.gauge("awsd_probe_up", "1 when the last probe passed", ("endpoint",))
+        duration = registry.histogram("probe_duration_seconds", "Probe duration", ("endpoint",))
+        up = registry.gauge("probe_success", "1 when the last probe passed", ("endpoint",))
         checks = registry.counter("awsd_probe_checks_total", "Probes run", ("endpoint",))
         self.probes = [
             (

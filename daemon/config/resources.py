@@ -449,7 +449,8 @@ class AlarmConfig(ResourceBase):
     """Metric namespace."""
 
     dimensions: dict[str, str] = Field(default_factory=dict)
-    """Metric dimensions, for example `{ probe = "home" }`."""
+    """Metric dimensions, all of which the metric must carry: for a probe metric
+    `{ endpoint = "home", environment = "prod", host = "pi-1" }`."""
 
     statistic: Literal["Average", "Sum", "Minimum", "Maximum", "SampleCount"] = "Average"
     """Statistic over each period."""
