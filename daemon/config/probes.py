@@ -16,6 +16,7 @@ result, so the probe engine only ever sees complete, checked `EndpointConfig` va
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import zoneinfo
 from typing import Annotated, Any, Literal
@@ -290,6 +291,20 @@ class EndpointConfig(ProbeSettings):
             raise ValueError(
                 f"timeout ({self.timeout:g}s) must be at most 80% of interval "
                 f"({self.interval:g}s), so a check always ends before the next starts"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _family_fits_a_literal_address(self) -> EndpointConfig:
+        host = urlsplit(self.url).hostname or ""
+        try:
+            version = ipaddress.ip_address(host).version
+        except ValueError:
+            return self  # a name: the family chooses among its addresses
+        wanted = {"ip4": 4, "ip6": 6}.get(self.ip_family)
+        if wanted is not None and wanted != version:
+            raise ValueError(
+                f"ip_family = {self.ip_family!r} cannot reach the IPv{version} address {host}"
             )
         return self
 
