@@ -292,7 +292,9 @@ class AwsClients:
         boto_cfg = AioConfig(
             http_session_cls=SharedTlsSession,
             region_name=region,
-            retries={"mode": self.cfg.retry_mode, "max_attempts": self.cfg.max_attempts},
+            # botocore's `max_attempts` counts retries; `total_max_attempts` counts the first call
+            # too, as `aws.max_attempts` (and AWS_MAX_ATTEMPTS) do.
+            retries={"mode": self.cfg.retry_mode, "total_max_attempts": self.cfg.max_attempts},
             connect_timeout=self.cfg.connect_timeout,
             read_timeout=read_timeout or self.cfg.read_timeout,
             max_pool_connections=self.cfg.max_pool_connections,

@@ -9,6 +9,7 @@ from daemon.aws import AwsClients, describe_error, error_code, is_retryable, is_
 from daemon.config.models import AwsConfig
 from daemon.local_aws import free_port
 from daemon.metrics import Registry
+from tests.support.aws_front import AwsFront
 
 
 async def test_clients_are_shared_counted_and_closed(moto_endpoint: str):
@@ -109,3 +110,40 @@ async def test_standard_endpoint_variables_are_honoured(
         assert sns.meta.endpoint_url == "http://127.0.0.1:9"
     finally:
         await clients.close()
+
+
+async def test_retry_mode_attempts_and_timeouts_reach_every_client(moto_endpoint: str):
+    default = AwsClients(AwsConfig(region="us-east-1", endpoint_url=moto_endpoint))
+    tuned = AwsClients(
+        AwsConfig(
+            region="us-east-1",
+            endpoint_url=moto_endpoint,
+            retry_mode="standard",
+            max_attempts=7,
+            connect_timeout=1.5,
+            read_timeout=12.0,
+        )
+    )
+    try:
+        config = (await default.client("sqs")).meta.config
+        assert config.retries["mode"] == "adaptive"  # the default: backs off when throttled
+        config = (await tuned.client("sqs")).meta.config
+        assert config.retries == {"mode": "standard", "total_max_attempts": 7}  # first included
+        assert (config.connect_timeout, config.read_timeout) == (1.5, 12.0)
+        # A long poll gets its own client with a read timeout above the poll.
+        assert (await tuned.client("sqs", read_timeout=25.0)).meta.config.read_timeout == 25.0
+    finally:
+        await default.close()
+        await tuned.close()
+
+
+async def test_max_attempts_counts_the_first_call(aws_front: AwsFront):
+    aws_front.fail("ListQueues", "InternalError", status=500, times=None)
+    clients = AwsClients(AwsConfig(region="us-east-1", endpoint_url=aws_front.url, max_attempts=2))
+    try:
+        sqs = await clients.client("sqs")
+        with pytest.raises(ClientError):
+            await sqs.list_queues()
+    finally:
+        await clients.close()
+    assert len(aws_front.calls("ListQueues")) == 2  # the call and one retry

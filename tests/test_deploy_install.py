@@ -434,6 +434,11 @@ def machine(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Itera
 def test_live_install_starts_the_service_as_the_awsd_user(machine: Machine) -> None:
     assert "created the system user 'awsd'" in machine.install_output
     assert "starting awsd" in machine.install_output
+    # The next steps a newcomer needs, printed at the end.
+    assert "is installed (service: active)" in machine.install_output
+    for step in ("sudo systemctl reload awsd", "journalctl -u awsd -o json", "awsd check-config",
+                 "/var/lib/awsd", "--uninstall [--purge]"):  # fmt: skip
+        assert step in machine.install_output, step
     assert machine.sh("systemctl", "is-active", "awsd").stdout.strip() == "active"
     assert machine.sh("systemctl", "is-enabled", "awsd").stdout.strip() == "enabled"
     props = machine.sh(
