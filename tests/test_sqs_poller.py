@@ -15,7 +15,7 @@ from daemon.workers import worker_specs
 from tests.support import handlers
 from tests.support.aws_front import AwsFront
 from tests.support.messaging import Harness, Logs, queue_attributes, subscribe_queue, unique
-from tests.support.observe import wait_until
+from tests.support.observe import metric, wait_until
 from tests.support.proxy import FaultProxy
 
 BEHAVE = {"kind": "python", "entrypoint": "tests.support.handlers:behave"}
@@ -83,17 +83,31 @@ async def test_in_flight_cap_holds_and_a_slow_message_blocks_only_itself(
     worker = harness.worker("sqs:p")
     most_busy = most_held = 0
 
+    most_gauge = 0.0
+
     def sampled() -> bool:
-        nonlocal most_busy, most_held
+        nonlocal most_busy, most_held, most_gauge
         if worker.receipts is not None:
             most_busy = max(most_busy, worker.receipts.in_flight)
             most_held = max(most_held, len(worker.receipts.held))
+        most_gauge = max(most_gauge, metric(harness.metrics, "awsd_sqs_inflight"))
         return len(handlers.CALLS) == 24
 
     await wait_until(sampled, timeout=30)
     assert sorted(bodies()) == sorted(f"fast-{i}" for i in range(24))
     assert handlers.STATE["running"] == 1, "the slow message is still being handled"
     assert handlers.STATE["max_running"] <= 4 and most_busy <= 4 and most_held <= 8
+    # The metrics say the same: the in-flight gauge never passed the cap, shows the slow message
+    # still in flight, and every finished handler was timed.
+    assert most_gauge <= 4
+    assert metric(harness.metrics, "awsd_sqs_inflight") == 1
+    [timed] = [
+        child.count
+        for family in harness.metrics.families()
+        if family.name == "awsd_sqs_handler_seconds"
+        for _, child in family.series()
+    ]
+    assert timed >= 24
     await harness.stop(2.0)  # the slow handler is cancelled and its message released at once
     counts = queue_attributes(boto("sqs"), url)
     assert counts["ApproximateNumberOfMessagesNotVisible"] == 0
