@@ -127,6 +127,7 @@ def test_two_daemons_share_a_stream_and_fail_over(
     wait_leases(b, 2)  # the newcomer steals one lease per round until balanced
     wait_leases(a, 2)
     assert set(lease_state(a)["held"]).isdisjoint(lease_state(b)["held"])
+    assert leases_held_metric(a) == leases_held_metric(b) == 2
 
     first = k.keyed(400)
     k.put(kinesis, stream, first)
@@ -150,6 +151,20 @@ def test_two_daemons_share_a_stream_and_fail_over(
     stolen = b.logs.matching("lease taken", previous_owner=lease_state_owner(a))
     assert len(stolen) >= 2
     assert k.per_key_order_holds([e["body"] for e in seen(b, stream)])
+
+
+def leases_held_metric(proc: Awsd) -> float:
+    """`awsd_kinesis_leases_held` from the daemon's /metrics (all its series added up)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, text = proc.http("/metrics")
+    assert status == 200
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "awsd_kinesis_leases_held"
+        for sample in family.samples
+    )
 
 
 def lease_state_owner(proc: Awsd) -> str:

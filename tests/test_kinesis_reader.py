@@ -331,13 +331,19 @@ def read_archive(s3: Any, bucket: str, prefix: str) -> list[tuple[str, dict[str,
     return lines
 
 
+def stream_and_bucket(boto: Any, shards: int) -> tuple[str, str, Any, Any]:
+    """A new stream and archive bucket: (stream, bucket, kinesis client, s3 client)."""
+    stream, bucket = k.stream_name(), k.stream_name("bucket")
+    kinesis, s3 = boto("kinesis"), boto("s3")
+    k.create_stream(kinesis, stream, shards)
+    s3.create_bucket(Bucket=bucket)
+    return stream, bucket, kinesis, s3
+
+
 async def test_archive_objects_hold_exactly_the_records_and_checkpoint_after_writing(
     tmp_path, boto, moto_endpoint
 ):
-    stream, bucket = k.stream_name(), k.stream_name("bucket")
-    kinesis, s3 = boto("kinesis"), boto("s3")
-    k.create_stream(kinesis, stream, 2)
-    s3.create_bucket(Bucket=bucket)
+    stream, bucket, kinesis, s3 = stream_and_bucket(boto, shards=2)
     produced = k.keyed(150)
     k.put(kinesis, stream, produced)
     archive = {"bucket": bucket, "prefix": "raw/", "buffer_seconds": 3600, "gzip": True}
@@ -346,9 +352,11 @@ async def test_archive_objects_hold_exactly_the_records_and_checkpoint_after_wri
     try:
         await wait_until(lambda: r.metric("awsd_kinesis_records_total") >= 150)
         await asyncio.sleep(0.2)
-        # Everything handled, nothing written yet: the checkpoints have not moved.
+        # Everything handled, nothing written yet: the checkpoints have not moved, and the
+        # checkpoint lag says how many records a crash now would read again.
         assert set(checkpoints(tmp_path).values()) == {"TRIM_HORIZON"}
         assert read_archive(s3, bucket, "raw/") == []
+        assert r.metric("awsd_kinesis_checkpoint_lag_records") == 150
     finally:
         await r.stop()  # a graceful stop writes the partial buffers, then checkpoints
     lines = read_archive(s3, bucket, "raw/")
@@ -364,10 +372,7 @@ async def test_archive_objects_hold_exactly_the_records_and_checkpoint_after_wri
 async def test_archive_objects_are_written_by_size_and_named_by_shard_and_first_record(
     tmp_path, boto, moto_endpoint
 ):
-    stream, bucket = k.stream_name(), k.stream_name("bucket")
-    kinesis, s3 = boto("kinesis"), boto("s3")
-    k.create_stream(kinesis, stream, 1)
-    s3.create_bucket(Bucket=bucket)
+    stream, bucket, kinesis, s3 = stream_and_bucket(boto, shards=1)
     produced = [(key, data + b" " + b"y" * 100) for key, data in k.keyed(60)]
     k.put(kinesis, stream, produced)
     # An hour by time, 1 KiB by size: only the size can write objects while it runs.
