@@ -372,3 +372,27 @@ async def test_a_reload_restarts_only_the_queue_whose_section_changed(harness: H
         worker_specs(config), services, config.runtime, loop.time() + 5
     )
     assert changes.changed == ("sqs:b",) and changes.unchanged == ("sqs:a",)
+
+
+async def test_a_long_poll_running_at_stop_is_let_finish_and_what_it_brings_is_released(
+    harness: Harness, boto
+):
+    url = make_queue(boto, visibility=600)
+    await harness.start(harness.config(sqs=poller(url, wait_time_seconds=10)))
+    worker = harness.worker("sqs:p")
+    await wait_until(lambda: worker.state == "polling")  # a 10 s long poll on an empty queue
+    stopping = asyncio.create_task(harness.stop(15.0))
+    token = harness.supervisor.runners["sqs:p"].stop_token
+    await wait_until(lambda: token.stopping)  # stop requested; the poll is still waiting
+    assert worker.state == "polling"
+    send(boto, url, "arrived during the stop")
+    await stopping
+    # The poll was not cancelled (that could lose SQS's assignment): it returned the message,
+    # which went straight back with visibility 0 instead of to the handler; nothing waits
+    # out the 600 s visibility timeout.
+    assert metric(harness.metrics, "awsd_sqs_received_total") == 1
+    assert metric(harness.metrics, "awsd_sqs_released_total") == 1
+    assert handlers.CALLS == []
+    counts = queue_attributes(boto("sqs"), url)
+    assert counts["ApproximateNumberOfMessages"] == 1
+    assert counts["ApproximateNumberOfMessagesNotVisible"] == 0
