@@ -75,6 +75,38 @@ async def test_every_shard_is_read_once_in_order_per_key(tmp_path, boto, moto_en
     assert sum(t.startswith("later") for t in texts(stream)) == 40
 
 
+async def test_checkpoints_of_a_stream_created_again_are_dropped_not_resumed_after(
+    tmp_path, boto, moto_endpoint
+):
+    """A stream deleted and created again under its name (or a local endpoint started afresh,
+    as a second `make run` does) restarts its sequence numbers: resuming after the old
+    checkpoints would skip the new stream's first records."""
+    stream = k.stream_name()
+    kinesis = boto("kinesis")
+    k.create_stream(kinesis, stream, 1)
+    k.put(kinesis, stream, k.keyed(30, prefix="old"))
+    config = k.reader_config(tmp_path, moto_endpoint, {"r": reader(stream)})
+    r = await k.Reader(config).start()
+    try:
+        await wait_until(lambda: len(k.SEEN[stream]) >= 30)
+    finally:
+        await r.stop()
+    assert all(p.isdigit() for p in checkpoints(tmp_path).values())
+
+    kinesis.delete_stream(StreamName=stream, EnforceConsumerDeletion=True)
+    await wait_until(lambda: stream not in kinesis.list_streams()["StreamNames"])
+    k.create_stream(kinesis, stream, 1)
+    k.put(kinesis, stream, k.keyed(5, prefix="new"))
+    r = await k.Reader(config).start()
+    try:
+        await wait_until(lambda: sum(t.startswith("new") for t in texts(stream)) >= 5)
+    finally:
+        await r.stop()
+    assert [t for t in texts(stream) if t.startswith("new")] == [
+        d.decode() for _, d in k.keyed(5, prefix="new")
+    ]
+
+
 async def test_expired_iterators_and_throttling_lose_and_repeat_nothing(tmp_path, boto, aws_front):
     stream = k.stream_name()
     kinesis = boto("kinesis")

@@ -79,6 +79,15 @@ class CheckpointStore(abc.ABC):
     async def forget(self, shards: list[str]) -> None:  # noqa: B027 - optional
         """Drop shards that no longer exist in the stream (past retention)."""
 
+    async def stream_created(self, created: float) -> bool:
+        """Tell the store when the stream was created (epoch seconds). When its checkpoints were
+        written for an earlier stream of the same name (deleted and created again, or a local
+        endpoint started afresh), they are dropped and True is returned: their sequence numbers
+        mean nothing in the new stream, and resuming after them would skip its first records.
+        The lease store keeps its checkpoints (a fleet's lease table outlives one stream only if
+        someone recreates the stream under it; delete the table then)."""
+        return False
+
     async def close(self) -> None:  # noqa: B027 - optional
         """Release the store."""
 
@@ -93,6 +102,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     parents TEXT NOT NULL DEFAULT '[]',
     updated REAL NOT NULL,
     PRIMARY KEY (reader, stream, shard)
+);
+CREATE TABLE IF NOT EXISTS streams (
+    reader TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (reader, stream)
 );
 """
 
@@ -198,6 +213,36 @@ class SqliteCheckpoints(CheckpointStore):
 
         if shards:
             await self._run(write)
+
+    async def stream_created(self, created: float) -> bool:
+        def check() -> bool:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT created FROM streams WHERE reader = ? AND stream = ?",
+                    (self.reader, self.stream),
+                ).fetchone()
+                stale = row is not None and abs(float(row[0]) - created) > 0.001
+                if stale:
+                    db.execute(
+                        "DELETE FROM checkpoints WHERE reader = ? AND stream = ?",
+                        (self.reader, self.stream),
+                    )
+                if row is None or stale:
+                    db.execute(
+                        "INSERT INTO streams (reader, stream, created) VALUES (?, ?, ?) "
+                        "ON CONFLICT (reader, stream) DO UPDATE SET created = excluded.created",
+                        (self.reader, self.stream, created),
+                    )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return stale
+
+        result: bool = await self._run(check)
+        return result
 
     async def close(self) -> None:
         def shut() -> None:

@@ -35,7 +35,7 @@ from daemon.kinesis.checkpoints import (
 )
 from daemon.kinesis.consumer import ShardConsumer
 from daemon.kinesis.leasing import LeaseCheckpoints, ShardLeases, lease_state
-from daemon.kinesis.shards import ShardInfo, list_shards, parents_first
+from daemon.kinesis.shards import ShardInfo, list_shards, parents_first, stream_args
 from daemon.leases import LeaseTable, default_owner
 from daemon.retry import Attempts, Backoff
 from daemon.services import Services
@@ -74,6 +74,7 @@ class KinesisReader(Worker):
         self.listed_at: float | None = None
         self._wake = asyncio.Event()
         self._refresh_now = True
+        self._stream_checked = False
         m = services.metrics
         self._leases_held = m.gauge(
             "awsd_kinesis_leases_held", "Shard leases this daemon holds", ("reader",)
@@ -244,12 +245,29 @@ class KinesisReader(Worker):
 
     # --- shards ----------------------------------------------------------------------------------
 
+    async def _check_stream_epoch(self, ctx: WorkerContext, kinesis: Any) -> None:
+        """Checkpoints of an earlier stream with this name (deleted and created again; a local
+        endpoint started afresh) would resume after sequence numbers the new stream has not
+        reached yet, silently skipping its first records: the store drops them."""
+        assert self.store is not None
+        summary = await kinesis.describe_stream_summary(**stream_args(self.stream))
+        created = summary["StreamDescriptionSummary"]["StreamCreationTimestamp"]
+        if await self.store.stream_created(created.timestamp()):
+            ctx.log.warning(
+                "the stream was created again since the last checkpoints; starting over",
+                stream=self.stream,
+                initial_position=self.cfg.initial_position,
+            )
+        self._stream_checked = True
+
     async def _refresh(self, ctx: WorkerContext) -> None:
         assert self.store is not None
         kinesis = await self.services.clients.client("kinesis")
         listed = parents_first(await list_shards(kinesis, self.stream))
         self.shards = {s.id: s for s in listed}
         self.listed_at = asyncio.get_running_loop().time()
+        if not self._stream_checked:
+            await self._check_stream_epoch(ctx, kinesis)
         known = await self.store.load()
         new = starting_points(listed, known, initial_position=self.cfg.initial_position)
         if new:
@@ -479,7 +497,12 @@ def _iam(config: Config, scope: Scope) -> list[Grant]:
         grants.append(
             Grant(
                 who,
-                ("kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"),
+                (
+                    "kinesis:DescribeStreamSummary",
+                    "kinesis:ListShards",
+                    "kinesis:GetShardIterator",
+                    "kinesis:GetRecords",
+                ),
                 (scope.arn_of("streams", reader.stream),),
             )
         )
