@@ -63,14 +63,18 @@ class LeaseTable:
     async def _db(self) -> Any:
         return await self.clients.client("dynamodb")
 
-    async def ensure_table(self, *, timeout: float = 60.0) -> None:
-        """Create the table if missing (on-demand billing) and wait until it is active."""
+    async def ensure_table(self, *, timeout: float = 60.0, create: bool = True) -> None:
+        """Create the table if missing (on-demand billing) and wait until it is active. With
+        `create=False` (a table somebody else creates: the reconciler, another team) a missing
+        table raises `LookupError`, for the caller to retry later."""
         db = await self._db()
         try:
             status = (await db.describe_table(TableName=self.table))["Table"]["TableStatus"]
         except Exception as exc:
             if error_code(exc) != "ResourceNotFoundException":
                 raise
+            if not create:
+                raise LookupError(f"lease table {self.table} does not exist (yet)") from exc
             status = await self._create(db)
         loop = asyncio.get_running_loop()
         give_up = loop.time() + timeout

@@ -1,12 +1,13 @@
-"""What a topic, queue, stream or bucket named in the config stands for in AWS, at run time.
+"""What a topic, queue, stream, bucket or table named in the config stands for in AWS, at run time.
 
 The one way awsd resolves resource references (the publisher, the pollers, forward handlers, the
 Kinesis reader and its archive, probe alerts, custom workers): a declared resource's logical name
 (`[resources.topics.readings]`) becomes its AWS name (its own `name`, else
-`resources.name_template`); an ARN stays an ARN, except a bucket ARN, which becomes the bucket
-name S3 calls take; a queue URL stays a URL. Anything else is taken as the AWS name itself:
-configs loaded from files cannot hold one (`check-config` refuses undeclared names), but ingest
-(`awsd publish --topic`, PublishRequest events) may name a topic awsd does not declare.
+`resources.name_template`); an ARN stays an ARN, except a bucket or table ARN, which becomes the
+bucket or table name S3 and DynamoDB calls take; a queue URL stays a URL. Anything else is taken
+as the AWS name itself: configs loaded from files hold one only as a Kinesis reader's own lease
+table (`check-config` refuses other undeclared names), but ingest (`awsd publish --topic`,
+PublishRequest events) may name a topic awsd does not declare.
 
 Resolution needs no API call unless the name template uses `{account}` (then STS
 GetCallerIdentity, which needs no permission, once), and is cached: a reload builds new services,
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from daemon.services import Services
 
-Kind = Literal["topics", "queues", "streams", "buckets"]
+Kind = Literal["topics", "queues", "streams", "buckets", "tables"]
 
 
 class Targets:
@@ -34,9 +35,14 @@ class Targets:
         self._account: str | None = None
 
     async def aws_name(self, kind: Kind, ref: str) -> str:
-        """The AWS name (or the ARN / URL as given; a bucket's name for a bucket ARN)."""
+        """The AWS name (or the ARN / URL as given; a bucket's or table's name for its ARN)."""
         if ref.startswith("arn:"):
-            return ref.split(":", 5)[5] if kind == "buckets" else ref
+            if kind == "buckets":
+                return ref.split(":", 5)[5]
+            if kind == "tables":  # arn:...:table/NAME: the name every DynamoDB call takes
+                resource = ref.split(":", 5)[5]
+                return resource.split("/")[1] if "/" in resource else resource
+            return ref
         if kind == "queues" and ref.startswith(("https://", "http://")):
             return ref
         found = self._cache.get((kind, ref))

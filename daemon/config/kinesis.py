@@ -42,9 +42,12 @@ class LeasesConfig(Section):
     """DynamoDB leases: how daemons share a stream's shards (used with `checkpoints.store =
     "dynamodb"`)."""
 
-    table: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{3,255}$")
-    """Lease table (created if missing, on-demand billing); unset: `awsd-<env>-<reader>`. One
-    table per reader: every daemon reading the stream must name the same table."""
+    table: str | None = Field(default=None, pattern=r"^(arn:\S+|[A-Za-z0-9_.-]{1,255})$")
+    """Lease table: a declared table's logical name (`[resources.tables.<name>]` with
+    `partition_key = "lease_key"`; the reconciler creates it, the reader waits for it), a table
+    ARN, or the AWS name of a table of the reader's own (created if missing, on-demand billing);
+    unset: `awsd-<env>-<reader>`, the reader's own. One table per reader: every daemon reading
+    the stream must name the same table."""
 
     failover_time: float = Field(default=10.0, ge=0.5, le=600)
     """Seconds a lease's counter may stay unchanged (as seen by this daemon) before it counts as

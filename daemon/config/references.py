@@ -255,20 +255,28 @@ def _check_fifo_pairs(config: Config) -> list[tuple[str, str]]:
     return problems
 
 
-def _check_lease_table(config: Config) -> list[tuple[str, str]]:
-    """The lease table must have the key daemon.leases writes (`lease_key`, a string)."""
-    res = config.resources
-    table = res.tables.get(res.lease_table or "")
+def lease_table_problem(config: Config, ref: str | None) -> str | None:
+    """Why a declared table cannot hold leases: it must have the key daemon.leases writes
+    (`lease_key`, a string) and no sort key. None when it can, or is not declared (an external
+    table is not checked)."""
+    table = config.resources.tables.get(ref or "")
     if table is None:
-        return []
-    if (table.partition_key, table.partition_key_type, table.sort_key) != ("lease_key", "S", None):
-        return [
-            (
-                f"resources.tables.{res.lease_table}.partition_key",
-                'a lease table needs partition_key = "lease_key" (a string) and no sort key',
-            )
-        ]
-    return []
+        return None
+    if (table.partition_key, table.partition_key_type, table.sort_key) == ("lease_key", "S", None):
+        return None
+    has = f"partition_key = {table.partition_key!r} ({table.partition_key_type})" + (
+        f" and sort_key = {table.sort_key!r}" if table.sort_key else ""
+    )
+    return (
+        f'a lease table needs partition_key = "lease_key" (a string) and no sort key; it has {has}'
+    )
+
+
+def _check_lease_table(config: Config) -> list[tuple[str, str]]:
+    """The reconciler's lease table (Kinesis readers check theirs the same way)."""
+    name = config.resources.lease_table
+    problem = lease_table_problem(config, name)
+    return [(f"resources.tables.{name}.partition_key", problem)] if problem else []
 
 
 CROSS_CHECKS.extend([_check_references, _check_names, _check_fifo_pairs, _check_lease_table])

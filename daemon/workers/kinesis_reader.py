@@ -19,6 +19,7 @@ from typing import Any
 
 from daemon.aws import describe_error, error_code
 from daemon.config.kinesis import KinesisReaderConfig
+from daemon.config.kinesis_references import lease_table_declared_or_external
 from daemon.config.models import Config
 from daemon.handlers import Handler, build_handler
 from daemon.handlers.base import BufferingHandler
@@ -62,6 +63,11 @@ class KinesisReader(Worker):
         """The stream's AWS name or ARN, once resolved."""
         self.bucket = cfg.archive.bucket if cfg.archive is not None else ""
         """The archive bucket's AWS name, once resolved."""
+        self.table = cfg.leases.table or f"awsd-{services.config.env}-{name}"
+        """The lease table's AWS name, once resolved."""
+        self.own_table = not lease_table_declared_or_external(services.config, cfg.leases.table)
+        """Whether the lease table is the reader's own, which it creates when missing (a declared
+        one is the reconciler's to create, an ARN somebody else's)."""
         self.shards: dict[str, ShardInfo] = {}
         self.states: dict[str, ShardState] = {}
         self.running: dict[str, _Running] = {}
@@ -103,8 +109,8 @@ class KinesisReader(Worker):
             await self._shutdown(ctx)
 
     async def _resolve(self, ctx: WorkerContext) -> bool:
-        """The stream's (and archive bucket's) AWS name or ARN (the config may name declared
-        resources)."""
+        """The stream's (and archive bucket's, and lease table's) AWS name or ARN (the config
+        may name declared resources)."""
         tries = Attempts(Backoff(1.0, self.cfg.retry_max))
         targets = self.services.targets
         while not ctx.stopping:
@@ -112,6 +118,8 @@ class KinesisReader(Worker):
                 self.stream = await targets.aws_name("streams", self.cfg.stream)
                 if self.cfg.archive is not None:
                     self.bucket = await targets.aws_name("buckets", self.cfg.archive.bucket)
+                if self.fleet:
+                    self.table = await targets.aws_name("tables", self.table)
                 return True
             except Exception as exc:  # noqa: BLE001 - retried; shown in health
                 self.last_error = f"resolving names: {describe_error(exc)}"
@@ -145,14 +153,14 @@ class KinesisReader(Worker):
             return True
         table = LeaseTable(
             self.services.clients,
-            self.cfg.leases.table or f"awsd-{self.services.config.env}-{self.name}",
+            self.table,
             self.cfg.leases.owner or default_owner(),
             tags={"awsd:env": self.services.config.env, "awsd:reader": self.name},
         )
         tries = Attempts(Backoff(1.0, self.cfg.retry_max))
         while not ctx.stopping:
             try:
-                await table.ensure_table()
+                await table.ensure_table(create=self.own_table)
                 break
             except Exception as exc:  # noqa: BLE001 - retried; shown in health
                 self.last_error = f"lease table {table.table}: {describe_error(exc)}"
@@ -510,25 +518,30 @@ def _iam(config: Config, scope: Scope) -> list[Grant]:
             bucket = scope.arn_of("buckets", reader.archive.bucket)
             grants.append(Grant(who, ("s3:PutObject",), (f"{bucket}/*",)))
         if reader.checkpoints.store == "dynamodb":
-            table = reader.leases.table or f"awsd-{config.env}-{name}"
-            arn = f"arn:{scope.partition}:dynamodb:{scope.region}:{scope.account}:table/{table}"
-            grants.append(
-                Grant(
-                    who,
-                    (
-                        "dynamodb:CreateTable",
-                        "dynamodb:DescribeTable",
-                        "dynamodb:TagResource",
-                        "dynamodb:Scan",
-                        "dynamodb:GetItem",
-                        "dynamodb:PutItem",
-                        "dynamodb:UpdateItem",
-                        "dynamodb:DeleteItem",
-                    ),
-                    (arn,),
-                )
-            )
+            grants.append(_lease_grant(config, scope, name, reader))
     return grants
+
+
+_LEASE_ACTIONS = (
+    "dynamodb:DescribeTable",
+    "dynamodb:Scan",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+)
+
+
+def _lease_grant(config: Config, scope: Scope, name: str, reader: KinesisReaderConfig) -> Grant:
+    """The lease table's items; creating (and tagging) it only when it is the reader's own."""
+    ref = reader.leases.table
+    if lease_table_declared_or_external(config, ref):
+        assert ref is not None
+        return Grant(f"kinesis:{name}", _LEASE_ACTIONS, (scope.arn_of("tables", ref),))
+    table = ref or f"awsd-{config.env}-{name}"
+    arn = f"arn:{scope.partition}:dynamodb:{scope.region}:{scope.account}:table/{table}"
+    actions = ("dynamodb:CreateTable", "dynamodb:TagResource", *_LEASE_ACTIONS)
+    return Grant(f"kinesis:{name}", actions, (arn,))
 
 
 CONTRIBUTORS.append(_iam)
