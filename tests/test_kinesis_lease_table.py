@@ -72,6 +72,18 @@ class TestConfig:
         text = failure(offline_configs, "leases", **tables)
         assert "kinesis.readers.r.leases.table" in text and "sort_key = 'at'" in text
 
+    def test_a_table_is_not_shared_with_the_reconcilers_lease(self, offline_configs: Any):
+        from daemon.config import ConfigError, load_config
+
+        res = {**resources(leases={"partition_key": "lease_key"}), "lease_table": "leases"}
+        data = {"kinesis": {"readers": {"r": reader("leases")}}, "resources": res}
+        with pytest.raises(ConfigError) as failed:
+            load_config(offline_configs.write(data, health=False))
+        assert (
+            "kinesis.readers.r.leases.table: table 'leases' is already the lease table of "
+            "resources.lease_table" in failed.value.render()
+        )
+
     def test_an_undeclared_name_is_the_readers_own_table_if_aws_would_accept_it(
         self, offline_configs: Any
     ):

@@ -40,15 +40,27 @@ def _references(config: Config) -> list[ResourceRef]:
 
 
 def _check_lease_tables(config: Config) -> list[tuple[str, str]]:
-    """A declared lease table needs the lease key; a table of the reader's own, a valid name."""
+    """A declared lease table needs the lease key; a table of the reader's own, a valid name;
+    and no two readers (nor a reader and the reconciler) share one."""
     problems = []
     rule = NAME_RULES["tables"]
+    users: dict[str, str] = {}
+    if config.resources.lease_table:
+        users[config.resources.lease_table] = "resources.lease_table"
     for name, reader in config.kinesis.readers.items():
         table = reader.leases.table
         if reader.checkpoints.store != "dynamodb" or table is None:
             continue
         path = f"kinesis.readers.{name}.leases.table"
         problem = lease_table_problem(config, table)
+        if table in users:  # every item of the table is taken for one of the reader's shards
+            problems.append(
+                (
+                    path,
+                    f"table {table!r} is already the lease table of {users[table]}: one per user",
+                )
+            )
+        users.setdefault(table, path)
         if problem:
             problems.append(
                 (path, f"names table {table!r} ([resources.tables.{table}]): {problem}")
