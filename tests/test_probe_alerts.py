@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import itertools
 import json
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -275,8 +276,20 @@ def test_phase_is_deterministic_and_spreads_endpoints():
     assert phase("shop", 60, T0) == phase("shop", 60, T0)
     assert phase("shop", 60, T0 + 60) == pytest.approx(phase("shop", 60, T0))
     slots = sorted(phase(f"ep{i}", 10, T0) for i in range(1000))
-    assert slots[0] < 0.1 and slots[-1] > 9.9
+    assert slots[0] < 0.1 and slots[-1] > 9.8
     assert max(b - a for a, b in itertools.pairwise(slots)) < 0.2  # no big gaps
+    # Starts fall on 0.1 s slots, so the endpoints of one slot start in one wake-up; every
+    # slot is used and none takes a large share.
+    per_slot = Counter(round(p, 6) for p in slots)
+    assert len(per_slot) == 100 and max(per_slot.values()) <= 30
+    assert all(abs(p * 10 - round(p * 10)) < 1e-6 for p in phase_grid(T0))
+    # A short interval gets slots a tenth of it apart.
+    assert len({round(phase(f"ep{i}", 0.3, T0), 6) for i in range(200)}) == 10
+
+
+def phase_grid(wall: float) -> list[float]:
+    """Phases at a wall time on the slot grid: they are themselves on the grid."""
+    return [phase(f"ep{i}", 10, wall) for i in range(50)]
 
 
 async def test_scheduler_runs_start_to_start_and_a_slow_job_delays_nobody():
