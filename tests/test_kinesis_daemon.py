@@ -127,7 +127,11 @@ def test_two_daemons_share_a_stream_and_fail_over(
     wait_leases(b, 2)  # the newcomer steals one lease per round until balanced
     wait_leases(a, 2)
     assert set(lease_state(a)["held"]).isdisjoint(lease_state(b)["held"])
-    assert leases_held_metric(a) == leases_held_metric(b) == 2
+    # The gauge follows at the end of each lease round.
+    deadline = time.monotonic() + 10 * failover
+    while not leases_held_metric(a) == leases_held_metric(b) == 2:
+        assert time.monotonic() < deadline, (leases_held_metric(a), leases_held_metric(b))
+        time.sleep(0.1)
 
     first = k.keyed(400)
     k.put(kinesis, stream, first)
