@@ -9,6 +9,7 @@ Authorization header values, passwords in URLs).
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -70,6 +71,7 @@ _PATTERNS = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_name(name: str) -> bool:
     """True when a field called `name` should never be shown. Unknown names that say secret,
     token, password, credential or private are masked: a false alarm costs a `***` in a log
@@ -112,7 +114,7 @@ def _masked(name: object, value: Any) -> bool:
         bool(value)
         and not isinstance(value, bool)
         and isinstance(name, str)
-        and (is_secret_name(name))
+        and is_secret_name(name)
     )
 
 
