@@ -136,18 +136,10 @@ def _payload(args: argparse.Namespace) -> dict[str, Any]:
         if not sep or not name:
             raise ValueError(f"--attr {item!r}: write NAME=VALUE")
         attributes[name] = value
+    from daemon.publishing import TEXT_FIELDS  # noqa: PLC0415 - the command's own import
+
     payload: dict[str, Any] = {"message": message}
-    for key in (
-        "topic",
-        "phone",
-        "subject",
-        "group_id",
-        "dedup_id",
-        "sms_type",
-        "sender_id",
-        "stream",
-        "partition_key",
-    ):
+    for key in TEXT_FIELDS:
         value = getattr(args, key)
         if value is not None:
             payload[key] = value

@@ -31,21 +31,19 @@ if TYPE_CHECKING:
     from daemon.services import Services
 
 SMS_TYPES = ("Transactional", "Promotional")
-FIELDS = frozenset(
-    {
-        "message",
-        "topic",
-        "phone",
-        "subject",
-        "attributes",
-        "group_id",
-        "dedup_id",
-        "sms_type",
-        "sender_id",
-        "stream",
-        "partition_key",
-    }
+TEXT_FIELDS = (
+    "topic",
+    "phone",
+    "subject",
+    "group_id",
+    "dedup_id",
+    "sms_type",
+    "sender_id",
+    "stream",
+    "partition_key",
 )
+"""The optional string fields of an ingest payload (`awsd publish` options of the same names)."""
+FIELDS = frozenset({"message", "attributes", *TEXT_FIELDS})
 MAX_INGEST_MESSAGES = 500
 
 
@@ -150,16 +148,7 @@ def request_from_json(data: Any, *, source: str) -> PublishRequest:
     message = data.get("message")
     if not isinstance(message, str) or not message:
         raise ValueError("'message' must be a non-empty string")
-    for name in (
-        "topic",
-        "phone",
-        "subject",
-        "group_id",
-        "dedup_id",
-        "sender_id",
-        "stream",
-        "partition_key",
-    ):
+    for name in TEXT_FIELDS:
         if data.get(name) is not None and not isinstance(data[name], str):
             raise ValueError(f"'{name}' must be a string")
     if sum(bool(data.get(name)) for name in ("topic", "phone", "stream")) > 1:
