@@ -14,6 +14,12 @@ from daemon.config.references import REFERENCES, ResourceRef, lease_table_proble
 from daemon.config.resources import NAME_RULES
 
 
+def lease_table(config: Config, reader: str) -> str:
+    """A reader's `leases.table` as configured (a declared table's logical name, an ARN, or an
+    AWS name), or the name of the table it owns by default."""
+    return config.kinesis.readers[reader].leases.table or f"awsd-{config.env}-{reader}"
+
+
 def lease_table_declared_or_external(config: Config, table: str | None) -> bool:
     """Whether a reader's `leases.table` names a table the reader must not create itself: a
     declared one (the reconciler's) or an ARN (someone else's)."""

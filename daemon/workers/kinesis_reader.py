@@ -19,7 +19,7 @@ from typing import Any
 
 from daemon.aws import describe_error, error_code
 from daemon.config.kinesis import KinesisReaderConfig
-from daemon.config.kinesis_references import lease_table_declared_or_external
+from daemon.config.kinesis_references import lease_table, lease_table_declared_or_external
 from daemon.config.models import Config
 from daemon.handlers import Handler, build_handler
 from daemon.handlers.base import BufferingHandler
@@ -63,7 +63,7 @@ class KinesisReader(Worker):
         """The stream's AWS name or ARN, once resolved."""
         self.bucket = cfg.archive.bucket if cfg.archive is not None else ""
         """The archive bucket's AWS name, once resolved."""
-        self.table = cfg.leases.table or f"awsd-{services.config.env}-{name}"
+        self.table = lease_table(services.config, name)
         """The lease table's AWS name, once resolved."""
         self.own_table = not lease_table_declared_or_external(services.config, cfg.leases.table)
         """Whether the lease table is the reader's own, which it creates when missing (a declared
@@ -538,7 +538,7 @@ def _lease_grant(config: Config, scope: Scope, name: str, reader: KinesisReaderC
     if lease_table_declared_or_external(config, ref):
         assert ref is not None
         return Grant(f"kinesis:{name}", _LEASE_ACTIONS, (scope.arn_of("tables", ref),))
-    table = ref or f"awsd-{config.env}-{name}"
+    table = lease_table(config, name)
     arn = f"arn:{scope.partition}:dynamodb:{scope.region}:{scope.account}:table/{table}"
     actions = ("dynamodb:CreateTable", "dynamodb:TagResource", *_LEASE_ACTIONS)
     return Grant(f"kinesis:{name}", actions, (arn,))
