@@ -129,6 +129,13 @@ async def test_forward_to_kinesis_chooses_keys_as_readings_do(services: Services
         forward(sqs="q", partition_key={"source": "random"})
 
 
+def test_a_plain_string_partition_key_is_a_fixed_key():
+    cfg = forward(kinesis="k", partition_key="all")
+    assert (cfg.partition_key.source, cfg.partition_key.value) == ("fixed", "all")
+    with pytest.raises(ValueError, match="at least 1 character"):
+        forward(kinesis="k", partition_key="")
+
+
 async def test_forward_to_kinesis_end_to_end(harness: Harness, boto):
     kinesis = boto("kinesis")
     stream = unique("clicks")

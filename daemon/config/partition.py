@@ -6,7 +6,7 @@ key is chosen the same way wherever a record comes from; `daemon/kinesis/produce
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -15,7 +15,7 @@ from daemon.config.base import Section
 
 class PartitionKeyConfig(Section):
     """How a producer picks a record's partition key (records of one key keep their order and
-    land on one shard)."""
+    land on one shard). A plain string is a fixed key."""
 
     source: Literal["random", "fixed", "field"] = "random"
     """`random` spreads records over all shards (no order between records); `fixed` uses
@@ -26,6 +26,13 @@ class PartitionKeyConfig(Section):
 
     field: str | None = Field(default=None, min_length=1, max_length=256)
     """Dotted path in the JSON body for `field`, for example `device.id`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_string_is_a_fixed_key(cls, data: Any) -> Any:
+        # `partition_key = "device-7"`: the short form of `{ source = "fixed", value = ... }`
+        # (what `forward` took before the other sources existed).
+        return {"source": "fixed", "value": data} if isinstance(data, str) else data
 
     @model_validator(mode="after")
     def _complete(self) -> PartitionKeyConfig:
