@@ -241,3 +241,13 @@ def ca_file(ca: trustme.CA) -> Iterator[str]:
     """`ca`'s certificate as a PEM file, for clients that verify against it."""
     with ca.cert_pem.tempfile() as path:
         yield path
+
+
+@pytest.fixture
+async def prober() -> AsyncIterator[Any]:
+    """A probe engine (`daemon.probes.prober.Prober`), closed after the test."""
+    from daemon.probes.prober import Prober
+
+    p = Prober()
+    yield p
+    await p.close()

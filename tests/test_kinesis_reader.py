@@ -190,6 +190,17 @@ async def test_get_records_is_paced_per_shard_even_when_behind(tmp_path, boto, a
     assert 0 < made <= 2 * elapsed + 1
 
 
+async def full_and_paused(r: k.Reader, aws_front: Any) -> Any:
+    """Reader `r`'s one shard consumer, once its buffer is full and fetching has stopped."""
+    await wait_until(lambda: bool(r.worker("r").running))
+    consumer = next(iter(r.worker("r").running.values())).consumer
+    await wait_until(consumer.buffer.full)
+    calls = len(aws_front.calls("GetRecords"))
+    await asyncio.sleep(0.5)  # ten idle intervals: a fetch would happen if it could
+    assert len(aws_front.calls("GetRecords")) == calls
+    return consumer
+
+
 async def test_a_stalled_handler_pauses_fetching_and_loses_nothing(tmp_path, boto, aws_front):
     stream = k.stream_name()
     kinesis = boto("kinesis")
@@ -199,13 +210,7 @@ async def test_a_stalled_handler_pauses_fetching_and_loses_nothing(tmp_path, bot
     cfg = reader(stream, "stall", buffer_records=20, max_records=7)
     r = await k.Reader(k.reader_config(tmp_path, aws_front.url, {"r": cfg})).start()
     try:
-        consumer = None
-        await wait_until(lambda: bool(r.worker("r").running))
-        consumer = next(iter(r.worker("r").running.values())).consumer
-        await wait_until(consumer.buffer.full)
-        calls = len(aws_front.calls("GetRecords"))
-        await asyncio.sleep(0.5)  # ten idle intervals: a fetch would happen if it could
-        assert len(aws_front.calls("GetRecords")) == calls
+        consumer = await full_and_paused(r, aws_front)
         # Exactly at the limit: each GetRecords asked for no more than the free room.
         assert consumer.buffer.records == 20 and len(k.SEEN[stream]) == 0
         k.GATES[stream].set()
@@ -226,12 +231,7 @@ async def test_the_byte_bound_pauses_fetching_too(tmp_path, boto, aws_front):
     cfg = reader(stream, "stall", buffer_records=1000, buffer_bytes=1024, max_records=3)
     r = await k.Reader(k.reader_config(tmp_path, aws_front.url, {"r": cfg})).start()
     try:
-        await wait_until(lambda: bool(r.worker("r").running))
-        consumer = next(iter(r.worker("r").running.values())).consumer
-        await wait_until(consumer.buffer.full)
-        calls = len(aws_front.calls("GetRecords"))
-        await asyncio.sleep(0.5)  # ten idle intervals: a fetch would happen if it could
-        assert len(aws_front.calls("GetRecords")) == calls
+        consumer = await full_and_paused(r, aws_front)
         # Full by bytes long before the record bound; at most one response (3 records) over.
         assert 1024 <= consumer.buffer.bytes < 1024 + 3 * 230
         assert consumer.buffer.records < 1000

@@ -5,7 +5,7 @@ answer cut short. Real local aiohttp and TCP servers."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,20 +15,8 @@ from pydantic import ValidationError
 
 from daemon.config.probes import EndpointConfig
 from daemon.probes.prober import Prober
-from daemon.probes.result import ProbeResult, Reason
-from tests.support.servers import raw_server, serve
-
-
-@pytest.fixture
-async def prober() -> AsyncIterator[Prober]:
-    p = Prober()
-    yield p
-    await p.close()
-
-
-async def check(prober: Prober, url: str, **fields: Any) -> ProbeResult:
-    fields.setdefault("timeout", 2)
-    return await prober.check("t", EndpointConfig(url=url, **fields))
+from daemon.probes.result import Reason
+from tests.support.servers import check, raw_server, serve
 
 
 def text_app(text: str) -> web.Application:

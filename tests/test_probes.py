@@ -10,36 +10,21 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
 import trustme
 
-from daemon.config.probes import EndpointConfig
 from daemon.local_aws import free_port
-from daemon.probes.prober import Prober
-from daemon.probes.result import ProbeResult, Reason
+from daemon.probes.result import Reason
 from daemon.probes.tls import not_after
 from tests.support.proc import REPO, awsd_cli
-from tests.support.servers import probe_app, raw_server, serve
+from tests.support.servers import check, probe_app, raw_server, serve
 
 
 @pytest.fixture
 async def site() -> AsyncIterator[str]:
     async with serve(probe_app()) as url:
         yield url
-
-
-@pytest.fixture
-async def prober() -> AsyncIterator[Prober]:
-    p = Prober()
-    yield p
-    await p.close()
-
-
-async def check(prober: Prober, url: str, **fields: Any) -> ProbeResult:
-    fields.setdefault("timeout", 2)
-    return await prober.check("t", EndpointConfig(url=url, **fields))
 
 
 # --- HTTP ------------------------------------------------------------------------------------

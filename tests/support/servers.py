@@ -11,6 +11,10 @@ from typing import Any
 
 from aiohttp import web
 
+from daemon.config.probes import EndpointConfig
+from daemon.probes.prober import Prober
+from daemon.probes.result import ProbeResult
+
 STATE = web.AppKey("state", dict)
 """`app[STATE]["healthy"] = False` turns /switch to 503."""
 
@@ -104,3 +108,9 @@ async def raw_server(reply: bytes | None) -> AsyncIterator[int]:
         for writer in writers:
             writer.close()
         await server.wait_closed()
+
+
+async def check(prober: Prober, url: str, **fields: Any) -> ProbeResult:
+    """One check of `url` as endpoint "t" (timeout 2 s unless given)."""
+    fields.setdefault("timeout", 2)
+    return await prober.check("t", EndpointConfig(url=url, **fields))
