@@ -114,7 +114,7 @@ def threads(pid: int) -> collections.Counter[str]:
 
 
 def settle() -> None:
-    """What `daemon.app.settle_memory` does after startup."""
+    """What `daemon.runtime.app.settle_memory` does after startup."""
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)
 
@@ -194,7 +194,7 @@ def running_endpoint(env: dict[str, str]) -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon.local_aws", "127.0.0.1", str(port)],
+        [sys.executable, "-m", "daemon.core.local_aws", "127.0.0.1", str(port)],
         cwd=REPO,
         env=env,
         stdin=subprocess.PIPE,
@@ -257,7 +257,7 @@ STEPS: list[tuple[str, str]] = [
     ("config models (daemon.config: schemas built)", "import daemon.config"),
     ("aiohttp (library)", "import aiohttp, aiohttp.web"),
     ("botocore + aiobotocore + aioboto3 (library)", "import aioboto3, aiobotocore.session"),
-    ("daemon runtime (daemon.app, logs, metrics, outbox)", "import daemon.app"),
+    ("daemon runtime (daemon.runtime.app, logs, metrics, outbox)", "import daemon.runtime.app"),
 ]
 
 
@@ -287,7 +287,7 @@ bench.footprint.clients_child(report)
 def clients_child(report: Any) -> None:
     """The second half of STEPS_CHILD: load local.toml, then each AWS client it uses."""
     from daemon.config import load_config
-    from daemon.iam import services
+    from daemon.core.iam import services
 
     loaded = load_config(LOCAL, {"AWSD_STATE_DIR": tempfile.mkdtemp()})
     report("load configs/local.toml (its entrypoints, cross-checks)")
@@ -296,7 +296,7 @@ def clients_child(report: Any) -> None:
 
 
 async def _clients_child(config: Any, wanted: list[str], report: Any) -> None:
-    from daemon.aws import AwsClients
+    from daemon.core.aws import AwsClients
 
     with socket.socket() as closed:  # a loopback port nobody listens on: refused at once
         closed.bind(("127.0.0.1", 0))
@@ -398,10 +398,10 @@ def _inside_child(seconds: float, trace: bool) -> None:
     if trace:
         tracemalloc.start(1)
     sys.path.insert(0, str(REPO))
-    from daemon.app import Daemon
-    from daemon.cli import run_async
+    from daemon.cli.common import run_async
     from daemon.config import load_config
-    from daemon.logs import configure_logging
+    from daemon.core.logs import configure_logging
+    from daemon.runtime.app import Daemon
 
     loaded = load_config(LOCAL)
     configure_logging(loaded.config.log)

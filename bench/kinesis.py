@@ -25,11 +25,11 @@ AK_VENV = REPO / ".venv" / "bench-async-kinesis"
 
 
 def _moto() -> tuple[subprocess.Popen[bytes], str]:
-    from daemon.local_aws import free_port
+    from daemon.core.local_aws import free_port
 
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon.local_aws", "127.0.0.1", str(port)],
+        [sys.executable, "-m", "daemon.core.local_aws", "127.0.0.1", str(port)],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

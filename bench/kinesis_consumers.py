@@ -87,14 +87,14 @@ async def count(record: Any) -> None:
 
 
 async def _awsd(endpoint: str, stream: str, expected: int, max_records: int) -> dict[str, Any]:
-    from daemon.aws import AwsClients
     from daemon.config.models import Config
     from daemon.config.outbox import OutboxConfig
-    from daemon.events import EventBus
-    from daemon.metrics import Registry
+    from daemon.core.aws import AwsClients
+    from daemon.core.events import EventBus
+    from daemon.core.metrics import Registry
     from daemon.outbox import Outbox
+    from daemon.runtime.supervisor import Supervisor
     from daemon.services import Services
-    from daemon.supervisor import Supervisor
     from daemon.workers.kinesis_reader import specs
 
     with tempfile.TemporaryDirectory() as state:
@@ -140,7 +140,7 @@ def main(argv: list[str]) -> None:
     elif name == "async-kinesis":
         result = asyncio.run(_async_kinesis(endpoint, stream, expected, int(extra or 1)))
     else:
-        from daemon.cli import run_async
+        from daemon.cli.common import run_async
 
         box: dict[str, Any] = {}
 

@@ -17,11 +17,11 @@ import random
 import timeit
 from typing import Any
 
-from daemon.aws import AwsClients
 from daemon.config.models import Config
-from daemon.local_aws import LocalAws
-from daemon.metrics import Registry
-from daemon.metrics.export import MetricsExport
+from daemon.core.aws import AwsClients
+from daemon.core.local_aws import LocalAws
+from daemon.core.metrics import Registry
+from daemon.telemetry.export import MetricsExport
 
 PROBES = 100
 PROBE_EVERY = 10  # seconds

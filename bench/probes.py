@@ -79,15 +79,15 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def _run_worker(port: int, hole: int, blackholed: int, state_dir: str) -> dict[str, float]:
-    from daemon.aws import AwsClients
+    from daemon.base.stop import StopToken
     from daemon.config.models import AwsConfig, Config
     from daemon.config.outbox import OutboxConfig
-    from daemon.events import EventBus
-    from daemon.logs import get_logger
-    from daemon.metrics import Registry
+    from daemon.core.aws import AwsClients
+    from daemon.core.events import EventBus
+    from daemon.core.logs import get_logger
+    from daemon.core.metrics import Registry
     from daemon.outbox import Outbox
     from daemon.services import Services
-    from daemon.stop import StopToken
     from daemon.worker import WorkerContext
     from daemon.workers.probes import ProbesWorker
 
@@ -176,7 +176,7 @@ def _loop_runner() -> asyncio.Runner:
 
 def main() -> None:
     from daemon.config.models import LogConfig
-    from daemon.logs import configure_logging
+    from daemon.core.logs import configure_logging
 
     configure_logging(LogConfig(level="error", format="json"))
     ctx = multiprocessing.get_context("spawn")

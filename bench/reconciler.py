@@ -17,13 +17,13 @@ from typing import Any
 
 import boto3
 
-from daemon.aws import AwsClients
 from daemon.config.models import Config
-from daemon.local_aws import LocalAws
-from daemon.metrics import Registry
-from daemon.resources.apply import Applier
+from daemon.core.aws import AwsClients
+from daemon.core.local_aws import LocalAws
+from daemon.core.metrics import Registry
+from daemon.reconcile.apply import Applier
+from daemon.reconcile.plan import make_plan
 from daemon.resources.base import Context
-from daemon.resources.plan import make_plan
 from tests.support.proxy import FaultProxy
 
 LATENCY = 0.02

@@ -60,7 +60,7 @@ def _env() -> dict[str, str]:
 
 
 def _free_port() -> int:
-    from daemon.local_aws import free_port
+    from daemon.core.local_aws import free_port
 
     return free_port()
 
@@ -112,7 +112,7 @@ class Moto:
         self.port = _free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.local_aws", "127.0.0.1", str(self.port)],
+            [sys.executable, "-m", "daemon.core.local_aws", "127.0.0.1", str(self.port)],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -272,7 +272,7 @@ def consume_awsd(moto: Moto, state: Path, label: str, extra: str = "") -> dict[s
     finally:
         feeder.kill()
         feeder.wait()
-        daemon.stop()
+        daemon.base.stop()
     done = after["processed"] - before["processed"]
     calls = sum(after["api_calls"].values()) - sum(before["api_calls"].values())
     calls -= after["api_calls"]["empty_receives"] - before["api_calls"]["empty_receives"]
@@ -312,7 +312,7 @@ def publish_awsd(moto: Moto, state: Path) -> dict[str, float]:
         took = time.monotonic() - began
         cpu = daemon.cpu() - cpu
     finally:
-        daemon.stop()
+        daemon.base.stop()
     return {
         "rate": PUBLISH_COUNT / took,
         "accept_rate": PUBLISH_COUNT / accepted,

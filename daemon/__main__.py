@@ -1,5 +1,5 @@
 """`python -m daemon` is the same as the `awsd` command."""
 
-from daemon.entry import main
+from daemon.cli.entry import main
 
 raise SystemExit(main())

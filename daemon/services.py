@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.aws import AwsClients
 from daemon.config.models import Config
-from daemon.events import EventBus
-from daemon.metrics import Registry
+from daemon.core.aws import AwsClients
+from daemon.core.events import EventBus
+from daemon.core.metrics import Registry
+from daemon.core.targets import Targets
 from daemon.outbox import Outbox
-from daemon.targets import Targets
 
 
 class Services:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from daemon.stop import StopToken
+from daemon.base.stop import StopToken
 
 if TYPE_CHECKING:
     from daemon.services import Services

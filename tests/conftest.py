@@ -15,7 +15,7 @@ import tomli_w
 import trustme
 
 from daemon.config.models import Config
-from daemon.local_aws import free_port
+from daemon.core.local_aws import free_port
 from daemon.outbox import Outbox
 from tests.support.aws_front import AwsFront
 from tests.support.messaging import Harness, Logs

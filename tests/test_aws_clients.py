@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from daemon.aws import AwsClients, describe_error, error_code, is_retryable, is_throttle
 from daemon.config.models import AwsConfig
-from daemon.local_aws import free_port
-from daemon.metrics import Registry
+from daemon.core.aws import AwsClients, describe_error, error_code, is_retryable, is_throttle
+from daemon.core.local_aws import free_port
+from daemon.core.metrics import Registry
 from tests.support.aws_front import AwsFront
 
 

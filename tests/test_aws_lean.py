@@ -11,9 +11,9 @@ import trustme
 from aiohttp import web
 from botocore.exceptions import EndpointConnectionError, SSLError
 
-from daemon.aws import AwsClients
-from daemon.aws_lean import shared_tls_context
 from daemon.config.models import AwsConfig
+from daemon.core.aws import AwsClients
+from daemon.core.aws_lean import shared_tls_context
 
 
 async def test_models_are_plain_dicts_without_documentation_text(moto_endpoint: str):

@@ -60,7 +60,7 @@ def test_logs_prints_the_latest_events_of_the_daemons_stream(configs: ConfigFact
 
 
 def test_local_mode_without_a_running_daemon_says_what_to_do(configs: ConfigFactory):
-    from daemon.local_aws import free_port
+    from daemon.core.local_aws import free_port
 
     data = configs.data({"aws": {"local": True, "local_port": free_port()}})
     del data["aws"]["endpoint_url"]

@@ -11,8 +11,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from daemon.aws import AwsClients
-from daemon.cloudwatch_logs.batch import (
+from daemon.config.models import Config
+from daemon.core.aws import AwsClients
+from daemon.core.metrics import Registry
+from daemon.telemetry.log_batch import (
     DAY_MS,
     EVENT_OVERHEAD,
     MAX_AGE_MS,
@@ -24,9 +26,7 @@ from daemon.cloudwatch_logs.batch import (
     make_event,
     take_batch,
 )
-from daemon.cloudwatch_logs.shipper import LogShipper
-from daemon.config.models import Config
-from daemon.metrics import Registry
+from daemon.telemetry.log_shipper import LogShipper
 from tests.conftest import ConfigFactory
 from tests.support.aws_front import AwsFront
 from tests.support.proxy import FaultProxy
@@ -283,7 +283,7 @@ class TestShipping:
     ):
         group = f"/awsd/test-{uuid.uuid4().hex[:8]}"
         async with Shipping(shipper_config(configs, group)) as shipper:
-            from daemon.cloudwatch_logs import shipper as module
+            from daemon.telemetry import log_shipper as module
 
             token = module._shipping.set(True)
             try:
@@ -315,7 +315,7 @@ class TestShipping:
 
 
 async def test_reloads_turn_shipping_on_and_off_and_keep_the_buffer(configs: ConfigFactory):
-    from daemon import logs
+    from daemon.core import logs
 
     group = f"/awsd/test-{uuid.uuid4().hex[:8]}"
     on = shipper_config(configs, group, flush_interval=300)

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from daemon import cli
+from daemon.cli import main as cli
 from daemon.config import ConfigError, load_config, select_config_file
 from daemon.config.errors import EX_CONFIG
 from daemon.config.models import Config

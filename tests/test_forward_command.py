@@ -17,12 +17,12 @@ from aiohttp import web
 
 from daemon.config.handlers import CommandHandlerConfig, ForwardHandlerConfig
 from daemon.config.models import Config
-from daemon.events import EventBus
+from daemon.core.events import EventBus
+from daemon.core.metrics import Registry
+from daemon.core.programs import program_env
+from daemon.core.targets import Targets
 from daemon.handlers import HandlerError, Record, build_handler
-from daemon.metrics import Registry
 from daemon.outbox import Outbox
-from daemon.programs import program_env
-from daemon.targets import Targets
 from tests.support.messaging import Harness, unique
 from tests.support.observe import wait_until
 

@@ -9,8 +9,8 @@ import pytest
 
 from daemon.config.handlers import LogHandlerConfig, PythonHandlerConfig
 from daemon.config.models import LogConfig
+from daemon.core.logs import configure_logging
 from daemon.handlers import Record, build_handler
-from daemon.logs import configure_logging
 
 SEEN: list[str] = []
 

@@ -7,7 +7,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from daemon.local_aws import free_port
+from daemon.core.local_aws import free_port
 from tests.conftest import ConfigFactory
 from tests.support.proc import Awsd
 from tests.test_telemetry_process import prometheus, sample

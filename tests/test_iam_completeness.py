@@ -4,7 +4,7 @@ each call names: `configs/local.toml` (reconciler, SQS poller, SNS publisher wit
 metrics, the CloudWatch Logs shipper, the outbox) runs in this process on the moto server with
 short intervals until each component has done its job; every botocore call is recorded with its
 parameters and must be allowed by the generated policy for that config: its IAM action
-(`daemon.iam.action_for`), its resource ARN and, for PutMetricData, the `cloudwatch:namespace`
+(`daemon.core.iam.action_for`), its resource ARN and, for PutMetricData, the `cloudwatch:namespace`
 condition (tests/support/iam.py `request_resource`).
 
 moto cannot check resources or conditions for most services (see tests/support/iam.py), so this
@@ -16,17 +16,17 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from daemon.aws import AwsClients
-from daemon.cloudwatch_logs.shipper import LogShipper
 from daemon.config import load_config
 from daemon.config.models import Config
-from daemon.events import EventBus
-from daemon.iam import allows, policy
-from daemon.metrics import Registry
-from daemon.metrics.export import MetricsExport
+from daemon.core.aws import AwsClients
+from daemon.core.events import EventBus
+from daemon.core.iam import allows, policy
+from daemon.core.metrics import Registry
 from daemon.outbox import Outbox
+from daemon.runtime.supervisor import Supervisor
 from daemon.services import Services
-from daemon.supervisor import Supervisor
+from daemon.telemetry.export import MetricsExport
+from daemon.telemetry.log_shipper import LogShipper
 from daemon.workers import worker_specs
 from tests.support.iam import Call, CallRecorder, disallowed, local_config, request_resource
 from tests.support.messaging import Logs

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from daemon.cli import main
+from daemon.cli.main import main
 from daemon.config.models import Config
-from daemon.iam import CONTRIBUTORS, Grant, action_for, allows, policy
+from daemon.core.iam import CONTRIBUTORS, Grant, action_for, allows, policy
 from daemon.resources.base import ENV_TAG, OWNER_TAG
 from tests.support.proc import REPO
 from tests.support.resources import demo_resources, load, unique_env, write_config
@@ -306,10 +306,10 @@ class TestReferences:
 
 
 async def test_logical_names_of_every_kind_resolve_in_one_place(offline_configs: Any):
-    from daemon.aws import AwsClients
     from daemon.config import load_config
-    from daemon.events import EventBus
-    from daemon.metrics import Registry
+    from daemon.core.aws import AwsClients
+    from daemon.core.events import EventBus
+    from daemon.core.metrics import Registry
     from daemon.outbox import Outbox
     from daemon.services import Services
 

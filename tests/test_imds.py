@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from daemon.aws import AwsClients, imds_get, imds_region
 from daemon.config.errors import ConfigError
 from daemon.config.models import AwsConfig
-from daemon.local_aws import free_port
+from daemon.core.aws import AwsClients, imds_get, imds_region
+from daemon.core.local_aws import free_port
 
 TOKEN = "AQAEAFakeToken=="
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from daemon.iam import policy
+from daemon.core.iam import policy
 from tests.support import kinesis as k
 from tests.support.observe import wait_until
 

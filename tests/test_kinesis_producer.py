@@ -11,7 +11,7 @@ import pytest
 
 from daemon.config.models import Config
 from daemon.config.partition import PartitionKeyConfig
-from daemon.kinesis.producer import kinesis_message
+from daemon.outbox.producer import kinesis_message
 from tests.support import kinesis as k
 from tests.support.aws_front import AwsFront
 from tests.support.observe import wait_until

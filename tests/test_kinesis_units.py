@@ -9,15 +9,15 @@ from datetime import UTC, datetime
 import pytest
 
 from daemon.config.partition import PartitionKeyConfig
+from daemon.core.leases import Lease, LeaseTable
+from daemon.core.logs import get_logger
 from daemon.kinesis.checkpoints import Checkpoint, ShardState, iterator_args, starting_points
 from daemon.kinesis.deagg import aggregate, deaggregate
 from daemon.kinesis.leasing import CHECKPOINT, ShardLeases
-from daemon.kinesis.producer import kinesis_message, partition_key
 from daemon.kinesis.records import units
 from daemon.kinesis.shards import MAX_HASH_KEY, ShardInfo, hash_key, parents_first
-from daemon.leases import Lease, LeaseTable
-from daemon.logs import get_logger
 from daemon.outbox import InvalidMessage
+from daemon.outbox.producer import kinesis_message, partition_key
 from daemon.outbox.senders.kinesis import KinesisSender
 
 # Made by the reference implementation (aws-kinesis-agg 1.2.3's RecordAggregator) from

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from daemon.aws import AwsClients
 from daemon.config.models import AwsConfig
-from daemon.leases import ExpiryTracker, LeaderLease, Lease, LeaseTable
+from daemon.core.aws import AwsClients
+from daemon.core.leases import ExpiryTracker, LeaderLease, Lease, LeaseTable
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import logging
 from datetime import datetime, timedelta
 
 from daemon.config.models import LogConfig
-from daemon.logs import configure_logging, get_logger
+from daemon.core.logs import configure_logging, get_logger
 
 
 def lines(stream: io.StringIO) -> list[str]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from daemon.iam import action_for, allows, policy
+from daemon.core.iam import action_for, allows, policy
 from tests.support import handlers
 from tests.support.messaging import Harness, unique
 from tests.support.observe import wait_until

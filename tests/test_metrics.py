@@ -19,10 +19,12 @@ import pytest
 from botocore.serialize import create_serializer
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.aws import AwsClients
 from daemon.config.models import Config
-from daemon.metrics import Registry
-from daemon.metrics.cloudwatch import (
+from daemon.core.aws import AwsClients
+from daemon.core.metrics import Registry
+from daemon.core.metrics.prometheus import render
+from daemon.core.metrics.snapshot import Point, Selector, Snapshots, unit_for
+from daemon.telemetry.cloudwatch import (
     MAX_BYTES,
     MAX_DATUMS,
     Entry,
@@ -31,10 +33,8 @@ from daemon.metrics.cloudwatch import (
     take_batch,
     to_datum,
 )
-from daemon.metrics.emf import documents
-from daemon.metrics.export import MetricsExport
-from daemon.metrics.prometheus import render
-from daemon.metrics.snapshot import Point, Selector, Snapshots, unit_for
+from daemon.telemetry.emf import documents
+from daemon.telemetry.export import MetricsExport
 from tests.conftest import ConfigFactory
 from tests.support.aws_front import AwsFront
 from tests.support.proxy import FaultProxy
@@ -273,7 +273,10 @@ class TestCloudWatchExport:
             counter.inc(2)
             await export.flush()
         cw = boto("cloudwatch")
-        host = {"environment": "test", "host": __import__("daemon.identity").identity.hostname()}
+        host = {
+            "environment": "test",
+            "host": __import__("daemon.core.identity").core.identity.hostname(),
+        }
         lat = statistics(cw, namespace, "awsd_probe_latency_seconds", **host, endpoint="a")
         assert (lat["SampleCount"], lat["Sum"], lat["Minimum"], lat["Maximum"]) == (
             5.0,

@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from daemon.resources.plan import Plan, PlanItem, ReadFailure, ResourcePlan, make_plan
-from daemon.resources.render import render_plan
+from daemon.reconcile.plan import Plan, PlanItem, ReadFailure, ResourcePlan, make_plan
+from daemon.reconcile.render import render_plan
 from tests.support.resources import demo_resources, load, plan_and_apply, session, unique_env
 from tests.test_reconciler_plan import inject_the_four_drifts
 

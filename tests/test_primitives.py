@@ -8,12 +8,12 @@ import socket
 
 import pytest
 
-from daemon.events import Event, EventBus
-from daemon.metrics import Registry
-from daemon.notify import Notifier
-from daemon.redact import MASK, is_secret_name, redact, redact_text
-from daemon.retry import Backoff, retry
-from daemon.stop import Stopped, StopToken
+from daemon.base.redact import MASK, is_secret_name, redact, redact_text
+from daemon.base.retry import Backoff, retry
+from daemon.base.stop import Stopped, StopToken
+from daemon.core.events import Event, EventBus
+from daemon.core.metrics import Registry
+from daemon.runtime.notify import Notifier
 
 
 class TestStopToken:
@@ -323,7 +323,7 @@ def test_journal_stream_lines_carry_their_syslog_priority(tmp_path, monkeypatch)
     import os
 
     from daemon.config.models import LogConfig
-    from daemon.logs import configure_logging, get_logger
+    from daemon.core.logs import configure_logging, get_logger
 
     path = tmp_path / "journal"
     with path.open("w") as stream:
@@ -344,7 +344,7 @@ def test_journal_stream_lines_carry_their_syslog_priority(tmp_path, monkeypatch)
 def test_clock_skew_is_retry_later():
     from botocore.exceptions import ClientError
 
-    from daemon.aws import is_clock_skew, is_retryable
+    from daemon.core.aws import is_clock_skew, is_retryable
 
     skewed = ClientError(
         {

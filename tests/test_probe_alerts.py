@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from daemon.base.stop import StopToken
 from daemon.config import ConfigError, load_config
 from daemon.config.probes import AlertConfig, MaintenanceWindow, ProbesConfig
 from daemon.probes.alerts import AlertMachine, AlertState, Event, Notice
@@ -21,7 +22,6 @@ from daemon.probes.notify import SMS_MAX_BYTES, Targets, messages, sms_line, sub
 from daemon.probes.result import ProbeResult, Reason
 from daemon.probes.scheduler import Job, Scheduler, phase
 from daemon.probes.storm import ConnectivityGuard, Grouper
-from daemon.stop import StopToken
 
 T0 = 1_700_000_000.0
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import trustme
 
-from daemon.local_aws import free_port
+from daemon.core.local_aws import free_port
 from daemon.probes.result import Reason
 from daemon.probes.tls import not_after
 from tests.support.proc import REPO, awsd_cli
@@ -298,7 +298,7 @@ def test_cli_probes_a_closed_port_as_refused():
 
 def test_cli_module_stays_light():
     # `awsd --help` and every other command must not pay for aiohttp because of `awsd probe`.
-    code = "import sys, daemon.cli; print('aiohttp' in sys.modules)"
+    code = "import sys, daemon.cli.main; print('aiohttp' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from daemon.metrics.prometheus import render
+from daemon.core.metrics.prometheus import render
 from daemon.probes.metrics import ProbeMetrics
 from daemon.probes.result import ProbeResult
 from daemon.workers.probes import ProbesWorker
@@ -65,7 +65,7 @@ def result(endpoint: str, kind: str, target: str, *, cert: float | None = None) 
 
 
 def test_a_reloaded_endpoint_loses_the_series_that_no_longer_apply(tmp_path):
-    from daemon.metrics import Registry
+    from daemon.core.metrics import Registry
 
     registry = Registry()
     ProbeMetrics(registry).observe(result("a", "http", "https://x/", cert=2e9))

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from daemon.config.models import Config
-from daemon.local_aws import free_port
+from daemon.core.local_aws import free_port
 from daemon.outbox.senders import SENDERS
 from daemon.workers.probes import ProbesWorker
 from tests.support.messaging import receive_bodies, subscribe_queue

@@ -12,19 +12,19 @@ from typing import Any
 
 import pytest
 
-from daemon.aws import AwsClients
+from daemon.base.stop import StopToken
 from daemon.config.models import AwsConfig, Config
 from daemon.config.outbox import OutboxConfig
-from daemon.events import EventBus
-from daemon.local_aws import free_port
-from daemon.metrics import Registry
+from daemon.core.aws import AwsClients
+from daemon.core.events import EventBus
+from daemon.core.local_aws import free_port
+from daemon.core.metrics import Registry
 from daemon.outbox import Message, Outbox
 from daemon.outbox.core import OutboxDelivered
 from daemon.outbox.store import Item
 from daemon.probes.alerts import AlertState
 from daemon.probes.state import StateStore
 from daemon.services import Services
-from daemon.stop import StopToken
 from daemon.worker import WorkerContext
 from daemon.workers.probes import ProbesWorker, state_path
 from tests.support.observe import wait_until
@@ -68,7 +68,7 @@ class Running:
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Running:
-        from daemon.logs import get_logger
+        from daemon.core.logs import get_logger
 
         ctx = WorkerContext("probes", self.stop, self.worker.services, get_logger())
         self.task = asyncio.create_task(self.worker.run(ctx))

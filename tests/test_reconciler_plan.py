@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from daemon.config import load_config
-from daemon.metrics import Registry
-from daemon.resources.apply import Applier
+from daemon.core.metrics import Registry
+from daemon.reconcile.apply import Applier
+from daemon.reconcile.plan import make_plan
 from daemon.resources.base import ENV_TAG, OWNER_TAG
-from daemon.resources.plan import make_plan
 from daemon.resources.queues import recreate_delay
 from tests.support.aws_front import AwsFront
 from tests.support.resources import (
@@ -88,7 +88,7 @@ class TestPlanAndApply:
             assert changed(await make_plan(ctx)) == {}
 
     async def test_an_unreadable_resource_is_an_error_never_a_create(self, configs: Any):
-        from daemon.local_aws import free_port
+        from daemon.core.local_aws import free_port
 
         env = unique_env()
         dead = f"http://127.0.0.1:{free_port()}"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemon.local_aws import free_port
+from daemon.core.local_aws import free_port
 from tests.conftest import ConfigFactory
 from tests.support.proc import REPO, Awsd, NotifySocket
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from daemon.cli import main
+from daemon.cli.main import main
 from daemon.config import ConfigError, load_config
 from daemon.config.models import Config
 from daemon.config.references import REFERENCES, ResourceRef, references, used_by

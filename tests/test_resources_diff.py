@@ -7,8 +7,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
+from daemon.reconcile.flapping import FlapTracker
 from daemon.resources.diff import Change, Entries, Required, canonical, diff, equal, top_level
-from daemon.resources.flapping import FlapTracker
 
 
 class TestNormalisation:

@@ -16,7 +16,7 @@ import pytest
 from daemon.outbox import InvalidMessage, Message, Retry, Sent
 from daemon.outbox.senders.sms import fit_sms, sms_size
 from daemon.outbox.senders.sns import batch_outcomes
-from daemon.publishing import PublishRequest, request_from_json
+from daemon.sns.publishing import PublishRequest, request_from_json
 from daemon.workers.sns_publisher import next_tick, parse_value
 from tests.support.messaging import Harness, Logs, receive_messages, subscribe_queue, unique
 from tests.support.observe import wait_until
@@ -309,7 +309,7 @@ def test_next_tick_is_start_to_start_and_never_catches_up():
 
 
 async def test_drift_events_are_published_as_text_to_their_topic(harness: Harness, boto):
-    from daemon.events import ResourceDrifted
+    from daemon.core.events import ResourceDrifted
 
     _, arn, url = topic_with_queue(boto, raw=False)
     services = await harness.start(harness.config(sns={"notify": {"ResourceDrifted": arn}}))

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from daemon.aws import AwsClients
 from daemon.config.models import AwsConfig, Config, RuntimeConfig
 from daemon.config.outbox import OutboxConfig
-from daemon.events import EventBus
-from daemon.metrics import Registry
+from daemon.core.aws import AwsClients
+from daemon.core.events import EventBus
+from daemon.core.metrics import Registry
 from daemon.outbox import Outbox
+from daemon.runtime.supervisor import State, Supervisor
 from daemon.services import Services
-from daemon.supervisor import State, Supervisor
 from daemon.worker import Worker, WorkerContext, WorkerSpec
 
 RUNTIME = RuntimeConfig(

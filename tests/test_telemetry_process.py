@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.identity import hostname
+from daemon.core.identity import hostname
 from tests.conftest import ConfigFactory
 from tests.support.proc import Awsd
 from tests.support.proxy import FaultProxy

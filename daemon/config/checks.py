@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from daemon.base.plugins import declared_destinations, load_callable
 from daemon.config.handlers import (
     ForwardHandlerConfig,
     HandlerConfig,
@@ -18,7 +19,6 @@ from daemon.config.loader import CROSS_CHECKS
 from daemon.config.models import Config
 from daemon.config.references import REFERENCES, ResourceRef
 from daemon.config.resources import ResourceKind
-from daemon.plugins import declared_destinations, load_callable
 
 
 def _custom_entrypoints(config: Config) -> list[tuple[str, str]]:
@@ -58,7 +58,7 @@ CROSS_CHECKS.extend([_custom_entrypoints, _handler_entrypoints, _reading_topics]
 def _notify_events(config: Config) -> list[tuple[str, str]]:
     if config.sns is None or not config.sns.notify:
         return []
-    from daemon.publishing import notifiable_events  # noqa: PLC0415 - imports the event bus
+    from daemon.sns.publishing import notifiable_events  # noqa: PLC0415 - imports the event bus
 
     known = notifiable_events()
     return [
@@ -132,7 +132,7 @@ def _probe_references(config: Config) -> list[ResourceRef]:
 
 
 def _custom_references(config: Config) -> list[ResourceRef]:
-    """What custom workers declare they send to (`daemon.plugins.sends_to`)."""
+    """What custom workers declare they send to (`daemon.base.plugins.sends_to`)."""
     return [
         ResourceRef(
             OUTBOX_KIND_RESOURCES[kind], value, f"custom.{name}.options.{option}", f"custom:{name}"

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from daemon.config.base import Section
+from daemon.base.fields import Section
 from daemon.config.metrics import check_template
 
 Retention = Literal[

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from daemon.config.base import Entrypoint, HttpUrl, Section
+from daemon.base.fields import Entrypoint, HttpUrl, Section
 from daemon.config.partition import PartitionKeyConfig
 
 if TYPE_CHECKING:

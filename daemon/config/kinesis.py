@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from daemon.config.base import Name, Section
+from daemon.base.fields import Name, Section
 from daemon.config.handlers import HandlerConfig
 
 InitialPosition = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", "AT_SEQUENCE_NUMBER"]

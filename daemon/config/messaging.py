@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from daemon.config.base import Name, Section
+from daemon.base.fields import Name, Section
 from daemon.config.handlers import HandlerConfig, LogHandlerConfig
 from daemon.config.partition import PartitionKeyConfig
 
@@ -169,7 +169,7 @@ class SnsPublisherConfig(Section):
     notify: dict[str, str] = Field(default_factory=dict)
     """Events from other workers published as one line of text to a topic, by event type, for
     example `{ ResourceDrifted = "alerts", ResourceContested = "alerts" }` (any event of
-    `daemon/events.py` with a text form). They carry the attribute `awsd_event` = the type."""
+    `daemon/core/events.py` with a text form). They carry the attribute `awsd_event` = the type."""
 
     event_queue: int = Field(default=1000, ge=1, le=1_000_000)
     """Events waiting for the outbox at most; more are dropped, counted and logged."""

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from daemon.config.base import Section
+from daemon.base.fields import Section
 
 PLACEHOLDERS = ("env", "hostname", "instance_id")
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from daemon.config.base import Entrypoint, HttpUrl, Name, Section
+from daemon.base.fields import Entrypoint, HttpUrl, Name, Section
 from daemon.config.cloudwatch_logs import CloudWatchLogsConfig
 from daemon.config.kinesis import KinesisConfig
 from daemon.config.messaging import SnsPublisherConfig, SqsPollerConfig

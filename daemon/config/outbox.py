@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from daemon.config.base import Section
+from daemon.base.fields import Section
 
 
 class OutboxConfig(Section):

@@ -1,7 +1,7 @@
 """How a producer picks a Kinesis partition key: random, fixed, or a field of the JSON body.
 
 One setting shared by everything that writes to a stream (readings, the `forward` handler), so a
-key is chosen the same way wherever a record comes from; `daemon/kinesis/producer.py` applies it.
+key is chosen the same way wherever a record comes from; `daemon/outbox/producer.py` applies it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from daemon.config.base import Section
+from daemon.base.fields import Section
 
 
 class PartitionKeyConfig(Section):

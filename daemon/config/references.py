@@ -9,7 +9,7 @@ Every such reference is registered here, so that:
   field, instead of a worker failing at run time;
 - the reconciler knows which worker needs which resource (shown in `awsd plan`, and never
   pruned while referenced);
-- the IAM policy generator (`daemon/iam.py`) scopes a worker's permissions to the ARNs it uses.
+- the IAM policy generator (`daemon/core/iam.py`) scopes a worker's permissions to the ARNs it uses.
 
 A reference may also be external: an ARN (`arn:aws:sqs:eu-west-1:123456789012:theirs`), or for
 queues a queue URL. External references are never declared, checked for existence or managed.
@@ -256,7 +256,7 @@ def _check_fifo_pairs(config: Config) -> list[tuple[str, str]]:
 
 
 def lease_table_problem(config: Config, ref: str | None) -> str | None:
-    """Why a declared table cannot hold leases: it must have the key daemon.leases writes
+    """Why a declared table cannot hold leases: it must have the key daemon.core.leases writes
     (`lease_key`, a string) and no sort key. None when it can, or is not declared (an external
     table is not checked)."""
     table = config.resources.tables.get(ref or "")

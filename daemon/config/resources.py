@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from daemon.config.base import Name, Section
+from daemon.base.fields import Name, Section
 
 ResourceKind = Literal["topics", "queues", "streams", "buckets", "log_groups", "alarms", "tables"]
 KINDS: tuple[ResourceKind, ...] = (

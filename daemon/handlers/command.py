@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.config.handlers import CommandHandlerConfig
+from daemon.core.logs import get_logger
+from daemon.core.programs import program_env, run_program
 from daemon.handlers.base import Handler, HandlerError, Record
 from daemon.handlers.document import record_json
-from daemon.logs import get_logger
-from daemon.programs import program_env, run_program
 
 
 class CommandHandler(Handler):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from daemon.config.handlers import ForwardHandlerConfig, configured_handlers
 from daemon.config.models import Config
+from daemon.core.iam import CONTRIBUTORS, Grant, Scope
 from daemon.handlers.forward import forward_grants
-from daemon.iam import CONTRIBUTORS, Grant, Scope
 from daemon.workers.outbox import OUTBOX_USERS
 
 

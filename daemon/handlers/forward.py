@@ -7,7 +7,7 @@ many attributes, a FIFO destination without a group, a kind with no sender) fail
 the outbox's reason.
 
 To a webhook it is a POST (or PUT) with a per-attempt timeout and capped exponential retries with
-jitter (`daemon/retry.py`) for connection errors, timeouts, 429 and 5xx; other answers fail the
+jitter (`daemon/base/retry.py`) for connection errors, timeouts, 429 and 5xx; other answers fail the
 record at once.
 """
 
@@ -18,10 +18,10 @@ from typing import Any
 
 import aiohttp
 
+from daemon.base.retry import Backoff, retry
 from daemon.config.handlers import ForwardHandlerConfig
 from daemon.handlers.base import Handler, HandlerError, Record
 from daemon.handlers.document import content_type, record_json
-from daemon.retry import Backoff, retry
 
 ENCODING_ATTRIBUTE = "content-transfer-encoding"
 """Set to `base64` when a body that is not UTF-8 text had to be encoded for SNS/SQS; the SQS
@@ -59,7 +59,7 @@ class ForwardHandler(Handler):
         key = str(record.meta.get("group_id") or record.meta.get("partition_key") or record.id)
         if self.to == "kinesis":
             if self.cfg.partition_key is not None:
-                from daemon.kinesis.producer import partition_key  # noqa: PLC0415 - as the outbox
+                from daemon.outbox.producer import partition_key  # noqa: PLC0415 - as the outbox
 
                 key = partition_key(self.cfg.partition_key, record.data)
             return {"data": base64.b64encode(record.body).decode("ascii"), "partition_key": key}
@@ -144,7 +144,7 @@ class ForwardHandler(Handler):
 
 
 def forward_grants(cfg: Any, component: str, scope: Any) -> list[Any]:
-    """The IAM grants a `forward` handler needs (for `daemon.iam`; any source may use it)."""
+    """The IAM grants a `forward` handler needs (for `daemon.core.iam`; any source may use it)."""
     from daemon.outbox.senders import destination_grants  # noqa: PLC0415 - `awsd iam-policy` only
 
     if not isinstance(cfg, ForwardHandlerConfig) or cfg.url is not None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.config.handlers import LogHandlerConfig
+from daemon.core.logs import get_logger
 from daemon.handlers.base import Handler, Record
-from daemon.logs import get_logger
 
 
 class LogHandler(Handler):

@@ -6,9 +6,9 @@ import asyncio
 import inspect
 from typing import Any
 
+from daemon.base.plugins import load_callable
 from daemon.config.handlers import PythonHandlerConfig
 from daemon.handlers.base import Handler, Record
-from daemon.plugins import load_callable
 
 
 class PythonHandler(Handler):

@@ -15,9 +15,9 @@ import socket
 import time
 from typing import Any
 
+from daemon.base.plugins import sends_to
 from daemon.config.partition import PartitionKeyConfig
-from daemon.kinesis.producer import kinesis_message
-from daemon.plugins import sends_to
+from daemon.outbox.producer import kinesis_message
 
 KEY = PartitionKeyConfig(source="field", field="sensor")
 

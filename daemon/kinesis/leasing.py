@@ -1,5 +1,5 @@
 """A fleet sharing a stream: shard leases in DynamoDB, taken, renewed and balanced the way the
-Kinesis Client Library does it (built on the generic `daemon.leases`).
+Kinesis Client Library does it (built on the generic `daemon.core.leases`).
 
 Each shard has one lease item (key = shard id) holding its owner, counter, checkpoint, parents
 and how often its owner changed since the last checkpoint. Every round (a third of
@@ -26,6 +26,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from daemon.core.leases import ExpiryTracker, Lease, LeaseTable
 from daemon.kinesis.checkpoints import (
     SHARD_END,
     Checkpoint,
@@ -33,7 +34,6 @@ from daemon.kinesis.checkpoints import (
     LeaseLost,
     ShardState,
 )
-from daemon.leases import ExpiryTracker, Lease, LeaseTable
 
 CHECKPOINT = "checkpoint"
 SUBSEQUENCE = "checkpoint_subsequence"

@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from daemon.base.retry import Backoff
 from daemon.config.models import Config
 from daemon.config.outbox import OutboxConfig
-from daemon.events import Event, EventBus
-from daemon.logs import get_logger
-from daemon.metrics import Registry
+from daemon.core.events import Event, EventBus
+from daemon.core.logs import get_logger
+from daemon.core.metrics import Registry
 from daemon.outbox.sender import InvalidMessage, Outcome, Reject, Retry, Sent
 from daemon.outbox.senders import SENDERS
 from daemon.outbox.store import Item, NewMessage, Store
-from daemon.retry import Backoff
 
 log = get_logger()
 

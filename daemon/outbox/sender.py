@@ -12,8 +12,8 @@ import abc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from daemon.aws import describe_error, is_bad_request, is_throttle
 from daemon.config.resources import ResourceKind
+from daemon.core.aws import describe_error, is_bad_request, is_throttle
 from daemon.outbox.store import Item
 
 if TYPE_CHECKING:

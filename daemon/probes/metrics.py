@@ -8,7 +8,7 @@ are process-lifetime, so a reload does not reset them, and a removed endpoint's 
 
 from __future__ import annotations
 
-from daemon.metrics import Gauge, Histogram, Registry
+from daemon.core.metrics import Gauge, Histogram, Registry
 from daemon.probes.result import ProbeResult
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

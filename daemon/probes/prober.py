@@ -11,7 +11,7 @@ import asyncio
 import time
 
 from daemon.config.probes import EndpointConfig
-from daemon.logs import get_logger
+from daemon.core.logs import get_logger
 from daemon.probes.conditions import Conditions
 from daemon.probes.dns import probe_dns
 from daemon.probes.http import HttpProber

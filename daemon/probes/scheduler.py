@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from daemon.stop import StopToken
+from daemon.base.stop import StopToken
 
 TICK = 30.0
 EARLY = 0.001

@@ -17,7 +17,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from daemon.aws import (
+from daemon.base.retry import Backoff, retry
+from daemon.base.stop import StopToken
+from daemon.config.models import Config
+from daemon.config.resources import ResourceKind
+from daemon.core.aws import (
     ACCESS_DENIED_CODES,
     IAM_HINT,
     AwsClients,
@@ -26,12 +30,8 @@ from daemon.aws import (
     http_status,
     is_throttle,
 )
-from daemon.config.models import Config
-from daemon.config.resources import ResourceKind
 from daemon.resources.diff import is_ignored, join
 from daemon.resources.naming import Declared, Names, partition_of
-from daemon.retry import Backoff, retry
-from daemon.stop import StopToken
 
 OWNER_TAG = "managed-by"
 OWNER_VALUE = "awsd"
@@ -168,7 +168,7 @@ class Adapter(abc.ABC):
     always_compared: ClassVar[frozenset[str]] = frozenset({"tags"})
     """Attributes compared even when the config did not write them (generated ones)."""
 
-    # IAM actions this adapter's calls need; `daemon.resources.iam` turns them into grants.
+    # IAM actions this adapter's calls need; `daemon.reconcile.iam` turns them into grants.
     read_actions: ClassVar[tuple[str, ...]] = ()
     unscoped_read_actions: ClassVar[tuple[str, ...]] = ()
     """Read actions AWS cannot scope to a resource ARN (they get `*`)."""

@@ -14,8 +14,8 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from daemon.aws import error_code, http_status
 from daemon.config.resources import BucketConfig
+from daemon.core.aws import error_code, http_status
 from daemon.resources.base import (
     ACCESS_DENIED,
     Adapter,

@@ -15,8 +15,8 @@ import json
 import re
 from typing import Any
 
-from daemon.aws import error_code
 from daemon.config.resources import QueueConfig
+from daemon.core.aws import error_code
 from daemon.resources.base import (
     ACCESS_DENIED,
     Adapter,

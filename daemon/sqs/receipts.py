@@ -9,7 +9,7 @@ poller bounds what waits here for SQS to the same number. Three things happen to
   call, unless no handler is running that could add one;
 - **release**: ChangeMessageVisibilityBatch to a given visibility (0 on shutdown, a backoff after
   a failure).
-A failed call or entry is retried with capped backoff and jitter (`daemon/retry.py`); an entry
+A failed call or entry is retried with capped backoff and jitter (`daemon/base/retry.py`); an entry
 AWS will never accept (an expired or invalid receipt handle) is logged as "may be redelivered"
 and counted, never raised. Settled messages (deleted, released or given up) are reported to the
 poller through `on_settled`, which frees their slot.
@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from daemon.aws import describe_error, error_code
-from daemon.metrics import Counter
-from daemon.retry import Attempts, Backoff
+from daemon.base.retry import Attempts, Backoff
+from daemon.core.aws import describe_error, error_code
+from daemon.core.metrics import Counter
 
 MAX_VISIBILITY = 43_200
 CAP_MARGIN = 60.0  # seconds kept between the last extension and SQS's 12-hour limit

@@ -7,7 +7,7 @@ by name and fingerprint on every reload.
 A worker module is imported only for a config that uses it (`modules_for`): a config without
 Kinesis never loads the Kinesis reader, its leases and checkpoints (memory and start-up time on a
 Pi). The test must cover everything the module registers when imported: its workers, its IAM
-grants (`daemon.iam.CONTRIBUTORS`) and its outbox use (`workers.outbox.OUTBOX_USERS`).
+grants (`daemon.core.iam.CONTRIBUTORS`) and its outbox use (`workers.outbox.OUTBOX_USERS`).
 
 `PREPARE` names the modules whose `prepare(services)` the daemon runs once at startup while the
 workers wait for it (the reconciler creates the queues and topics the others use); each bounds its

@@ -3,7 +3,7 @@
 `[custom.NAME] entrypoint = "package.module:function"` runs `await function(ctx, options)`; the
 function should return when `ctx.stop` is set (use `await ctx.sleep(s)`, which wakes on stop).
 It gets restarts with backoff, health, the watchdog (with `stall_timeout`) and shared services.
-A function marked with `daemon.plugins.sends_to` says which options name its outbox
+A function marked with `daemon.base.plugins.sends_to` says which options name its outbox
 destinations: they are checked like any reference and granted in `awsd iam-policy`.
 """
 
@@ -13,10 +13,10 @@ import inspect
 from functools import partial
 from typing import Any
 
+from daemon.base.plugins import declared_destinations, load_callable
 from daemon.config.models import Config, CustomWorkerConfig
-from daemon.iam import CONTRIBUTORS, Grant, Scope
+from daemon.core.iam import CONTRIBUTORS, Grant, Scope
 from daemon.outbox.senders import destination_grants
-from daemon.plugins import declared_destinations, load_callable
 from daemon.services import Services
 from daemon.worker import Worker, WorkerContext, WorkerSpec, fingerprint
 from daemon.workers.outbox import OUTBOX_USERS
@@ -47,7 +47,7 @@ OUTBOX_USERS.append(_may_use_outbox)
 
 
 def _iam(config: Config, scope: Scope) -> list[Grant]:
-    """What custom workers declare they send to (`daemon.plugins.sends_to`); anything else a
+    """What custom workers declare they send to (`daemon.base.plugins.sends_to`); anything else a
     custom worker calls is its author's to add to the policy."""
     return [
         grant

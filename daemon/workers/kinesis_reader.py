@@ -17,13 +17,16 @@ import contextlib
 from functools import partial
 from typing import Any
 
-from daemon.aws import describe_error, error_code
+from daemon.base.retry import Attempts, Backoff
+from daemon.base.stop import StopToken
 from daemon.config.kinesis import KinesisReaderConfig
 from daemon.config.kinesis_references import lease_table, lease_table_declared_or_external
 from daemon.config.models import Config
+from daemon.core.aws import describe_error, error_code
+from daemon.core.iam import CONTRIBUTORS, Grant, Scope
+from daemon.core.leases import LeaseTable, default_owner
 from daemon.handlers import Handler, build_handler
 from daemon.handlers.base import BufferingHandler
-from daemon.iam import CONTRIBUTORS, Grant, Scope
 from daemon.kinesis.archive import S3Archive
 from daemon.kinesis.checkpoints import (
     SHARD_END,
@@ -37,10 +40,7 @@ from daemon.kinesis.checkpoints import (
 from daemon.kinesis.consumer import ShardConsumer
 from daemon.kinesis.leasing import LeaseCheckpoints, ShardLeases, lease_state
 from daemon.kinesis.shards import ShardInfo, list_shards, parents_first, stream_args
-from daemon.leases import LeaseTable, default_owner
-from daemon.retry import Attempts, Backoff
 from daemon.services import Services
-from daemon.stop import StopToken
 from daemon.worker import Worker, WorkerContext, WorkerSpec, fingerprint
 
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemon.aws import describe_error, is_throttle
 from daemon.config.models import Config
+from daemon.core.aws import describe_error, is_throttle
 from daemon.outbox import Item, Outbox, Outcome, Retry, Sender
 from daemon.outbox.core import Key, outbox_path
 from daemon.outbox.senders import SENDERS

@@ -21,12 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemon.aws import describe_error
 from daemon.config.checks import alert_topics
 from daemon.config.models import Config
 from daemon.config.probes import EndpointConfig
-from daemon.iam import CONTRIBUTORS, Grant, Scope
-from daemon.logs import get_logger
+from daemon.core.aws import describe_error
+from daemon.core.iam import CONTRIBUTORS, Grant, Scope
+from daemon.core.logs import get_logger
 from daemon.outbox import InvalidMessage, Message, OutboxDelivered, OutboxFull, OutboxRejected
 from daemon.outbox.senders import destination_grants
 from daemon.probes.alerts import AlertMachine, AlertState, Event, Notice

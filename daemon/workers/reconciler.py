@@ -1,15 +1,15 @@
 """The reconciler worker: keeps the AWS resources of `[resources]` as declared.
 
 Every `resources.interval` seconds (jittered, so a fleet does not call AWS in step), after each
-reload, and sooner after a pass that failed (backoff), it plans (`daemon.resources.plan`):
+reload, and sooner after a pass that failed (backoff), it plans (`daemon.reconcile.plan`):
 
 - `detect` mode: drift is logged (warning, with the attributes), counted
   (`awsd_reconciler_drift_total`), and published once per distinct drift as a `ResourceDrifted`
   event, which the SNS publisher forwards;
-- `enforce` mode: drift is also fixed (`daemon.resources.apply`), except replacements unless
+- `enforce` mode: drift is also fixed (`daemon.reconcile.apply`), except replacements unless
   `enforce_replace`, blocked changes (ownership, the prune cap) and contested resources: the same
   fix repeated `flap_threshold` times within `flap_window` means another tool fights it, and
-  the reconciler stops and publishes `ResourceContested` (`daemon.resources.flapping`).
+  the reconciler stops and publishes `ResourceContested` (`daemon.reconcile.flapping`).
 
 A resource that cannot be read or fixed (AccessDenied, AWS down) is logged with the reason and
 retried on the next pass; the worker never crashes over one resource.
@@ -33,20 +33,20 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
+from daemon.base.retry import Attempts, Backoff
+from daemon.base.stop import Stopped, StopToken
 from daemon.config.models import Config
-from daemon.events import ConfigReloaded, ResourceContested, ResourceDrifted
-from daemon.iam import CONTRIBUTORS
-from daemon.logs import get_logger
-from daemon.resources.apply import Applier, ApplyReport, Outcome
+from daemon.core.events import ConfigReloaded, ResourceContested, ResourceDrifted
+from daemon.core.iam import CONTRIBUTORS
+from daemon.core.logs import get_logger
+from daemon.reconcile.apply import Applier, ApplyReport, Outcome
+from daemon.reconcile.flapping import Contest, FlapTracker
+from daemon.reconcile.iam import reconciler_grants
+from daemon.reconcile.plan import Plan, ResourcePlan, make_plan
+from daemon.reconcile.render import value_text
 from daemon.resources.base import Context, explain, ownership_tags
 from daemon.resources.diff import canonical
-from daemon.resources.flapping import Contest, FlapTracker
-from daemon.resources.iam import reconciler_grants
-from daemon.resources.plan import Plan, ResourcePlan, make_plan
-from daemon.resources.render import value_text
-from daemon.retry import Attempts, Backoff
 from daemon.services import Services
-from daemon.stop import Stopped, StopToken
 from daemon.worker import Worker, WorkerContext, WorkerSpec, fingerprint
 
 log = get_logger()
@@ -77,7 +77,7 @@ class SingleDaemon:
 
 class LeaseLeadership:
     """One reconciler per environment across a fleet: the holder of the lease
-    `reconciler:<env>` in `resources.lease_table` (`daemon.leases.LeaderLease`: conditional
+    `reconciler:<env>` in `resources.lease_table` (`daemon.core.leases.LeaderLease`: conditional
     writes, expiry judged by counter changes seen locally). Once asked, it keeps stepping the
     lease in the background every third of `lease_failover`, so the holder renews and the
     others notice a dead holder; a lease it cannot reach counts as not held."""
@@ -102,7 +102,7 @@ class LeaseLeadership:
 
     async def _lease_object(self) -> Any:
         if self._lease is None:
-            from daemon.leases import LeaderLease, LeaseTable, default_owner  # noqa: PLC0415
+            from daemon.core.leases import LeaderLease, LeaseTable, default_owner  # noqa: PLC0415
 
             res = self.config.resources
             ctx = await self.context()

@@ -6,7 +6,7 @@ Sources:
   schedule is start to start: a slow reading does not drift the next one, and a tick missed
   because a reading took too long is skipped (counted and logged), never made up in a burst;
   each reading runs on its own, so a hung command delays nothing else;
-- **events**: `PublishRequest`s other workers put on the event bus (`daemon/publishing.py`);
+- **events**: `PublishRequest`s other workers put on the event bus (`daemon/sns/publishing.py`);
 - **local ingest** (`awsd publish`, POST /publish) is served by the health server straight into
   the outbox; this worker only has to be configured for it.
 Everything goes into the durable outbox, which the `outbox` worker delivers with PublishBatch
@@ -27,20 +27,20 @@ from typing import Any
 from daemon.config.messaging import ReadingConfig, SnsPublisherConfig
 from daemon.config.models import Config
 from daemon.config.partition import PartitionKeyConfig
-from daemon.events import Event, Subscription
-from daemon.iam import CONTRIBUTORS, Grant, Scope
-from daemon.kinesis.producer import kinesis_message
+from daemon.core.events import Event, Subscription
+from daemon.core.iam import CONTRIBUTORS, Grant, Scope
+from daemon.core.programs import program_env, run_program
 from daemon.outbox import InvalidMessage, Message, OutboxFull
+from daemon.outbox.producer import kinesis_message
 from daemon.outbox.senders import destination_grants
-from daemon.programs import program_env, run_program
-from daemon.publishing import (
+from daemon.services import Services
+from daemon.sns.publishing import (
     PublishMetrics,
     PublishRequest,
     notifiable_events,
     notification,
     resolved,
 )
-from daemon.services import Services
 from daemon.worker import Worker, WorkerContext, WorkerSpec, fingerprint
 from daemon.workers.outbox import OUTBOX_USERS
 

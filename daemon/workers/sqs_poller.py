@@ -33,13 +33,13 @@ from collections import OrderedDict, deque
 from functools import partial
 from typing import Any
 
-from daemon.aws import describe_error, error_code, is_throttle
+from daemon.base.retry import Attempts, Backoff
 from daemon.config.messaging import SqsPollerConfig
 from daemon.config.models import Config
+from daemon.core.aws import describe_error, error_code, is_throttle
+from daemon.core.iam import CONTRIBUTORS, Grant, Scope
+from daemon.core.metrics import Registry
 from daemon.handlers import Handler, HandlerError, build_handler
-from daemon.iam import CONTRIBUTORS, Grant, Scope
-from daemon.metrics import Registry
-from daemon.retry import Attempts, Backoff
 from daemon.services import Services
 from daemon.sqs.decode import Decoded, decode_message
 from daemon.sqs.receipts import Held, ReceiptMetrics, Receipts

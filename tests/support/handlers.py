@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from daemon.core.logs import get_logger
 from daemon.handlers import Record
-from daemon.logs import get_logger
 
 CALLS: list[Record] = []
 STATE: dict[str, Any] = {"running": 0, "max_running": 0, "fail_until": {}}

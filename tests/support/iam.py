@@ -16,7 +16,7 @@ moto/iam/access_control.py; moto 5.2), which `moto_view` adapts the policy to:
   AccessDenied. But moto names the action after the *operation* and the *signing name*:
   `sqs:DeleteMessageBatch`, `sns:PublishBatch`, `monitoring:PutMetricData`, `s3:HeadBucket`,
   where IAM checks `sqs:DeleteMessage`, `sns:Publish`, `cloudwatch:PutMetricData`,
-  `s3:ListBucket`. `moto_view` adds moto's names next to IAM's (from `daemon.iam`'s own
+  `s3:ListBucket`. `moto_view` adds moto's names next to IAM's (from `daemon.core.iam`'s own
   operation map), so taking IAM's action away takes moto's name away too.
 - **Resources: S3 and SQS only.** moto resolves the resource of a request for S3 (the bucket, or
   `bucket/key` for objects) and SQS (the queue's ARN, once the queue exists). Every other
@@ -47,8 +47,8 @@ from typing import Any
 import boto3
 import tomli_w
 
-from daemon.aws import AwsClients
-from daemon.iam import action_for, allows, operations_for
+from daemon.core.aws import AwsClients
+from daemon.core.iam import action_for, allows, operations_for
 from tests.support.moto_server import MotoServer
 from tests.support.proc import REPO
 

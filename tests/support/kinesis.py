@@ -8,15 +8,15 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from daemon.aws import AwsClients
 from daemon.config.models import Config, RuntimeConfig
 from daemon.config.outbox import OutboxConfig
-from daemon.events import EventBus
+from daemon.core.aws import AwsClients
+from daemon.core.events import EventBus
+from daemon.core.metrics import Registry
 from daemon.handlers import Record
-from daemon.metrics import Registry
 from daemon.outbox import Outbox
+from daemon.runtime.supervisor import Supervisor
 from daemon.services import Services
-from daemon.supervisor import Supervisor
 from daemon.workers import kinesis_reader
 from tests.support.observe import metric
 

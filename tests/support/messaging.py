@@ -10,14 +10,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from daemon.aws import AwsClients
 from daemon.config.models import Config, LogConfig
-from daemon.events import EventBus
-from daemon.logs import add_sink, configure_logging, remove_sink
-from daemon.metrics import Registry
+from daemon.core.aws import AwsClients
+from daemon.core.events import EventBus
+from daemon.core.logs import add_sink, configure_logging, remove_sink
+from daemon.core.metrics import Registry
 from daemon.outbox import Outbox
+from daemon.runtime.supervisor import Supervisor
 from daemon.services import Services
-from daemon.supervisor import Supervisor
 from daemon.workers import worker_specs
 
 

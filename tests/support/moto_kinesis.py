@@ -90,6 +90,6 @@ def patch() -> None:
 
 if __name__ == "__main__":
     patch()
-    from daemon.local_aws import main
+    from daemon.core.local_aws import main
 
     main(sys.argv[1:])

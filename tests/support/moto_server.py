@@ -12,12 +12,12 @@ import sys
 import time
 import urllib.request
 
-from daemon.local_aws import free_port
+from daemon.core.local_aws import free_port
 from tests.support.proc import REPO, base_env
 
 
 class MotoServer:
-    def __init__(self, module: str = "daemon.local_aws", **env: str) -> None:
+    def __init__(self, module: str = "daemon.core.local_aws", **env: str) -> None:
         self.module = module
         self.env = env
         self.port = free_port()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from daemon.metrics import Registry
+from daemon.core.metrics import Registry
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:

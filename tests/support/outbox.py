@@ -8,14 +8,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from daemon.aws import AwsClients
 from daemon.config.models import AwsConfig, Config, RuntimeConfig
 from daemon.config.outbox import OutboxConfig
-from daemon.events import EventBus
-from daemon.metrics import Registry
+from daemon.core.aws import AwsClients
+from daemon.core.events import EventBus
+from daemon.core.metrics import Registry
 from daemon.outbox import Outbox
+from daemon.runtime.supervisor import Supervisor
 from daemon.services import Services
-from daemon.supervisor import Supervisor
 from daemon.worker import WorkerSpec
 from daemon.workers.outbox import OutboxWorker
 from tests.support.observe import metric

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from daemon.aws import AwsClients
 from daemon.config import load_config
 from daemon.config.models import Config
-from daemon.metrics import Registry
-from daemon.resources.apply import Applier, ApplyReport
+from daemon.core.aws import AwsClients
+from daemon.core.metrics import Registry
+from daemon.reconcile.apply import Applier, ApplyReport
+from daemon.reconcile.plan import Plan, make_plan
 from daemon.resources.base import Context
-from daemon.resources.plan import Plan, make_plan
 
 MOTO_ACCOUNT = "123456789012"
 
@@ -61,7 +61,7 @@ def cli(capsys: Any, *args: str) -> tuple[int, str, str]:
 
     import structlog
 
-    from daemon.cli import main
+    from daemon.cli.main import main
 
     saved, handlers = structlog.get_config(), list(logging.getLogger().handlers)
     try:

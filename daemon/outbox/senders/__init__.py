@@ -8,7 +8,7 @@ that send through the outbox all use it, so a sender's needs are written once, o
 
 from __future__ import annotations
 
-from daemon.iam import Grant, Scope
+from daemon.core.iam import Grant, Scope
 from daemon.outbox.sender import Sender
 from daemon.outbox.senders.kinesis import KinesisSender
 from daemon.outbox.senders.sms import SmsSender

@@ -2,7 +2,7 @@
 only the records that failed retried, at most a configured rate per shard.
 
 Body: `{"data": <base64>, "partition_key": str, "explicit_hash_key": <decimal str, optional>}`
-(build it with `daemon.kinesis.producer.kinesis_message`). Target: a stream name or ARN.
+(build it with `daemon.outbox.producer.kinesis_message`). Target: a stream name or ARN.
 
 Order per partition key. The outbox hands over a destination's oldest messages and retries
 failed ones before anything newer, so order holds across calls. Within one call, PutRecords
@@ -28,9 +28,9 @@ import base64
 import binascii
 from typing import Any
 
-from daemon.aws import describe_error, error_code, is_throttle
+from daemon.core.aws import describe_error, error_code, is_throttle
+from daemon.core.logs import get_logger
 from daemon.kinesis.shards import ShardInfo, hash_key, list_shards, shard_for, stream_args
-from daemon.logs import get_logger
 from daemon.outbox.sender import InvalidMessage, Outcome, Retry, Sender, Sent
 from daemon.outbox.store import Item
 

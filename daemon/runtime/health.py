@@ -1,0 +1,80 @@
+"""The loopback HTTP server: /healthz, /readyz, /status, and routes other parts add.
+
+/healthz answers 200 while the event loop runs (if it answers at all, the loop is alive).
+/readyz answers 200 once every worker runs, else 503 listing the ones that do not.
+/status is the daemon's self-description as JSON (workers, restarts, last errors, config version).
+Other components add routes before start (/metrics, POST /publish).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from daemon.core.logs import get_logger
+
+log = get_logger()
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HealthServer:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        status: Callable[[], dict[str, Any]],
+        not_ready: Callable[[], list[str]],
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._status = status
+        self._not_ready = not_ready
+        self._routes: list[tuple[str, str, Handler]] = []
+        self._runner: web.AppRunner | None = None
+        self.bound_port: int | None = None
+
+    def add_route(self, method: str, path: str, handler: Handler) -> None:
+        self._routes.append((method, path, handler))
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=2 * 1024 * 1024)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/status", self._status_route)
+        for method, path, handler in self._routes:
+            app.router.add_route(method, path, handler)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.bound_port = sockets[0].getsockname()[1] if sockets else self.port
+        log.info("health server listening", host=self.host, port=self.bound_port)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        waiting = self._not_ready()
+        if waiting:
+            return web.json_response({"status": "not ready", "workers": waiting}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def _status_route(self, _: web.Request) -> web.Response:
+        return web.json_response(self._status(), dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    import json  # noqa: PLC0415
+
+    return json.dumps(value, indent=2, default=str)
