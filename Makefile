@@ -43,7 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 docs: $(STAMP)
-	$(BIN)/python -c 'from daemon.config.reference import update_readme; update_readme()'
+	$(BIN)/python -c 'from daemon.config.reference import update_reference; update_reference()'
 
 install: $(STAMP)
 

@@ -368,7 +368,7 @@ fingerprint() {
         echo "python=$(python_version "$ROOT$VENV/bin/python") extras=$EXTRAS"
         if [[ -n $SOURCE ]]; then
             echo "source"
-            (cd "$SOURCE" && find pyproject.toml README.md daemon configs systemd deploy -type f \
+            (cd "$SOURCE" && find pyproject.toml README.md docs daemon configs systemd deploy -type f \
                 ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 2>/dev/null |
                 LC_ALL=C sort -z | xargs -0 sha256sum)
         elif [[ -n $WHEEL ]]; then
@@ -442,7 +442,7 @@ install_package() {
         build=$TMP/awsd-src
         mkdir -p "$build"
         (cd "$SOURCE" && tar -cf - --exclude=__pycache__ --exclude='*.pyc' pyproject.toml \
-            README.md daemon configs systemd deploy) | tar -xf - -C "$build"
+            README.md docs daemon configs systemd deploy) | tar -xf - -C "$build"
         requirement=$build$extras
     elif [[ -n $WHEEL ]]; then
         requirement=$WHEEL$extras
@@ -532,8 +532,8 @@ install_config() {
             printf '# %s/config.toml, written by install.sh from the "%s" template (%s).\n' \
                 "$CONF_DIR" "$ENV_NAME" "$("$ROOT$VENV/bin/awsd" --version)"
             printf '# Yours to edit: upgrades keep it. Then: sudo systemctl reload awsd\n'
-            printf '# Reference: %s/README.md or "awsd schema"; templates: %s/configs/\n\n' \
-                "$SHARE" "$SHARE"
+            printf '# Reference: %s/docs/configuration-reference.md or "awsd schema";' "$SHARE"
+            printf ' templates: %s/configs/\n\n' "$SHARE"
             cat "$template"
         } >"$TMP/config.toml"
         put_file "$TMP/config.toml" "$config" 0640 "$SERVICE_GID"

@@ -265,7 +265,7 @@ class TestComponents:
 
     def test_ad_hoc_publish_targets_are_not_granted(self, offline_configs: Any):
         """`awsd publish --topic other` or `--phone`: not in the config, so denied by AWS until
-        an operator grants them (README "IAM policy generation")."""
+        an operator grants them (docs/reconciler.md "IAM policy generation")."""
         document = offline_policy(offline_configs, {**TOPICS, "sns": {"topic": "pager"}})
         assert allows(document, "sns:Publish", f"arn:aws:sns:eu-west-1:{ACCOUNT}:test-pager")
         assert not allows(document, "sns:Publish", f"arn:aws:sns:eu-west-1:{ACCOUNT}:other")

@@ -2,8 +2,8 @@
 
 Every section forbids unknown keys (a typo is an error, not a silently ignored setting), is
 frozen (a loaded config is a value that can be compared and hashed for reloads) and takes field
-descriptions from attribute docstrings, so `awsd schema` and the README reference are generated
-from the same text the code is read with.
+descriptions from attribute docstrings, so `awsd schema` and docs/configuration-reference.md are
+generated from the same text the code is read with.
 """
 
 from __future__ import annotations

@@ -83,8 +83,8 @@ class ArchiveConfig(Section):
 
     encryption: Literal["AES256", "aws:kms", "none"] = "AES256"
     """Server-side encryption asked for on every object (`x-amz-server-side-encryption`), so
-    buckets that deny unencrypted uploads (lesson 14's policy) accept them; `none` sends no
-    header and leaves it to the bucket's default encryption."""
+    buckets that deny unencrypted uploads (`deny_unencrypted_uploads` on a declared bucket)
+    accept them; `none` sends no header and leaves it to the bucket's default encryption."""
 
     kms_key_id: str | None = Field(default=None, min_length=1, max_length=2048)
     """KMS key (id, alias or ARN) for `aws:kms`; unset: the account's `aws/s3` key."""

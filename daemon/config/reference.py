@@ -1,5 +1,6 @@
-"""The configuration reference in Markdown, generated from the models (for README and `awsd schema
---markdown`), so the documentation and the validation can never disagree."""
+"""The configuration reference in Markdown, generated from the models (for
+docs/configuration-reference.md and `awsd schema --markdown`), so the documentation and the
+validation can never disagree."""
 
 from __future__ import annotations
 
@@ -163,8 +164,8 @@ def _is_list(annotation: Any) -> bool:
     return get_origin(annotation) is list
 
 
-def update_readme(path: str = "README.md") -> bool:
-    """Replace the generated block in README; return True when it changed."""
+def update_reference(path: str = "docs/configuration-reference.md") -> bool:
+    """Replace the generated block in the reference document; return True when it changed."""
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
     start, end = text.index(BEGIN), text.index(END) + len(END) + 1

@@ -336,7 +336,7 @@ def _iam(config: Config, scope: Scope) -> list[Grant]:
     """Publish on the topics the config names (the default topic, readings' topics, `notify`).
     Least privilege leaves out what the config cannot tell: `awsd publish --topic` to another
     topic, `--phone` (SMS), and PublishRequest events naming other topics or phones are denied
-    until the policy grants them by hand (README "IAM policy generation")."""
+    until the policy grants them by hand (docs/reconciler.md "IAM policy generation")."""
     if config.sns is None:
         return []
     topics = {r.topic for r in config.sns.readings.values() if r.topic}

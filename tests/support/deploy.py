@@ -109,6 +109,6 @@ def copy_sources(dest: Path) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, dest / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("daemon", "configs", "systemd", "deploy"):
+    for name in ("daemon", "configs", "systemd", "deploy", "docs"):
         shutil.copytree(REPO / name, dest / name, ignore=ignore)
     return dest

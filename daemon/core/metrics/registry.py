@@ -1,7 +1,7 @@
 """The metrics registry: counters, gauges and histograms with dimensions, cheap on the hot path.
 
 Workers create their series once (`family.labels(queue="orders")`) and keep the child; updating
-it is an attribute add (about 50 ns for a counter, see README "Metrics and logs"). Exporters
+it is an attribute add (about 50 ns for a counter, see docs/benchmarks.md "Metrics"). Exporters
 (CloudWatch statistic sets, EMF, Prometheus) read the registry; histograms also keep a per-window
 summary (count, sum, min, max) that the CloudWatch exporters drain each flush, while the
 cumulative buckets serve Prometheus. When an exporter sends distributions (CloudWatch
