@@ -272,7 +272,7 @@ def consume_awsd(moto: Moto, state: Path, label: str, extra: str = "") -> dict[s
     finally:
         feeder.kill()
         feeder.wait()
-        daemon.base.stop()
+        daemon.stop()
     done = after["processed"] - before["processed"]
     calls = sum(after["api_calls"].values()) - sum(before["api_calls"].values())
     calls -= after["api_calls"]["empty_receives"] - before["api_calls"]["empty_receives"]
@@ -312,7 +312,7 @@ def publish_awsd(moto: Moto, state: Path) -> dict[str, float]:
         took = time.monotonic() - began
         cpu = daemon.cpu() - cpu
     finally:
-        daemon.base.stop()
+        daemon.stop()
     return {
         "rate": PUBLISH_COUNT / took,
         "accept_rate": PUBLISH_COUNT / accepted,

@@ -54,12 +54,12 @@ def test_the_generated_policy_is_enough_and_a_missing_action_is_retried_with_a_c
 
     daemon = awsd(path, env=credentials)
     daemon.wait_ready(timeout=60)
-    startup = daemon.core.logs.wait_for("reconcile pass", timeout=30)
+    startup = daemon.logs.wait_for("reconcile pass", timeout=30)
     # 8 created; the lease table was created (tagged) by the lease itself, before the pass
     assert (startup["checked"], startup["applied"], startup["failed"]) == (9, 8, 0), (
-        daemon.core.logs.text()[-3000:]
+        daemon.logs.text()[-3000:]
     )
-    follow_up = daemon.core.logs.wait_for("reconcile pass", count=3, timeout=30)
+    follow_up = daemon.logs.wait_for("reconcile pass", count=3, timeout=30)
     assert (follow_up["drifted"], follow_up["failed"]) == (0, 0)
     sqs = iam_moto.client("sqs")
     url = sqs.get_queue_url(QueueName=f"{env}-readings")["QueueUrl"]
@@ -70,19 +70,19 @@ def test_the_generated_policy_is_enough_and_a_missing_action_is_retried_with_a_c
     sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "30", **policy_text})
     daemon.signal(signal.SIGHUP)
 
-    failed = daemon.core.logs.wait_for("update failed", resource="queue.readings", timeout=30)
+    failed = daemon.logs.wait_for("update failed", resource="queue.readings", timeout=30)
     assert "sqs:SetQueueAttributes" in failed["error"]
     assert "AccessDenied" in failed["error"] and "awsd iam-policy" in failed["error"]
-    daemon.core.logs.wait_for("update failed", resource="queue.readings", count=2, timeout=30)
+    daemon.logs.wait_for("update failed", resource="queue.readings", count=2, timeout=30)
     status, _ = daemon.http("/healthz")
     assert status == 200 and daemon.proc is not None and daemon.proc.poll() is None
-    assert daemon.core.logs.matching("worker crashed") == []
+    assert daemon.logs.matching("worker crashed") == []
 
     iam_moto.set_policy("reconciler", moto_view(document))
-    daemon.core.logs.wait_for("update applied", resource="queue.readings", timeout=30)
+    daemon.logs.wait_for("update applied", resource="queue.readings", timeout=30)
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
     assert attrs["Attributes"]["VisibilityTimeout"] == "60"
-    assert daemon.base.stop() == 0
+    assert daemon.stop() == 0
 
 
 # --- every worker -----------------------------------------------------------------------------
@@ -157,8 +157,8 @@ def test_every_worker_works_with_only_the_policy_and_a_missing_action_is_retried
         return sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
 
     # 1. Everything works with the generated policy and nothing more.
-    startup = daemon.core.logs.wait_for("reconcile pass", timeout=30)
-    assert startup["failed"] == 0, daemon.core.logs.text()[-3000:]
+    startup = daemon.logs.wait_for("reconcile pass", timeout=30)
+    assert startup["failed"] == 0, daemon.logs.text()[-3000:]
     # a reading: the publisher (sns:Publish), SNS -> the readings queue, the poller, forward
     reading = until("a reading forwarded", forwarded)
     assert '"name":"load"' in reading[0]["Body"].replace(" ", "")
@@ -180,7 +180,7 @@ def test_every_worker_works_with_only_the_policy_and_a_missing_action_is_retried
         )["Metrics"],
     )
     until("logs in CloudWatch Logs", lambda: logs.filter_log_events(logGroupName=group)["events"])
-    assert daemon.core.logs.matching(where=denied) == []
+    assert daemon.logs.matching(where=denied) == []
     # `awsd plan` on what the startup pass made from configs/local.toml (with the same
     # credentials: the policy covers planning too): nothing left to do.
     planned = awsd_cli("plan", "--config", str(path), env=credentials)
@@ -193,14 +193,14 @@ def test_every_worker_works_with_only_the_policy_and_a_missing_action_is_retried
     for n in range(3):  # the publisher is denied too: give the poller something to ack
         sqs.send_message(QueueUrl=readings_url, MessageBody=f"direct {n}")
     for action, (event, fields) in DENIED.items():
-        found = daemon.core.logs.wait_for(event, where=denied, count=2, timeout=30, **fields)
+        found = daemon.logs.wait_for(event, where=denied, count=2, timeout=30, **fields)
         # the denied action, as moto names it (moto checks sqs:DeleteMessageBatch, where AWS
         # checks and names sqs:DeleteMessage)
         assert any(name in found["error"] for name in (action, *moto_names(action))), found
     code, health = daemon.http("/healthz")
     assert code == 200, health
     assert daemon.proc is not None and daemon.proc.poll() is None
-    assert daemon.core.logs.matching("worker crashed") == []
+    assert daemon.logs.matching("worker crashed") == []
     restarts = {name: w["restarts"] for name, w in status()["workers"].items()}
     assert set(restarts.values()) == {0}, restarts
 
@@ -216,6 +216,6 @@ def test_every_worker_works_with_only_the_policy_and_a_missing_action_is_retried
     until("the reader reads again", lambda: archived() > objects)
     until("metrics are sent again", lambda: status()["metrics"]["last_error"] is None)
     until("logs are shipped again", lambda: status()["cloudwatch_logs"]["last_error"] is None)
-    assert daemon.core.logs.matching("worker crashed") == []
+    assert daemon.logs.matching("worker crashed") == []
     assert {w["restarts"] for w in status()["workers"].values()} == {0}
-    assert daemon.base.stop() == 0
+    assert daemon.stop() == 0

@@ -93,7 +93,7 @@ async def test_off_ec2_there_is_no_region_and_the_error_says_what_to_set(
 async def test_log_names_with_instance_id_use_the_instances(
     imds: list[str], monkeypatch: pytest.MonkeyPatch
 ):
-    from daemon import identity
+    from daemon.core import identity
 
     monkeypatch.setattr(identity, "_instance_id", None)  # one lookup per process: a fresh one
     who = await identity.resolve("prod", ask_imds=True)

@@ -282,8 +282,8 @@ class TestDaemon:
         )
         daemon = awsd(path)
         daemon.wait_ready(timeout=60)
-        daemon.core.logs.wait_for("test worker started", timeout=30)
-        events = [e.get("event") for e in daemon.core.logs.events]
+        daemon.logs.wait_for("test worker started", timeout=30)
+        events = [e.get("event") for e in daemon.logs.events]
         # READY=1 does not wait for AWS; the other workers hold their first run until the
         # startup pass is over, so they find what it created.
         assert events.index("create applied") < events.index("test worker started")
@@ -299,11 +299,11 @@ class TestDaemon:
 
         set_visibility(boto, env, 30)
         daemon.signal(signal.SIGHUP)
-        daemon.core.logs.wait_for("reconciling after a config reload", timeout=30)
-        daemon.core.logs.wait_for("drift detected", resource="queue.jobs", timeout=30)
-        daemon.core.logs.wait_for("update applied", resource="queue.jobs", timeout=30)
+        daemon.logs.wait_for("reconciling after a config reload", timeout=30)
+        daemon.logs.wait_for("drift detected", resource="queue.jobs", timeout=30)
+        daemon.logs.wait_for("update applied", resource="queue.jobs", timeout=30)
         assert visibility(boto, env) == 60
-        assert daemon.base.stop() == 0
+        assert daemon.stop() == 0
 
     def test_ready_does_not_wait_for_aws_and_workers_wait_for_the_startup_pass(
         self, configs: Any, awsd: Any, moto_endpoint: str
@@ -328,9 +328,9 @@ class TestDaemon:
             assert status["startup"] == "startup reconcile"
             assert status["workers"]["custom:poller"]["waiting_for"] == "startup reconcile"
             assert daemon.http("/readyz")[0] == 200
-            assert not daemon.core.logs.matching("test worker started")
-            assert daemon.base.stop() == 0
-            assert not daemon.core.logs.matching("test worker started")
+            assert not daemon.logs.matching("test worker started")
+            assert daemon.stop() == 0
+            assert not daemon.logs.matching("test worker started")
         finally:
             proxy.stop()
 
@@ -353,4 +353,4 @@ class TestDaemon:
             "No changes. 1 resource matches the configuration.",
         ), plan.stderr
         assert "no local AWS endpoint answered" not in plan.stderr
-        assert daemon.base.stop() == 0
+        assert daemon.stop() == 0
