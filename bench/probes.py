@@ -87,9 +87,9 @@ async def _run_worker(port: int, hole: int, blackholed: int, state_dir: str) -> 
     from daemon.core.logs import get_logger
     from daemon.core.metrics import Registry
     from daemon.outbox import Outbox
+    from daemon.probes.engine import ProbesWorker
     from daemon.services import Services
     from daemon.worker import WorkerContext
-    from daemon.workers.probes import ProbesWorker
 
     endpoints = {
         f"ep{i:04d}": {

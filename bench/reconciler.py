@@ -22,8 +22,9 @@ from daemon.core.aws import AwsClients
 from daemon.core.local_aws import LocalAws
 from daemon.core.metrics import Registry
 from daemon.reconcile.apply import Applier
+from daemon.reconcile.context import Context
 from daemon.reconcile.plan import make_plan
-from daemon.resources.base import Context
+from daemon.workers import CATALOG
 from tests.support.proxy import FaultProxy
 
 LATENCY = 0.02
@@ -54,7 +55,7 @@ async def _awsd_passes(config: Config) -> tuple[list[float], float]:
     # local_endpoint: moto's dummy credentials (the endpoint itself is the proxy's)
     clients = AwsClients(config.aws, local_endpoint=config.aws.endpoint_url, metrics=metrics)
     try:
-        ctx = Context(config, clients)
+        ctx = Context(config, clients, used=CATALOG.worker_references(config))
         await ctx.start()
         await Applier(ctx).apply(await make_plan(ctx))
         calls = metrics.counter("awsd_aws_api_calls_total", "", ("service", "operation"))

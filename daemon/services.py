@@ -7,6 +7,7 @@ rebuilt when their section changes, and closed once the workers using them have 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from daemon.config.models import Config
@@ -15,6 +16,7 @@ from daemon.core.events import EventBus
 from daemon.core.metrics import Registry
 from daemon.core.targets import Targets
 from daemon.outbox import Outbox
+from daemon.resources.kind import ResourceRef
 
 
 class Services:
@@ -28,6 +30,7 @@ class Services:
         events: EventBus,
         clients: AwsClients,
         outbox: Outbox,
+        references: Sequence[ResourceRef] = (),
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -35,8 +38,11 @@ class Services:
         self.clients = clients
         self.outbox = outbox
         """The process's durable outbox (process-lifetime: it outlives reloads)."""
-        self.targets = Targets(self)
+        self.targets = Targets(config, clients)
         """What the topics and queues named in this config are called in AWS."""
+        self.references = tuple(references)
+        """The resources the workers name (`daemon.worker.Catalog.worker_references`): the
+        reconciler shows who uses what and never prunes what is used."""
 
     @property
     def state_dir(self) -> Path:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from daemon.base.awserrors import describe_error, error_code, is_retryable, is_throttle
 from daemon.config.models import AwsConfig
-from daemon.core.aws import AwsClients, describe_error, error_code, is_retryable, is_throttle
+from daemon.core.aws import AwsClients
 from daemon.core.local_aws import free_port
 from daemon.core.metrics import Registry
 from tests.support.aws_front import AwsFront

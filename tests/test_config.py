@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from daemon.cli import main as cli
-from daemon.config import ConfigError, load_config, select_config_file
+from daemon.config import ConfigError, select_config_file
 from daemon.config.errors import EX_CONFIG
 from daemon.config.models import Config
+from daemon.workers import load_config
 from tests.support.proc import REPO, awsd_cli
 
 

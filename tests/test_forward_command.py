@@ -54,7 +54,7 @@ class Services:
         self.outbox = Outbox(
             self.config.outbox, ":memory:", metrics=metrics, events=EventBus(metrics)
         )
-        self.targets = Targets(self)  # type: ignore[arg-type]
+        self.targets = Targets(self.config, None)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -16,18 +16,17 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from daemon.config import load_config
 from daemon.config.models import Config
 from daemon.core.aws import AwsClients
 from daemon.core.events import EventBus
-from daemon.core.iam import allows, policy
+from daemon.core.iam import allows
 from daemon.core.metrics import Registry
 from daemon.outbox import Outbox
 from daemon.runtime.supervisor import Supervisor
 from daemon.services import Services
 from daemon.telemetry.export import MetricsExport
 from daemon.telemetry.log_shipper import LogShipper
-from daemon.workers import worker_specs
+from daemon.workers import CATALOG, load_config
 from tests.support.iam import Call, CallRecorder, disallowed, local_config, request_resource
 from tests.support.messaging import Logs
 from tests.support.observe import wait_until
@@ -74,7 +73,7 @@ async def run_local_config(config: Config, recorder: CallRecorder) -> None:
     try:
         await shipper.apply(config, clients)
         await exporter.apply(config, clients)
-        await supervisor.apply(worker_specs(config), services, config.runtime, loop.time() + 10)
+        await supervisor.apply(CATALOG.specs(config), services, config.runtime, loop.time() + 10)
         try:
             await wait_until(lambda: all(jobs_done(recorder, config.env).values()), timeout=60)
         except AssertionError:
@@ -100,7 +99,7 @@ async def test_every_call_of_every_component_of_the_local_config_is_allowed(
     finally:
         logs.detach()
 
-    document = policy(config, account=ACCOUNT, region=REGION)
+    document = CATALOG.policy(config, account=ACCOUNT, region=REGION)
     # The reconciler's prune discovery lists every queue, bucket, stream... of the account and
     # reads each one's tags, expecting AccessDenied outside its name template: other tests'
     # resources on the shared moto server are not this config's business.

@@ -23,9 +23,8 @@ from typing import Any
 
 import pytest
 
-from daemon.config import load_config
-from daemon.core.iam import policy
 from daemon.core.local_aws import free_port
+from daemon.workers import CATALOG, load_config
 from tests.conftest import ConfigFactory
 from tests.support.iam import IamMoto, local_config, moto_names, moto_view, without
 from tests.support.proc import awsd_cli
@@ -49,7 +48,7 @@ def test_the_generated_policy_is_enough_and_a_missing_action_is_retried_with_a_c
     factory = ConfigFactory(tmp_path, iam_moto.url)
     resources = demo_resources(prune=True, interval=1.0, converge_timeout=2.0)
     path = factory.write({"env": env, "resources": resources})
-    document = policy(load_config(path).config, account=ACCOUNT)
+    document = CATALOG.policy(load_config(path).config, account=ACCOUNT)
     credentials = iam_moto.user("reconciler", moto_view(document))
 
     daemon = awsd(path, env=credentials)
@@ -131,7 +130,7 @@ def test_every_worker_works_with_only_the_policy_and_a_missing_action_is_retried
     env = unique_env("i")
     port = free_port()
     path = local_config(tmp_path, iam_moto.url, env, health_port=port, **FORWARDING)
-    document = policy(load_config(path).config, account=ACCOUNT)
+    document = CATALOG.policy(load_config(path).config, account=ACCOUNT)
     credentials = iam_moto.user("every-worker", moto_view(document))
     daemon = awsd(path, env={**credentials, **UNCOMPRESSED})
     daemon.wait_ready(timeout=60)

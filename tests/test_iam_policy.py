@@ -9,12 +9,16 @@ import pytest
 
 from daemon.cli.main import main
 from daemon.config.models import Config
-from daemon.core.iam import CONTRIBUTORS, Grant, action_for, allows, policy
-from daemon.resources.base import ENV_TAG, OWNER_TAG
+from daemon.core.iam import Grant, action_for, allows
+from daemon.core.iam import policy as policy_of
+from daemon.resources.kind import ENV_TAG, OWNER_TAG
+from daemon.workers import CATALOG
 from tests.support.proc import REPO
 from tests.support.resources import demo_resources, load, unique_env, write_config
 from tests.test_reconciler_plan import inject_the_four_drifts
 from tests.test_reconciler_worker import services_for
+
+policy = CATALOG.policy
 
 ACCOUNT = "123456789012"
 
@@ -30,7 +34,7 @@ def actions_on(document: dict[str, Any], resource: str) -> set[str]:
 
 class TestPolicy:
     def test_enforce_mode_scopes_reads_and_writes_to_the_declared_arns(self, tmp_path: Any):
-        from daemon.config import load_config
+        from daemon.workers import load_config
 
         path = tmp_path / "c.toml"
         path.write_text(
@@ -78,12 +82,8 @@ class TestPolicy:
         def publisher(config: Config, scope: Any) -> list[Grant]:
             return [Grant("publisher:alerts", ("sns:Publish",), (scope.arn_of("topics", "news"),))]
 
-        CONTRIBUTORS.append(publisher)
-        try:
-            config = load(configs, "prod", {"mode": "off", "topics": {"news": {}}})
-            document = policy(config, account=ACCOUNT, region="eu-west-1")
-        finally:
-            CONTRIBUTORS.remove(publisher)
+        config = load(configs, "prod", {"mode": "off", "topics": {"news": {}}})
+        document = policy_of(config, [publisher], account=ACCOUNT, region="eu-west-1")
         assert document["Statement"] == [
             {
                 "Sid": "PublisherAlerts",
@@ -112,7 +112,7 @@ def test_operation_names_map_to_iam_actions():
 async def test_every_call_the_reconciler_makes_is_allowed_by_its_policy(configs: Any, boto: Any):
     """Create everything, fix drift of every kind, prune: each AWS call made (counted by the
     client factory) must be an action the generated policy grants."""
-    from daemon.workers.reconciler import Reconciler
+    from daemon.reconcile.passes import Reconciler
 
     env = unique_env()
     base = demo_resources(prune=True, max_deletes=5)
@@ -154,7 +154,7 @@ async def test_every_call_the_reconciler_makes_is_allowed_by_its_policy(configs:
 
 
 def offline_policy(offline_configs: Any, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    from daemon.config import load_config
+    from daemon.workers import load_config
 
     path = offline_configs.write({"aws": {"region": "eu-west-1"}, **data}, health=False)
     return policy(load_config(path).config, account=ACCOUNT, **kwargs)
@@ -274,7 +274,8 @@ class TestComponents:
 
 class TestReferences:
     def test_check_config_names_an_undeclared_probe_alert_topic(self, offline_configs: Any):
-        from daemon.config import ConfigError, load_config
+        from daemon.config import ConfigError
+        from daemon.workers import load_config
 
         probes = {
             "defaults": {"alert": {"topic": "pager"}},
@@ -293,7 +294,8 @@ class TestReferences:
         assert "probes.defaults" not in text and "endpoints.a" not in text
 
     def test_check_config_names_an_undeclared_custom_destination(self, offline_configs: Any):
-        from daemon.config import ConfigError, load_config
+        from daemon.config import ConfigError
+        from daemon.workers import load_config
 
         custom = {"entrypoint": "daemon.kinesis.demo:produce", "options": {"stream": "clickz"}}
         data = {"resources": {"streams": {"clicks": {}}}, "custom": {"demo": custom}}
@@ -306,12 +308,12 @@ class TestReferences:
 
 
 async def test_logical_names_of_every_kind_resolve_in_one_place(offline_configs: Any):
-    from daemon.config import load_config
     from daemon.core.aws import AwsClients
     from daemon.core.events import EventBus
     from daemon.core.metrics import Registry
     from daemon.outbox import Outbox
     from daemon.services import Services
+    from daemon.workers import load_config
 
     resources = {
         "mode": "off",
@@ -343,7 +345,7 @@ async def test_logical_names_of_every_kind_resolve_in_one_place(offline_configs:
 def test_the_shipped_instance_profile_policy_is_the_prod_templates():
     """deploy/iam/instance-profile-policy.json is `awsd iam-policy` for configs/prod.toml (what
     an instance starts from); regenerate it when a component's needs change."""
-    from daemon.config import load_config
+    from daemon.workers import load_config
 
     shipped = json.loads((REPO / "deploy/iam/instance-profile-policy.json").read_text())
     generated = policy(load_config(REPO / "configs/prod.toml", environ={}).config)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from daemon.core.iam import policy
+from daemon.workers import CATALOG
 from tests.support import kinesis as k
 from tests.support.observe import wait_until
 
@@ -35,7 +35,7 @@ def resources(**tables: dict[str, Any]) -> dict[str, Any]:
 
 
 def load(offline_configs: Any, table: str | None, **tables: dict[str, Any]) -> Any:
-    from daemon.config import load_config
+    from daemon.workers import load_config
 
     data = {
         "aws": {"region": "eu-west-1"},
@@ -58,9 +58,10 @@ class TestConfig:
         self, offline_configs: Any
     ):
         from daemon.config.references import used_by
+        from daemon.workers import CATALOG
 
         config = load(offline_configs, "leases", leases={"partition_key": "lease_key"})
-        assert used_by(config)[("tables", "leases")] == ("kinesis:r",)
+        assert used_by(CATALOG.references(config))[("tables", "leases")] == ("kinesis:r",)
 
     def test_a_declared_table_without_the_lease_key_names_the_field(self, offline_configs: Any):
         text = failure(offline_configs, "leases", leases={"partition_key": "id"})
@@ -73,7 +74,8 @@ class TestConfig:
         assert "kinesis.readers.r.leases.table" in text and "sort_key = 'at'" in text
 
     def test_a_table_is_not_shared_with_the_reconcilers_lease(self, offline_configs: Any):
-        from daemon.config import ConfigError, load_config
+        from daemon.config import ConfigError
+        from daemon.workers import load_config
 
         res = {**resources(leases={"partition_key": "lease_key"}), "lease_table": "leases"}
         data = {"kinesis": {"readers": {"r": reader("leases")}}, "resources": res}
@@ -88,9 +90,10 @@ class TestConfig:
         self, offline_configs: Any
     ):
         from daemon.config.references import used_by
+        from daemon.workers import CATALOG
 
         config = load(offline_configs, "my-leases")  # as before: created by the reader
-        assert ("tables", "my-leases") not in used_by(config)
+        assert ("tables", "my-leases") not in used_by(CATALOG.references(config))
         text = failure(offline_configs, "ab")
         assert "kinesis.readers.r.leases.table: 'ab' is neither a declared table" in text
 
@@ -102,7 +105,7 @@ class TestConfig:
 
 class TestPolicy:
     def grant(self, offline_configs: Any, table: str | None, **tables: Any) -> dict[str, Any]:
-        document = policy(load(offline_configs, table, **tables), account=ACCOUNT)
+        document = CATALOG.policy(load(offline_configs, table, **tables), account=ACCOUNT)
         (statement,) = [s for s in document["Statement"] if "dynamodb:Scan" in s["Action"]]
         return statement
 

@@ -16,8 +16,8 @@ from typing import Any
 import boto3
 import pytest
 
+from daemon.core.shards import hash_key
 from daemon.kinesis.deagg import aggregate
-from daemon.kinesis.shards import hash_key
 from tests.support import kinesis as k
 from tests.support.moto_server import MotoServer
 from tests.support.observe import wait_until

@@ -11,11 +11,11 @@ import pytest
 from daemon.config.partition import PartitionKeyConfig
 from daemon.core.leases import Lease, LeaseTable
 from daemon.core.logs import get_logger
+from daemon.core.shards import MAX_HASH_KEY, ShardInfo, hash_key, parents_first
 from daemon.kinesis.checkpoints import Checkpoint, ShardState, iterator_args, starting_points
 from daemon.kinesis.deagg import aggregate, deaggregate
 from daemon.kinesis.leasing import CHECKPOINT, ShardLeases
 from daemon.kinesis.records import units
-from daemon.kinesis.shards import MAX_HASH_KEY, ShardInfo, hash_key, parents_first
 from daemon.outbox import InvalidMessage
 from daemon.outbox.producer import kinesis_message, partition_key
 from daemon.outbox.senders.kinesis import KinesisSender

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from daemon.core.iam import action_for, allows, policy
+from daemon.core.iam import action_for, allows
+from daemon.workers import CATALOG
 from tests.support import handlers
 from tests.support.messaging import Harness, unique
 from tests.support.observe import wait_until
@@ -48,7 +49,7 @@ async def test_every_call_of_a_poller_forwarding_and_a_publisher_is_allowed(
     )
     await wait_until(lambda: services.outbox.count == 0)
     await harness.stop(3.0)  # the calls made while stopping are checked too
-    document = policy(config, account=ACCOUNT, region="us-east-1")
+    document = CATALOG.policy(config, account=ACCOUNT, region="us-east-1")
     calls = harness.metrics.counter("awsd_aws_api_calls_total", "", ("service", "operation"))
     made = {(labels["service"], labels["operation"]) for labels, c in calls.series() if c.value}
     assert ("sns", "PublishBatch") in made and ("sqs", "ReceiveMessage") in made
@@ -59,7 +60,8 @@ async def test_every_call_of_a_poller_forwarding_and_a_publisher_is_allowed(
 
 
 def test_check_config_names_what_messaging_sections_get_wrong(offline_configs: Any):
-    from daemon.config import ConfigError, load_config
+    from daemon.config import ConfigError
+    from daemon.workers import load_config
 
     # The field errors come first (then the cross checks do not run), so twice: with and
     # without `c`.

@@ -344,7 +344,7 @@ def test_journal_stream_lines_carry_their_syslog_priority(tmp_path, monkeypatch)
 def test_clock_skew_is_retry_later():
     from botocore.exceptions import ClientError
 
-    from daemon.core.aws import is_clock_skew, is_retryable
+    from daemon.base.awserrors import is_clock_skew, is_retryable
 
     skewed = ClientError(
         {

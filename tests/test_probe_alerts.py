@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from daemon.base.stop import StopToken
-from daemon.config import ConfigError, load_config
+from daemon.config import ConfigError
 from daemon.config.probes import AlertConfig, MaintenanceWindow, ProbesConfig
 from daemon.probes.alerts import AlertMachine, AlertState, Event, Notice
 from daemon.probes.history import EndpointHistory
@@ -22,6 +22,7 @@ from daemon.probes.notify import SMS_MAX_BYTES, Targets, messages, sms_line, sub
 from daemon.probes.result import ProbeResult, Reason
 from daemon.probes.scheduler import Job, Scheduler, phase
 from daemon.probes.storm import ConnectivityGuard, Grouper
+from daemon.workers import load_config
 
 T0 = 1_700_000_000.0
 

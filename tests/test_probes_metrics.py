@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 
 from daemon.core.metrics.prometheus import render
+from daemon.probes.engine import ProbesWorker
 from daemon.probes.metrics import ProbeMetrics
 from daemon.probes.result import ProbeResult
-from daemon.workers.probes import ProbesWorker
 from tests.support.observe import wait_until
 from tests.support.servers import probe_app, raw_server, serve
 from tests.test_probes import tls_server_context

@@ -12,7 +12,7 @@ import pytest
 from daemon.config.models import Config
 from daemon.core.local_aws import free_port
 from daemon.outbox.senders import SENDERS
-from daemon.workers.probes import ProbesWorker
+from daemon.probes.engine import ProbesWorker
 from tests.support.messaging import receive_bodies, subscribe_queue
 from tests.support.observe import wait_until
 from tests.support.outbox import make_outbox

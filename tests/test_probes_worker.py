@@ -23,10 +23,10 @@ from daemon.outbox import Message, Outbox
 from daemon.outbox.core import OutboxDelivered
 from daemon.outbox.store import Item
 from daemon.probes.alerts import AlertState
+from daemon.probes.engine import ProbesWorker, state_path
 from daemon.probes.state import StateStore
 from daemon.services import Services
 from daemon.worker import WorkerContext
-from daemon.workers.probes import ProbesWorker, state_path
 from tests.support.observe import wait_until
 from tests.support.servers import STATE, probe_app, serve
 

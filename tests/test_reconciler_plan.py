@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from daemon.config import load_config
 from daemon.core.metrics import Registry
 from daemon.reconcile.apply import Applier
 from daemon.reconcile.plan import make_plan
-from daemon.resources.base import ENV_TAG, OWNER_TAG
+from daemon.resources.kind import ENV_TAG, OWNER_TAG
 from daemon.resources.queues import recreate_delay
+from daemon.workers import load_config
 from tests.support.aws_front import AwsFront
 from tests.support.resources import (
     changed,

@@ -12,13 +12,14 @@ from daemon.config.models import Config
 from daemon.config.outbox import OutboxConfig
 from daemon.core.aws import AwsClients
 from daemon.core.events import EventBus, ResourceContested, ResourceDrifted
+from daemon.core.leadership import SingleDaemon
 from daemon.core.local_aws import free_port
 from daemon.core.metrics import Registry
 from daemon.outbox import Outbox
-from daemon.resources.base import OWNER_TAG
+from daemon.reconcile import passes as reconciler_module
+from daemon.reconcile.passes import Reconciler
+from daemon.resources.kind import OWNER_TAG
 from daemon.services import Services
-from daemon.workers import reconciler as reconciler_module
-from daemon.workers.reconciler import Reconciler, SingleDaemon
 from tests.support.observe import metric
 from tests.support.proc import awsd_cli
 from tests.support.proxy import FaultProxy

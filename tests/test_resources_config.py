@@ -8,9 +8,12 @@ from typing import Any
 import pytest
 
 from daemon.cli.main import main
-from daemon.config import ConfigError, load_config
+from daemon.config import ConfigError
 from daemon.config.models import Config
-from daemon.config.references import REFERENCES, ResourceRef, references, used_by
+from daemon.config.references import used_by
+from daemon.resources.kind import ResourceRef
+from daemon.worker import Catalog, WorkerKind
+from daemon.workers import CATALOG, load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -220,30 +223,30 @@ def test_one_base_file_serves_several_environments_without_collisions(tmp_path: 
     assert names == {"dev": "dev-jobs", "prod": "prod-jobs"}
 
 
-def test_a_worker_reference_registered_by_its_config_module_is_checked(tmp_path: Path):
+def test_a_worker_kinds_references_are_checked(tmp_path: Path):
     def poller_refs(config: Config) -> list[ResourceRef]:
         queue = config.custom["poller"].options.get("queue") if "poller" in config.custom else None
         return [ResourceRef("queues", queue, "custom.poller.options.queue", "custom:poller")] if (
             queue
         ) else []  # fmt: skip
 
-    REFERENCES.append(poller_refs)
-    try:
-        text = (
-            '[custom.poller]\nentrypoint = "tests.support.workers:idle"\n'
-            'options = { queue = "orders" }\n'
-        )
-        with pytest.raises(ConfigError) as caught:
-            load_config(write(tmp_path, text))
-        assert "custom.poller.options.queue: names queue 'orders'" in caught.value.render()
+    poller = WorkerKind(
+        name="poller", section="custom", uses=bool, specs=lambda _: [], references=poller_refs
+    )
+    catalog = Catalog([*CATALOG.kinds, poller])
+    text = (
+        '[custom.poller]\nentrypoint = "tests.support.workers:idle"\n'
+        'options = { queue = "orders" }\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        catalog.load(write(tmp_path, text))
+    assert "custom.poller.options.queue: names queue 'orders'" in caught.value.render()
 
-        config = load_config(write(tmp_path, text + "[resources.queues.orders]\n")).config
-        assert used_by(config)[("queues", "orders")] == ("custom:poller",)
-        external = text.replace('"orders"', '"arn:aws:sqs:eu-west-1:123456789012:theirs"')
-        config = load_config(write(tmp_path, external)).config
-        assert [r.external for r in references(config)] == [True]
-    finally:
-        REFERENCES.remove(poller_refs)
+    config = catalog.load(write(tmp_path, text + "[resources.queues.orders]\n")).config
+    assert used_by(catalog.references(config))[("queues", "orders")] == ("custom:poller",)
+    external = text.replace('"orders"', '"arn:aws:sqs:eu-west-1:123456789012:theirs"')
+    config = catalog.load(write(tmp_path, external)).config
+    assert [r.external for r in catalog.references(config)] == [True]
 
 
 def test_the_shipped_configs_declare_valid_resources():

@@ -355,10 +355,11 @@ def test_local_mode_with_a_fixed_port_held_by_something_else_uses_a_free_port(
 def test_readyz_waits_for_startup_to_finish(offline_configs: ConfigFactory):
     """During startup (the reconciler's first pass, workers starting) no worker is failing yet,
     but the daemon is not ready: /readyz must say so."""
-    from daemon.config import load_config
     from daemon.runtime.app import Daemon
+    from daemon.workers import CATALOG, load_config
 
-    daemon = Daemon(load_config(offline_configs.write({"custom": {"a": idle_worker("a")}}), {}))
+    config = load_config(offline_configs.write({"custom": {"a": idle_worker("a")}}), {})
+    daemon = Daemon(config, catalog=CATALOG)
     assert daemon.not_ready() == ["(daemon starting)"]
     daemon.state = "running"
     assert daemon.not_ready() == []  # no worker started yet: nothing to wait for

@@ -16,8 +16,8 @@ import pytest
 from daemon.outbox import InvalidMessage, Message, Retry, Sent
 from daemon.outbox.senders.sms import fit_sms, sms_size
 from daemon.outbox.senders.sns import batch_outcomes
+from daemon.sns.publisher import next_tick, parse_value
 from daemon.sns.publishing import PublishRequest, request_from_json
-from daemon.workers.sns_publisher import next_tick, parse_value
 from tests.support.messaging import Harness, Logs, receive_messages, subscribe_queue, unique
 from tests.support.observe import wait_until
 
@@ -333,7 +333,8 @@ async def test_drift_events_are_published_as_text_to_their_topic(harness: Harnes
 
 
 def test_notify_names_only_events_with_a_text_form(offline_configs: Any):
-    from daemon.config import ConfigError, load_config
+    from daemon.config import ConfigError
+    from daemon.workers import load_config
 
     path = offline_configs.write(
         {

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from daemon.workers import worker_specs
+from daemon.workers import CATALOG
 from tests.support import handlers
 from tests.support.aws_front import AwsFront
 from tests.support.messaging import Harness, Logs, queue_attributes, subscribe_queue, unique
@@ -369,7 +369,7 @@ async def test_a_reload_restarts_only_the_queue_whose_section_changed(harness: H
     config = harness.config(sqs=pollers)
     loop = asyncio.get_running_loop()
     changes = await harness.supervisor.apply(
-        worker_specs(config), services, config.runtime, loop.time() + 5
+        CATALOG.specs(config), services, config.runtime, loop.time() + 5
     )
     assert changes.changed == ("sqs:b",) and changes.unchanged == ("sqs:a",)
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.config import load_config
-from daemon.workers import worker_specs
+from daemon.workers import CATALOG, load_config
 from tests.conftest import ConfigFactory
 
 
@@ -16,7 +15,7 @@ def fingerprints(configs: ConfigFactory, overrides: dict[str, Any]) -> dict[str,
         "custom": {"w": {"entrypoint": "tests.support.workers:idle"}},
     }
     path = configs.write({**base, **overrides})
-    return {s.name: s.fingerprint for s in worker_specs(load_config(path, {}).config)}
+    return {s.name: s.fingerprint for s in CATALOG.specs(load_config(path, {}).config)}
 
 
 def test_renaming_a_used_resource_restarts_only_its_users(offline_configs: ConfigFactory):

@@ -56,7 +56,8 @@ def _run(args: argparse.Namespace, body: Any) -> int:
         return config_failure(exc)
 
     async def main() -> int:
-        from daemon.core.aws import AwsClients, describe_error  # noqa: PLC0415
+        from daemon.base.awserrors import describe_error  # noqa: PLC0415
+        from daemon.core.aws import AwsClients  # noqa: PLC0415
 
         endpoint = await _local_endpoint(loaded.config)
         if loaded.config.aws.local and endpoint is None:

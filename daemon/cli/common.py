@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from daemon.config import EX_CONFIG, ConfigError, LoadedConfig, load_config, select_config_file
+from daemon.config import EX_CONFIG, ConfigError, LoadedConfig, select_config_file
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +38,9 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 def load_from_args(args: argparse.Namespace) -> LoadedConfig:
     path = select_config_file(config=args.config, env=args.env, config_dir=args.config_dir)
-    return load_config(path)
+    from daemon.workers import CATALOG  # noqa: PLC0415 - the worker kinds, for their checks
+
+    return CATALOG.load(path)
 
 
 def config_failure(exc: ConfigError) -> int:

@@ -1,7 +1,7 @@
 """`awsd probe URL [CONDITION ...]`: one check, the full result, exit 0 (up) or 1 (down).
 
-The course's `/ping` endpoint answered with `requests.get(url).elapsed`; this answers with what
-the probe engine sees: success and the failure reason, per-phase timings, status, size, TLS
+A plain uptime check answers with `requests.get(url).elapsed`; this answers with what the probe
+engine sees: success and the failure reason, per-phase timings, status, size, TLS
 version and certificate expiry, and every condition checked. Conditions use the config's field
 names (`status=2xx,301 max_latency=500ms body_regex=ok json.status=UP header.content-type=json
 cert_expiry_days=14`), so a line tried here can be pasted into `[probes.endpoints.NAME]`.

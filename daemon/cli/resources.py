@@ -30,7 +30,7 @@ from daemon.config import ConfigError
 from daemon.config.models import Config, LogConfig
 
 if TYPE_CHECKING:
-    from daemon.resources.base import Context
+    from daemon.reconcile.context import Context
 
 EX_OK, EX_ERROR = 0, 1
 
@@ -114,9 +114,10 @@ def cmd_iam_policy(args: argparse.Namespace) -> int:
         loaded = load_from_args(args)
     except ConfigError as exc:
         return config_failure(exc)
-    from daemon.core.iam import MANAGED_POLICY_LIMIT, policy, policy_size  # noqa: PLC0415
+    from daemon.core.iam import MANAGED_POLICY_LIMIT, policy_size  # noqa: PLC0415
+    from daemon.workers import CATALOG  # noqa: PLC0415
 
-    document = policy(loaded.config, account=args.account, region=args.region)
+    document = CATALOG.policy(loaded.config, account=args.account, region=args.region)
     print(json.dumps(document, indent=2))
     size = policy_size(document)
     if size > MANAGED_POLICY_LIMIT:
@@ -133,7 +134,8 @@ async def session(config: Config) -> AsyncIterator[Context]:
     """A started `Context` on the account the config points at (attaching to local moto)."""
     from daemon.core.aws import AwsClients  # noqa: PLC0415
     from daemon.core.local_aws import attach_or_start  # noqa: PLC0415
-    from daemon.resources.base import Context  # noqa: PLC0415
+    from daemon.reconcile.context import Context  # noqa: PLC0415
+    from daemon.workers import CATALOG  # noqa: PLC0415
 
     endpoint, local = None, None
     if config.aws.local:
@@ -146,7 +148,7 @@ async def session(config: Config) -> AsyncIterator[Context]:
             )
     clients = AwsClients(config.aws, local_endpoint=endpoint)
     try:
-        ctx = Context(config, clients)
+        ctx = Context(config, clients, used=CATALOG.worker_references(config))
         await ctx.start()
         yield ctx
     finally:
@@ -156,9 +158,9 @@ async def session(config: Config) -> AsyncIterator[Context]:
 
 
 async def _plan(config: Config, *, as_json: bool, out: TextIO) -> int:
+    from daemon.reconcile.context import explain  # noqa: PLC0415
     from daemon.reconcile.plan import make_plan  # noqa: PLC0415
     from daemon.reconcile.render import render_plan  # noqa: PLC0415
-    from daemon.resources.base import explain  # noqa: PLC0415
 
     try:
         async with session(config) as ctx:
@@ -175,13 +177,13 @@ async def _plan(config: Config, *, as_json: bool, out: TextIO) -> int:
 
 async def _apply(config: Config, *, ask: bool, out: TextIO) -> int:
     from daemon.reconcile.apply import Applier, Outcome  # noqa: PLC0415
+    from daemon.reconcile.context import explain  # noqa: PLC0415
     from daemon.reconcile.plan import ResourcePlan, make_plan  # noqa: PLC0415
     from daemon.reconcile.render import (  # noqa: PLC0415
         render_apply_summary,
         render_plan,
         render_progress,
     )
-    from daemon.resources.base import explain  # noqa: PLC0415
 
     def progress(stage: str, res: ResourcePlan, detail: str, outcome: Outcome | None) -> None:
         out.write(render_progress(stage, res, detail, outcome) + "\n")

@@ -48,10 +48,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 1
     from daemon.core.logs import configure_logging, set_context  # noqa: PLC0415
     from daemon.runtime.app import Daemon  # noqa: PLC0415
+    from daemon.workers import CATALOG  # noqa: PLC0415
 
     configure_logging(loaded.config.log)
     set_context(env=loaded.config.env, config_version=loaded.version)
-    return run_async(Daemon(loaded, local=early).run())
+    return run_async(Daemon(loaded, catalog=CATALOG, local=early).run())
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -1,8 +1,10 @@
-"""Typed, validated, per-environment configuration (see `models` for the sections)."""
+"""Typed, validated, per-environment configuration (see `models` for the sections).
 
-from daemon.config import checks as _checks  # noqa: F401  (registers cross-section checks)
-from daemon.config import kinesis_references as _kinesis_refs  # noqa: F401  (readers' resources)
-from daemon.config import references as _references  # noqa: F401  (resource reference checks)
+`load_config` checks a file on its own (models, declared resources and the references between
+them); `daemon.worker.Catalog.load` adds what every worker kind names and checks, and is what the
+daemon and the command line use.
+"""
+
 from daemon.config.errors import EX_CONFIG, ConfigError, ConfigIssue
 from daemon.config.loader import LoadedConfig, config_version, load_config, select_config_file
 from daemon.config.models import AwsConfig, Config, HealthConfig, LogConfig, RuntimeConfig

@@ -5,15 +5,15 @@ The SQS poller and the Kinesis reader share this union and the handlers behind i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from collections.abc import Iterable
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from daemon.base.fields import Entrypoint, HttpUrl, Section
+from daemon.base.plugins import load_callable
 from daemon.config.partition import PartitionKeyConfig
-
-if TYPE_CHECKING:
-    from daemon.config.models import Config
+from daemon.resources.kind import Problem, ResourceRef
 
 
 class LogHandlerConfig(Section):
@@ -170,13 +170,30 @@ HandlerConfig = Annotated[
 """One handler; `kind` selects which."""
 
 
-def configured_handlers(config: Config) -> list[tuple[str, str, HandlerConfig]]:
-    """Every handler in a config, whatever its source: (config path, worker name, handler)."""
-    found: list[tuple[str, str, HandlerConfig]] = [
-        (f"sqs.{name}.handler", f"sqs:{name}", poller.handler)
-        for name, poller in config.sqs.items()
-    ]
-    for name, reader in config.kinesis.readers.items():
-        if reader.handler is not None:
-            found.append((f"kinesis.readers.{name}.handler", f"kinesis:{name}", reader.handler))
-    return found
+HandlerUse = tuple[str, str, HandlerConfig]
+"""Where a handler is configured (dotted path), the worker running it, and its config."""
+
+OUTBOX_KIND_RESOURCES: dict[str, str] = {"sns": "topics", "sqs": "queues", "kinesis": "streams"}
+"""The resource kind an outbox destination of each kind names."""
+
+
+def handler_references(uses: Iterable[HandlerUse]) -> list[ResourceRef]:
+    """The topic, queue or stream each `forward` handler sends to."""
+    refs = []
+    for path, user, handler in uses:
+        if isinstance(handler, ForwardHandlerConfig) and handler.url is None:
+            field, value = handler.destination
+            refs.append(ResourceRef(OUTBOX_KIND_RESOURCES[field], value, f"{path}.{field}", user))
+    return refs
+
+
+def handler_problems(uses: Iterable[HandlerUse]) -> list[Problem]:
+    """A `python` handler whose function cannot be imported (refused before a reload applies)."""
+    problems = []
+    for path, _, handler in uses:
+        if isinstance(handler, PythonHandlerConfig):
+            try:
+                load_callable(handler.entrypoint)
+            except ValueError as exc:
+                problems.append((f"{path}.entrypoint", str(exc)))
+    return problems

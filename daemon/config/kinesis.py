@@ -9,6 +9,7 @@ way).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Literal
 
@@ -206,3 +207,16 @@ class KinesisConfig(Section):
 
     producer: KinesisProducerConfig = Field(default_factory=KinesisProducerConfig)
     """PutRecords delivery settings for `kinesis` outbox messages."""
+
+
+def lease_table(reader: KinesisReaderConfig, name: str, env: str) -> str:
+    """A reader's `leases.table` as configured (a declared table's logical name, an ARN, or an
+    AWS name), or the name of the table it owns by default."""
+    return reader.leases.table or f"awsd-{env}-{name}"
+
+
+def lease_table_declared_or_external(table: str | None, declared: Collection[str]) -> bool:
+    """Whether a reader's `leases.table` names a table the reader must not create itself: a
+    declared one (the reconciler's; `declared` are the declared tables' names) or an ARN
+    (someone else's)."""
+    return table is not None and (table.startswith("arn:") or table in declared)

@@ -17,7 +17,7 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_origin
@@ -26,6 +26,8 @@ from pydantic import BaseModel, ValidationError
 
 from daemon.config.errors import ConfigError, ConfigIssue
 from daemon.config.models import Config
+from daemon.config.references import reference_problems
+from daemon.resources.kind import Problem, ResourceRef
 
 Loc = tuple[str | int, ...]
 Provenance = dict[Loc, str]
@@ -47,9 +49,10 @@ def file_stamp(path: Path) -> FileStamp:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-CrossCheck = Callable[[Config], list[tuple[str, str]]]
+CrossCheck = Callable[[Config], list[Problem]]
 """A check across sections: returns (dotted path, reason) pairs for what is wrong."""
-CROSS_CHECKS: list[CrossCheck] = []
+References = Callable[[Config], list[ResourceRef]]
+"""What the parts of awsd that read a config (the workers) name in it: checked to be declared."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +104,19 @@ def select_config_file(
     return Path(DEFAULT_CONFIG_FILE)
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] = os.environ) -> LoadedConfig:
-    """Load, merge, override, interpolate and validate; raise ConfigError listing every problem."""
+def load_config(
+    path: str | Path,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    references: References | None = None,
+    checks: Iterable[CrossCheck] = (),
+) -> LoadedConfig:
+    """Load, merge, override, interpolate and validate; raise ConfigError listing every problem.
+
+    Besides the models, what the resources declare is checked (names AWS would refuse, pairs that
+    cannot work, references between resources), and so is what the caller adds: the references
+    the workers make and their own checks (`daemon.worker.Catalog.load` passes every worker
+    kind's; a caller that passes none checks the file on its own)."""
     top = Path(path)
     files: list[Path] = []
     stamps: list[FileStamp] = []
@@ -115,10 +129,12 @@ def load_config(path: str | Path, environ: Mapping[str, str] = os.environ) -> Lo
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_validation_issues(exc, data, prov, str(top))) from None
+    refs = config.resources.references() + (references(config) if references else [])
+    problems = config.resources.problems(config.env) + reference_problems(config, refs)
+    for check in checks:
+        problems += check(config)
     cross = [
-        ConfigIssue(_source_for(prov, _loc_of(p), str(top)), p, reason)
-        for check in CROSS_CHECKS
-        for p, reason in check(config)
+        ConfigIssue(_source_for(prov, _loc_of(p), str(top)), p, reason) for p, reason in problems
     ]
     if cross:
         raise ConfigError(cross)

@@ -14,536 +14,31 @@ What the reconciler compares is what the file says: a field left out is never co
 its default or whatever someone set), and a field with a default that was not written is used
 when creating but not enforced afterwards. `ignore` exempts attribute paths explicitly.
 
-The physical-name rules of each kind live here (`NAME_RULES`), next to the models, so
-`check-config` rejects a name AWS would refuse before anything is sent.
+The kinds are the fields at the end of `ResourcesConfig`, one line each, in the order a fresh
+account is built (dependencies first); each names its module in `daemon/resources/`, which owns
+the model, the naming rule, the ARN and the adapter. `KINDS` and every table by kind are derived
+from those fields.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from daemon.base.fields import Name, Section
-
-ResourceKind = Literal["topics", "queues", "streams", "buckets", "log_groups", "alarms", "tables"]
-KINDS: tuple[ResourceKind, ...] = (
-    "tables",
-    "log_groups",
-    "buckets",
-    "queues",
-    "topics",
-    "streams",
-    "alarms",
-)
-"""Every kind, in the order a fresh account is built (dependencies first)."""
-
-SINGULAR: dict[ResourceKind, str] = {
-    "topics": "topic",
-    "queues": "queue",
-    "streams": "stream",
-    "buckets": "bucket",
-    "log_groups": "log_group",
-    "alarms": "alarm",
-    "tables": "table",
-}
+from daemon.resources.alarms import ALARMS, AlarmConfig
+from daemon.resources.buckets import BUCKETS, BucketConfig
+from daemon.resources.kind import Kind, Problem, ResourceBase, ResourceRef
+from daemon.resources.log_groups import LOG_GROUPS, LogGroupConfig
+from daemon.resources.queues import QUEUES, QueueConfig
+from daemon.resources.streams import STREAMS, StreamConfig
+from daemon.resources.tables import TABLES, TableConfig
+from daemon.resources.topics import TOPICS, TopicConfig
 
 PLACEHOLDERS = ("env", "name", "region", "account")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-
-
-def _policy_document(value: Any) -> dict[str, Any] | None:
-    """A policy given as a TOML table or as JSON text; either way a dict with `Statement`."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not valid JSON: {exc.msg} (line {exc.lineno})") from None
-    if not isinstance(value, dict):
-        raise ValueError("must be a JSON object (or a TOML table)")
-    if "Statement" not in value:
-        raise ValueError("a policy document needs a 'Statement' list")
-    return value
-
-
-class ResourceBase(Section):
-    """Fields every resource kind has."""
-
-    name: str | None = Field(default=None, min_length=1, max_length=512)
-    """Physical name in AWS. Placeholders: `{env}`, `{name}` (the logical name), `{region}`,
-    `{account}`. Unset: `resources.name_template`."""
-
-    tags: dict[str, str] = Field(default_factory=dict)
-    """Tags besides the ownership tags awsd always sets (`managed-by = awsd`, `awsd:env`)."""
-
-    ignore: list[str] = Field(default_factory=list)
-    """Attribute paths never compared nor changed, for what another tool owns, for example
-    `["tags.CostCenter", "visibility_timeout", "subscriptions"]`."""
-
-    compare_exempt: ClassVar[frozenset[str]] = frozenset({"name", "ignore"})
-
-    @field_validator("tags")
-    @classmethod
-    def _no_reserved_tags(cls, tags: dict[str, str]) -> dict[str, str]:
-        for key in tags:
-            if key == "managed-by" or key.startswith("awsd:"):
-                raise ValueError(f"tag {key!r} is reserved: awsd sets its ownership tags itself")
-            if not 1 <= len(key) <= 128:
-                raise ValueError(f"tag key {key!r} must be 1 to 128 characters")
-        return tags
-
-    @model_validator(mode="after")
-    def _ignore_paths_exist(self) -> ResourceBase:
-        known = set(type(self).model_fields) - self.compare_exempt
-        for path in self.ignore:
-            head = re.split(r"[.\[]", path, maxsplit=1)[0]
-            if head not in known:
-                raise ValueError(
-                    f"ignore path {path!r} names no attribute of this resource "
-                    f"(known: {', '.join(sorted(known))})"
-                )
-        return self
-
-    def declared(self) -> set[str]:
-        """The attributes the file wrote: the only ones the reconciler compares."""
-        return set(self.model_fields_set) - self.compare_exempt
-
-
-# --- SNS --------------------------------------------------------------------------------------
-
-SubscriptionProtocol = Literal["sqs", "lambda", "http", "https", "email", "email-json", "sms"]
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-
-
-class SubscriptionConfig(Section):
-    """One subscription of a topic."""
-
-    protocol: SubscriptionProtocol
-    """Delivery protocol."""
-
-    endpoint: str = Field(min_length=1)
-    """Where to deliver: for `sqs` a declared queue's logical name or a queue ARN; for `lambda`
-    a function ARN; for `http`/`https` a URL; for `email` an address; for `sms` a phone number
-    in E.164 form (`+14155550100`)."""
-
-    filter_policy: dict[str, Any] | None = None
-    """SNS filter policy, for example `{ kind = ["alert"] }`."""
-
-    filter_policy_scope: Literal["MessageAttributes", "MessageBody"] | None = None
-    """What the filter policy looks at. Unset: AWS's default (message attributes)."""
-
-    raw_delivery: bool | None = None
-    """Deliver the message body as is instead of in the SNS JSON envelope (sqs, http, https)."""
-
-    dead_letter_queue: str | None = None
-    """Queue (logical name or ARN) for messages SNS could not deliver to this endpoint."""
-
-    @model_validator(mode="after")
-    def _endpoint_fits_protocol(self) -> SubscriptionConfig:
-        p, e = self.protocol, self.endpoint
-        if p in ("http", "https") and not e.startswith(f"{p}://"):
-            raise ValueError(f"a {p} subscription needs a {p}:// URL, not {e!r}")
-        if p == "lambda" and not e.startswith("arn:"):
-            raise ValueError(f"a lambda subscription needs a function ARN, not {e!r}")
-        if p in ("email", "email-json") and "@" not in e:
-            raise ValueError(f"an {p} subscription needs an e-mail address, not {e!r}")
-        if p == "sms" and not _E164.match(e):
-            raise ValueError(f"an sms subscription needs an E.164 phone number, not {e!r}")
-        if self.raw_delivery and p not in ("sqs", "http", "https", "firehose"):
-            raise ValueError(f"raw_delivery is not available for {p} subscriptions")
-        return self
-
-
-class TopicConfig(ResourceBase):
-    """An SNS topic and its subscriptions."""
-
-    fifo: bool = False
-    """A FIFO topic (the `.fifo` suffix is added to the name when missing)."""
-
-    content_based_deduplication: bool | None = None
-    """FIFO only: deduplicate by a hash of the body when no deduplication id is given."""
-
-    display_name: str | None = Field(default=None, max_length=100)
-    """Display name, used as the sender of SMS and e-mail messages."""
-
-    kms_key_id: str | None = None
-    """KMS key (id, ARN or alias, `alias/aws/sns` for the AWS managed key) for encryption at
-    rest. Unset: not compared."""
-
-    attributes: dict[str, str] = Field(default_factory=dict)
-    """Other topic attributes by their AWS name (`SignatureVersion`, `TracingConfig`, ...)."""
-
-    subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
-    """Subscriptions kept on the topic. Subscriptions that are not declared are left alone."""
-
-    @model_validator(mode="after")
-    def _fifo_only(self) -> TopicConfig:
-        if self.content_based_deduplication is not None and not self.fifo:
-            raise ValueError("content_based_deduplication needs fifo = true")
-        keys = [(s.protocol, s.endpoint) for s in self.subscriptions]
-        dupes = sorted({f"{p}:{e}" for p, e in keys if keys.count((p, e)) > 1})
-        if dupes:
-            raise ValueError(f"duplicate subscriptions: {', '.join(dupes)}")
-        return self
-
-
-# --- SQS --------------------------------------------------------------------------------------
-
-
-class RedriveConfig(Section):
-    """Where messages go after too many receives."""
-
-    dead_letter_queue: str = Field(min_length=1)
-    """The dead-letter queue: a declared queue's logical name, or a queue ARN."""
-
-    max_receive_count: int = Field(ge=1, le=1000)
-    """Receives after which a message moves to the dead-letter queue."""
-
-
-class QueueConfig(ResourceBase):
-    """An SQS queue. The policy that lets subscribed topics deliver to it is generated."""
-
-    fifo: bool = False
-    """A FIFO queue (the `.fifo` suffix is added to the name when missing)."""
-
-    content_based_deduplication: bool | None = None
-    """FIFO only: deduplicate by a hash of the body when no deduplication id is given."""
-
-    visibility_timeout: int | None = Field(default=None, ge=0, le=43200)
-    """Seconds a received message stays invisible to other consumers (AWS default 30)."""
-
-    message_retention: int | None = Field(default=None, ge=60, le=1209600)
-    """Seconds a message is kept (60 s to 14 days; AWS default 4 days)."""
-
-    delay: int | None = Field(default=None, ge=0, le=900)
-    """Seconds every new message stays invisible (AWS default 0)."""
-
-    max_message_size: int | None = Field(default=None, ge=1024, le=1048576)
-    """Largest message in bytes (AWS default 1 MiB)."""
-
-    receive_wait: int | None = Field(default=None, ge=0, le=20)
-    """Default long-poll wait of ReceiveMessage in seconds (AWS default 0)."""
-
-    redrive: RedriveConfig | None = None
-    """Dead-letter queue and receive count."""
-
-    encryption: Literal["sqs", "kms", "none"] | None = None
-    """Encryption at rest: `sqs` (SQS-managed keys), `kms` (with `kms_key_id`) or `none`."""
-
-    kms_key_id: str | None = None
-    """KMS key for `encryption = "kms"` (id, ARN or alias; `alias/aws/sqs` by default)."""
-
-    policy_statements: list[dict[str, Any]] = Field(default_factory=list)
-    """Extra statements for the queue policy, besides the generated ones that let subscribed
-    topics send to it."""
-
-    @model_validator(mode="after")
-    def _consistent(self) -> QueueConfig:
-        if self.content_based_deduplication is not None and not self.fifo:
-            raise ValueError("content_based_deduplication needs fifo = true")
-        if self.kms_key_id is not None and self.encryption != "kms":
-            raise ValueError('kms_key_id needs encryption = "kms"')
-        return self
-
-
-# --- Kinesis ----------------------------------------------------------------------------------
-
-
-class StreamConfig(ResourceBase):
-    """A Kinesis data stream."""
-
-    mode: Literal["provisioned", "on-demand"] = "provisioned"
-    """Capacity mode."""
-
-    shards: int = Field(default=1, ge=1, le=10000)
-    """Open shards in provisioned mode. Compared only when written, so a reshard by an
-    operator is left alone unless the file says how many there should be."""
-
-    retention_hours: int | None = Field(default=None, ge=24, le=8760)
-    """Hours records are kept (24 to 8760; AWS default 24)."""
-
-    encryption: Literal["kms", "none"] | None = None
-    """Server-side encryption with KMS, or none."""
-
-    kms_key_id: str = "alias/aws/kinesis"
-    """KMS key for `encryption = "kms"`."""
-
-    @model_validator(mode="after")
-    def _consistent(self) -> StreamConfig:
-        if self.mode == "on-demand" and "shards" in self.model_fields_set:
-            raise ValueError("shards applies to provisioned streams only")
-        return self
-
-
-# --- S3 ---------------------------------------------------------------------------------------
-
-
-class CorsRule(Section):
-    """One CORS rule."""
-
-    allowed_origins: list[str] = Field(min_length=1)
-    """Origins allowed, for example `["https://example.com"]`."""
-
-    allowed_methods: list[Literal["GET", "PUT", "POST", "DELETE", "HEAD"]] = Field(min_length=1)
-    """HTTP methods allowed."""
-
-    allowed_headers: list[str] = Field(default_factory=list)
-    """Request headers allowed in a preflight."""
-
-    expose_headers: list[str] = Field(default_factory=list)
-    """Response headers a browser may read."""
-
-    max_age: int | None = Field(default=None, ge=0)
-    """Seconds a browser may cache the preflight response."""
-
-
-class Transition(Section):
-    """Move objects to another storage class."""
-
-    days: int = Field(ge=0)
-    """Days after creation."""
-
-    storage_class: Literal[
-        "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE"
-    ]
-    """Target storage class."""
-
-
-class LifecycleRule(Section):
-    """One lifecycle rule."""
-
-    id: str = Field(min_length=1, max_length=255)
-    """Rule id (unique within the bucket)."""
-
-    prefix: str = ""
-    """Object key prefix the rule applies to; empty for every object."""
-
-    enabled: bool = True
-    """Whether the rule is active."""
-
-    expire_days: int | None = Field(default=None, ge=1)
-    """Delete objects this many days after creation."""
-
-    noncurrent_expire_days: int | None = Field(default=None, ge=1)
-    """With versioning: delete old versions this many days after they became noncurrent."""
-
-    abort_incomplete_upload_days: int | None = Field(default=None, ge=1)
-    """Abort multipart uploads left incomplete for this many days."""
-
-    transitions: list[Transition] = Field(default_factory=list)
-    """Storage class transitions."""
-
-
-class BucketLogging(Section):
-    """Server access logging."""
-
-    target_bucket: str = Field(min_length=1)
-    """Bucket that receives the logs: a declared bucket's logical name, or a bucket name or ARN
-    of a bucket awsd does not manage."""
-
-    prefix: str = ""
-    """Key prefix of the log objects."""
-
-
-class BucketConfig(ResourceBase):
-    """An S3 bucket."""
-
-    versioning: bool | None = None
-    """Keep every version of every object (`false` suspends versioning)."""
-
-    encryption: Literal["sse-s3", "sse-kms"] | None = None
-    """Default encryption: SSE-S3 (AES256) or SSE-KMS (with `kms_key_id`)."""
-
-    kms_key_id: str | None = None
-    """KMS key for `encryption = "sse-kms"`; unset: the AWS managed key."""
-
-    bucket_key: bool | None = None
-    """Use an S3 Bucket Key with SSE-KMS (fewer KMS calls)."""
-
-    block_public_access: bool | None = None
-    """All four public access block settings on (or off)."""
-
-    policy: dict[str, Any] | None = None
-    """Bucket policy, as a TOML table or JSON text. The statements below are added to it."""
-
-    deny_unencrypted_uploads: bool | None = None
-    """Add a statement denying PutObject requests that do not ask for server-side encryption."""
-
-    deny_insecure_transport: bool | None = None
-    """Add a statement denying every request not made over TLS."""
-
-    cors: list[CorsRule] | None = None
-    """CORS rules (an empty list removes them)."""
-
-    lifecycle: list[LifecycleRule] | None = None
-    """Lifecycle rules (an empty list removes them)."""
-
-    logging: BucketLogging | None = None
-    """Server access logging to a target bucket."""
-
-    @field_validator("policy", mode="before")
-    @classmethod
-    def _parse_policy(cls, value: Any) -> Any:
-        return _policy_document(value)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> BucketConfig:
-        if self.encryption != "sse-kms" and (
-            self.kms_key_id is not None or self.bucket_key is not None
-        ):
-            raise ValueError('kms_key_id and bucket_key need encryption = "sse-kms"')
-        if self.lifecycle:
-            ids = [rule.id for rule in self.lifecycle]
-            dupes = sorted({i for i in ids if ids.count(i) > 1})
-            if dupes:
-                raise ValueError(f"duplicate lifecycle rule ids: {', '.join(dupes)}")
-        return self
-
-
-# --- CloudWatch -------------------------------------------------------------------------------
-
-RETENTION_DAYS = (
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
-    3288, 3653,
-)  # fmt: skip
-
-
-class LogGroupConfig(ResourceBase):
-    """A CloudWatch Logs log group."""
-
-    retention_days: int | None = None
-    """Days events are kept (one of CloudWatch's values: 1, 3, 5, 7, 14, 30, 60, 90, ...,
-    3653); `0` keeps them forever. Unset: not compared."""
-
-    @field_validator("retention_days")
-    @classmethod
-    def _known_retention(cls, value: int | None) -> int | None:
-        if value is not None and value != 0 and value not in RETENTION_DAYS:
-            raise ValueError(
-                f"CloudWatch Logs does not offer {value} days; one of "
-                f"{', '.join(map(str, RETENTION_DAYS))} (or 0 for forever)"
-            )
-        return value
-
-
-COMPARISONS = {
-    ">": "GreaterThanThreshold",
-    ">=": "GreaterThanOrEqualToThreshold",
-    "<": "LessThanThreshold",
-    "<=": "LessThanOrEqualToThreshold",
-}
-
-
-class AlarmConfig(ResourceBase):
-    """A CloudWatch metric alarm, for example on awsd's own probe metrics."""
-
-    metric: str = Field(min_length=1, max_length=255)
-    """Metric name."""
-
-    namespace: str = Field(default="awsd", min_length=1, max_length=255)
-    """Metric namespace."""
-
-    dimensions: dict[str, str] = Field(default_factory=dict)
-    """Metric dimensions, all of which the metric must carry: for a probe metric
-    `{ endpoint = "home", environment = "prod", host = "pi-1" }`."""
-
-    statistic: Literal["Average", "Sum", "Minimum", "Maximum", "SampleCount"] = "Average"
-    """Statistic over each period."""
-
-    comparison: Literal[">", ">=", "<", "<="] = ">="
-    """How the statistic is compared with the threshold."""
-
-    threshold: float
-    """Threshold value."""
-
-    period: int = Field(default=60, ge=10)
-    """Seconds per evaluation period (10, 30, or a multiple of 60)."""
-
-    evaluation_periods: int = Field(default=1, ge=1, le=1440)
-    """Periods evaluated."""
-
-    datapoints_to_alarm: int | None = Field(default=None, ge=1)
-    """Breaching periods among `evaluation_periods` that raise the alarm (M out of N)."""
-
-    treat_missing_data: Literal["breaching", "notBreaching", "ignore", "missing"] | None = None
-    """How missing data points count."""
-
-    description: str | None = Field(default=None, max_length=1024)
-    """Alarm description."""
-
-    alarm_actions: list[str] = Field(default_factory=list)
-    """Topics notified when the alarm fires: declared logical names or ARNs."""
-
-    ok_actions: list[str] = Field(default_factory=list)
-    """Topics notified when it returns to OK."""
-
-    insufficient_data_actions: list[str] = Field(default_factory=list)
-    """Topics notified when data is missing."""
-
-    @model_validator(mode="after")
-    def _consistent(self) -> AlarmConfig:
-        if self.period not in (10, 30) and self.period % 60:
-            raise ValueError("period must be 10, 30 or a multiple of 60 seconds")
-        if self.datapoints_to_alarm is not None and (
-            self.datapoints_to_alarm > self.evaluation_periods
-        ):
-            raise ValueError("datapoints_to_alarm cannot exceed evaluation_periods")
-        return self
-
-
-# --- DynamoDB ---------------------------------------------------------------------------------
-
-
-class TableConfig(ResourceBase):
-    """A DynamoDB table (the Kinesis lease store, the reconciler's lease)."""
-
-    partition_key: str = Field(min_length=1, max_length=255)
-    """Partition (hash) key attribute. Changing it replaces the table."""
-
-    partition_key_type: Literal["S", "N", "B"] = "S"
-    """Its type: string, number or binary."""
-
-    sort_key: str | None = Field(default=None, min_length=1, max_length=255)
-    """Sort (range) key attribute, if any. Changing it replaces the table."""
-
-    sort_key_type: Literal["S", "N", "B"] = "S"
-    """Its type."""
-
-    billing: Literal["on-demand", "provisioned"] = "on-demand"
-    """Capacity mode."""
-
-    read_capacity: int | None = Field(default=None, ge=1)
-    """Provisioned read capacity units (`billing = "provisioned"`)."""
-
-    write_capacity: int | None = Field(default=None, ge=1)
-    """Provisioned write capacity units (`billing = "provisioned"`)."""
-
-    ttl_attribute: str | None = None
-    """Attribute holding an expiry time (epoch seconds) for DynamoDB's TTL."""
-
-    point_in_time_recovery: bool | None = None
-    """Continuous backups with point-in-time recovery."""
-
-    deletion_protection: bool | None = None
-    """Refuse DeleteTable while on."""
-
-    @model_validator(mode="after")
-    def _capacity(self) -> TableConfig:
-        provisioned = self.billing == "provisioned"
-        has_capacity = self.read_capacity is not None and self.write_capacity is not None
-        if provisioned and not has_capacity:
-            raise ValueError('billing = "provisioned" needs read_capacity and write_capacity')
-        if not provisioned and (self.read_capacity or self.write_capacity):
-            raise ValueError('read_capacity and write_capacity need billing = "provisioned"')
-        return self
-
-
-# --- the section ------------------------------------------------------------------------------
 
 
 class ResourcesConfig(Section):
@@ -604,26 +99,28 @@ class ResourcesConfig(Section):
     """Seconds to wait, re-reading with backoff, for a change to become visible (AWS is
     eventually consistent); after that the next pass checks again."""
 
-    topics: dict[Name, TopicConfig] = Field(default_factory=dict)
-    """SNS topics by logical name."""
+    # --- the kinds, in build order (dependencies first): one line each -----------------------
 
-    queues: dict[Name, QueueConfig] = Field(default_factory=dict)
-    """SQS queues by logical name."""
+    tables: Annotated[dict[Name, TableConfig], TABLES] = Field(default_factory=dict)
+    """DynamoDB tables by logical name."""
 
-    streams: dict[Name, StreamConfig] = Field(default_factory=dict)
-    """Kinesis data streams by logical name."""
-
-    buckets: dict[Name, BucketConfig] = Field(default_factory=dict)
-    """S3 buckets by logical name."""
-
-    log_groups: dict[Name, LogGroupConfig] = Field(default_factory=dict)
+    log_groups: Annotated[dict[Name, LogGroupConfig], LOG_GROUPS] = Field(default_factory=dict)
     """CloudWatch Logs log groups by logical name."""
 
-    alarms: dict[Name, AlarmConfig] = Field(default_factory=dict)
-    """CloudWatch alarms by logical name."""
+    buckets: Annotated[dict[Name, BucketConfig], BUCKETS] = Field(default_factory=dict)
+    """S3 buckets by logical name."""
 
-    tables: dict[Name, TableConfig] = Field(default_factory=dict)
-    """DynamoDB tables by logical name."""
+    queues: Annotated[dict[Name, QueueConfig], QUEUES] = Field(default_factory=dict)
+    """SQS queues by logical name."""
+
+    topics: Annotated[dict[Name, TopicConfig], TOPICS] = Field(default_factory=dict)
+    """SNS topics by logical name."""
+
+    streams: Annotated[dict[Name, StreamConfig], STREAMS] = Field(default_factory=dict)
+    """Kinesis data streams by logical name."""
+
+    alarms: Annotated[dict[Name, AlarmConfig], ALARMS] = Field(default_factory=dict)
+    """CloudWatch alarms by logical name."""
 
     @field_validator("name_template")
     @classmethod
@@ -633,17 +130,17 @@ class ResourcesConfig(Section):
             raise ValueError("must contain {name}, or every resource of a kind gets the same name")
         return value
 
-    def of_kind(self, kind: ResourceKind) -> dict[str, ResourceBase]:
+    def of_kind(self, kind: str) -> dict[str, ResourceBase]:
         declared: dict[str, ResourceBase] = getattr(self, kind)
         return declared
 
-    def declared(self) -> list[tuple[ResourceKind, str, ResourceBase]]:
+    def declared(self) -> list[tuple[str, str, ResourceBase]]:
         """Every declared resource as (kind, logical name, spec), in build order."""
-        return [(k, n, spec) for k in KINDS for n, spec in self.of_kind(k).items()]
+        return [(k.name, n, spec) for k in KINDS for n, spec in self.of_kind(k.name).items()]
 
     def physical_name(
         self,
-        kind: ResourceKind,
+        kind: str,
         logical: str,
         *,
         env: str,
@@ -654,9 +151,103 @@ class ResourcesConfig(Section):
         spec = self.of_kind(kind)[logical]
         template = spec.name or self.name_template
         name = render_template(template, env=env, name=logical, region=region, account=account)
-        if getattr(spec, "fifo", False) and not name.endswith(".fifo"):
-            name += ".fifo"
-        return name
+        return KIND[kind].finish_name(spec, name)
+
+    def references(self) -> list[ResourceRef]:
+        """References between declared resources (and the reconciler's lease table)."""
+        refs = [
+            ref
+            for kind in KINDS
+            for name, spec in self.of_kind(kind.name).items()
+            for ref in kind.references(name, spec, self)
+        ]
+        if self.lease_table:
+            refs.append(
+                ResourceRef("tables", self.lease_table, "resources.lease_table", "reconciler")
+            )
+        return refs
+
+    def problems(self, env: str) -> list[Problem]:
+        """What AWS would refuse across resources: names, pairs that cannot work together."""
+        problems = self._name_problems(env)
+        for kind in KINDS:
+            problems += kind.problems(self.of_kind(kind.name), self)
+        problem = lease_table_problem(self, self.lease_table)
+        if problem:
+            problems.append((f"resources.tables.{self.lease_table}.partition_key", problem))
+        return problems
+
+    def _name_problems(self, env: str) -> list[Problem]:
+        """Physical names AWS would refuse, and two declarations landing on one AWS name."""
+        problems: list[Problem] = []
+        for kind_name, logical, spec in self.declared():
+            kind = KIND[kind_name]
+            path = f"resources.{kind_name}.{logical}"
+            if spec.name is not None:
+                try:
+                    check_template(spec.name)
+                except ValueError as exc:
+                    problems.append((f"{path}.name", str(exc)))
+                    continue
+            physical = self.physical_name(
+                kind_name, logical, env=env, region="us-east-1", account="123456789012"
+            )
+            rule = kind.name_rule
+            if not rule.pattern.match(physical):
+                where = f"{path}.name" if spec.name else path
+                problems.append(
+                    (
+                        where,
+                        f"AWS name {physical!r} is not a valid {kind.singular} name: {rule.help}"
+                        + ("" if spec.name else " (set `name`, or change resources.name_template)"),
+                    )
+                )
+            extra = kind.check_name(spec, physical)
+            if extra:
+                problems.append((path, extra))
+        for kind in KINDS:
+            seen: dict[str, str] = {}
+            for logical in self.of_kind(kind.name):
+                physical = self.physical_name(kind.name, logical, env=env)
+                if physical in seen:
+                    problems.append(
+                        (
+                            f"resources.{kind.name}.{logical}",
+                            f"has the same AWS name {physical!r} as "
+                            f"resources.{kind.name}.{seen[physical]}",
+                        )
+                    )
+                seen.setdefault(physical, logical)
+        return problems
+
+
+KINDS: tuple[Kind[Any], ...] = tuple(
+    meta
+    for info in ResourcesConfig.model_fields.values()
+    for meta in info.metadata
+    if isinstance(meta, Kind)
+)
+"""Every kind, in the order a fresh account is built (dependencies first)."""
+
+KIND: dict[str, Kind[Any]] = {kind.name: kind for kind in KINDS}
+"""Kinds by their config table name (`queues`)."""
+
+
+def lease_table_problem(resources: ResourcesConfig, ref: str | None) -> str | None:
+    """Why a declared table cannot hold leases: it must have the key `daemon.core.leases` writes
+    (`lease_key`, a string) and no sort key. None when it can, or is not declared (an external
+    table is not checked)."""
+    table = resources.tables.get(ref or "")
+    if table is None:
+        return None
+    if (table.partition_key, table.partition_key_type, table.sort_key) == ("lease_key", "S", None):
+        return None
+    has = f"partition_key = {table.partition_key!r} ({table.partition_key_type})" + (
+        f" and sort_key = {table.sort_key!r}" if table.sort_key else ""
+    )
+    return (
+        f'a lease table needs partition_key = "lease_key" (a string) and no sort key; it has {has}'
+    )
 
 
 def check_template(template: str) -> None:
@@ -671,33 +262,3 @@ def check_template(template: str) -> None:
 
 def render_template(template: str, **values: str) -> str:
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
-
-
-@dataclass(frozen=True, slots=True)
-class NameRule:
-    """What AWS accepts as a physical name of one kind."""
-
-    pattern: re.Pattern[str]
-    help: str
-
-
-NAME_RULES: dict[ResourceKind, NameRule] = {
-    "topics": NameRule(
-        re.compile(r"^[A-Za-z0-9_-]{1,256}(\.fifo)?$"),
-        "1-256 letters, digits, '-' or '_' (plus '.fifo' for FIFO topics)",
-    ),
-    "queues": NameRule(
-        re.compile(r"^(?=.{1,80}$)[A-Za-z0-9_-]+(\.fifo)?$"),
-        "1-80 letters, digits, '-' or '_' (the '.fifo' suffix included)",
-    ),
-    "streams": NameRule(re.compile(r"^[A-Za-z0-9_.-]{1,128}$"), "1-128 of A-Z a-z 0-9 _ . -"),
-    "buckets": NameRule(
-        re.compile(r"^(?!xn--)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"),
-        "3-63 lowercase letters, digits, '.' or '-', starting and ending with a letter or digit",
-    ),
-    "log_groups": NameRule(
-        re.compile(r"^[A-Za-z0-9_./#-]{1,512}$"), "1-512 of A-Z a-z 0-9 _ - / . #"
-    ),
-    "alarms": NameRule(re.compile(r"^[^\x00-\x1f]{1,255}$"), "1-255 printable characters"),
-    "tables": NameRule(re.compile(r"^[A-Za-z0-9_.-]{3,255}$"), "3-255 of A-Z a-z 0-9 _ . -"),
-}

@@ -5,12 +5,11 @@ and the reconciler need, each scoped to the ARNs of the resources they use (the 
 generates a Lambda's policy from the calls it makes). Nothing is guessed from a list of
 "services used": a component that is not configured contributes nothing.
 
-How a component contributes (in its own module, registered when the module is imported; worker
-modules are all imported through `daemon.workers`)::
+A contributor is a function `(config, scope) -> list[Grant]`: each worker kind has one
+(`WorkerKind.grants`), and so do the process-lifetime services that call AWS (metrics export,
+log shipping); `daemon.worker.Catalog.policy` gathers them::
 
-    from daemon.core.iam import CONTRIBUTORS, Grant, Scope
-
-    def _iam(config: Config, scope: Scope) -> list[Grant]:
+    def grants(config: Config, scope: Scope) -> list[Grant]:
         return [
             Grant(
                 f"sqs:{name}",
@@ -21,8 +20,6 @@ modules are all imported through `daemon.workers`)::
             for name, poller in config.sqs.items()
         ]
 
-    CONTRIBUTORS.append(_iam)
-
 `scope.arn_of(kind, reference)` resolves a declared resource's logical name (or passes an ARN
 through); the account is `*` unless `--account` is given, the region is the config's or `*`.
 Use `("*",)` only for actions AWS cannot scope (`sqs:ListQueues`, SMS to a phone number), and
@@ -31,9 +28,6 @@ narrow those with a condition where IAM has one (`cloudwatch:PutMetricData` on `
 by `daemon.outbox.senders.destination_grants(kind, component, target, scope)`, the one place that
 knows what each sender calls.
 
-Components are found by importing `daemon.workers` (every worker module, and the handlers they
-share) and the process-lifetime services that call AWS (`SERVICE_MODULES`).
-
 `action_for(service, operation)` maps a botocore operation to its IAM action (they differ for
 S3 and for batch calls); the tests use it to check that every call a component made is covered.
 """
@@ -41,12 +35,12 @@ S3 and for batch calls); the tests use it to check that every call a component m
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from daemon.config.models import Config
-from daemon.resources.naming import Names
+from daemon.core.targets import Names
 
 Scope = Names
 """What a contributor gets to resolve references to ARNs (see `daemon.resources.naming`)."""
@@ -70,40 +64,44 @@ class Grant:
 
 
 Contributor = Callable[[Config, Scope], list[Grant]]
-CONTRIBUTORS: list[Contributor] = []
-"""Every registered contributor (see the module docstring)."""
+"""What one component needs for a config (see the module docstring)."""
+
+AWS_SERVICES = frozenset({"sns", "sqs", "kinesis", "s3", "dynamodb", "cloudwatch", "logs"})
+"""IAM action prefixes of the services workers call all the time (their clients are built at
+startup, while the local endpoint boots); others are built on first use."""
+
+CLIENT_OF = {"elasticloadbalancing": "elbv2", "elasticfilesystem": "efs"}
+"""botocore client names where they differ from the IAM action prefix."""
 
 
-SERVICE_MODULES = ("daemon.telemetry.export", "daemon.telemetry.log_shipper")
-"""Modules whose import registers the contributors of the process-lifetime services that call
-AWS (metrics exporter, log shipper); the workers' register when `modules_for` imports them."""
+def grants(config: Config, contributors: Iterable[Contributor], scope: Scope) -> list[Grant]:
+    return [grant for contribute in contributors for grant in contribute(config, scope)]
 
 
-def grants(config: Config, scope: Scope) -> list[Grant]:
-    import importlib  # noqa: PLC0415
-
-    from daemon.workers import modules_for  # noqa: PLC0415 - the workers import this module
-
-    modules_for(config)  # registers the contributors of the workers this config uses
-    for module in SERVICE_MODULES:
-        importlib.import_module(module)
-    return [grant for contribute in CONTRIBUTORS for grant in contribute(config, scope)]
-
-
-def services(config: Config) -> set[str]:
-    """The AWS services a config calls (botocore names), from what its components are granted."""
+def services_granted(config: Config, contributors: Iterable[Contributor]) -> set[str]:
+    """The AWS services a config calls (botocore client names), from what it is granted."""
     scope = Names(config, region=config.aws.region or "*", account="*")
-    found = {action.split(":", 1)[0] for grant in grants(config, scope) for action in grant.actions}
-    return found & {"sns", "sqs", "kinesis", "s3", "dynamodb", "cloudwatch", "logs"}
+    found = {
+        action.split(":", 1)[0]
+        for grant in grants(config, contributors, scope)
+        for action in grant.actions
+    }
+    return {CLIENT_OF.get(prefix, prefix) for prefix in found & AWS_SERVICES}
 
 
-def policy(config: Config, *, account: str = "*", region: str | None = None) -> dict[str, Any]:
+def policy(
+    config: Config,
+    contributors: Iterable[Contributor],
+    *,
+    account: str = "*",
+    region: str | None = None,
+) -> dict[str, Any]:
     """The policy document: one statement per set of resources (and condition), actions sorted
     and merged. An action granted on any resource without a condition is left out of the
     scoped statements (they would add nothing)."""
     scope = Names(config, region=region or config.aws.region or "*", account=account)
     merged: dict[_Key, tuple[set[str], set[str]]] = {}
-    for grant in grants(config, scope):
+    for grant in grants(config, contributors, scope):
         key = (tuple(sorted(set(grant.resources))), tuple(sorted(set(grant.condition))))
         actions, names = merged.setdefault(key, (set(), set()))
         actions.update(grant.actions)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from daemon.core.aws import imds_get
-
 
 @dataclass(frozen=True, slots=True)
 class Identity:
@@ -39,6 +37,8 @@ async def resolve(env: str, *, ask_imds: bool) -> Identity:
     if not ask_imds:
         return Identity(env, host, host)
     if _instance_id is None:
+        from daemon.core.aws import imds_get  # noqa: PLC0415 - names need no AWS stack
+
         _instance_id = await imds_get("instance-id") or host
     return Identity(env, host, _instance_id)
 

@@ -25,7 +25,8 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from daemon.core.aws import AwsClients, error_code
+from daemon.base.awserrors import error_code
+from daemon.core.aws import AwsClients
 from daemon.core.logs import get_logger
 
 log = get_logger()

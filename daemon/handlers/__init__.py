@@ -1,7 +1,9 @@
-"""Handlers for SQS messages and Kinesis records (see `base` for the interface).
+"""Handlers for SQS messages and Kinesis records: the one handler interface both share.
 
-Adding a kind: a config model in `daemon/config/handlers.py` (added to `HandlerConfig`), a module
-here, and a branch in `build_handler`.
+`base.py` is the interface (`Handler`, `Record`); `decode.py` the one payload decoder; `log.py`,
+`python.py`, `command.py`, `forward.py` the kinds; `needs.py` what configured handlers need from
+the outbox and IAM. Adding a kind: a config model in `daemon/config/handlers.py` (added to
+`HandlerConfig`), a module here, and a branch in `build_handler`.
 """
 
 from __future__ import annotations

@@ -1,25 +1,34 @@
 """Decoding a payload once, as far as it decodes: JSON, else text, else bytes. Never raises.
 
-Shared by the sources (SQS poller, Kinesis reader) so every handler sees the same `kind`,
-`text` and `data` for the same bytes.
+The one decoder of the sources (SQS poller, Kinesis reader), so every handler sees the same
+`kind`, `text` and `data` for the same bytes. Deeply nested JSON that would exhaust Python's
+recursion limit stays text.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from daemon.handlers.base import RecordKind
+
+Decoder = Literal["json", "text", "bytes"]
+"""How far a source asks to decode: `json` (the default), `text` only, or leave the `bytes`."""
 
 _JSON_START = frozenset(b'{["-0123456789tfn')
 
 
-def decode_payload(body: bytes) -> tuple[RecordKind, str | None, Any]:
-    """(`json`, text, parsed) | (`text`, text, None) | (`bytes`, None, None)."""
+def decode_payload(body: bytes, decoder: Decoder = "json") -> tuple[RecordKind, str | None, Any]:
+    """(`json`, text, parsed) | (`text`, text, None) | (`bytes`, None, None), as far as
+    `decoder` asks and the bytes allow."""
+    if decoder == "bytes":
+        return "bytes", None, None
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return "bytes", None, None
+    if decoder == "text":
+        return "text", text, None
     stripped = text.lstrip()
     if stripped and ord(stripped[0]) < 128 and stripped.encode()[0] in _JSON_START:
         try:

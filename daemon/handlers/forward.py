@@ -143,16 +143,6 @@ class ForwardHandler(Handler):
             await http.close()
 
 
-def forward_grants(cfg: Any, component: str, scope: Any) -> list[Any]:
-    """The IAM grants a `forward` handler needs (for `daemon.core.iam`; any source may use it)."""
-    from daemon.outbox.senders import destination_grants  # noqa: PLC0415 - `awsd iam-policy` only
-
-    if not isinstance(cfg, ForwardHandlerConfig) or cfg.url is not None:
-        return []
-    to, target = cfg.destination
-    return destination_grants(to, component, [target], scope)
-
-
 class _RetryableStatus(Exception):
     def __init__(self, status: int, reason: str | None) -> None:
         super().__init__(f"{status} {reason}")

@@ -1,4 +1,4 @@
-"""The `log` handler: one structured log event per record (the course's `print(message)`)."""
+"""The `log` handler: one structured log event per record (a `print(message)` made structured)."""
 
 from __future__ import annotations
 

@@ -22,10 +22,11 @@ import asyncio
 from collections import deque
 from typing import Any, Literal
 
+from daemon.base.awserrors import describe_error, error_code, is_throttle
 from daemon.base.retry import Attempts, Backoff
 from daemon.base.stop import StopToken
 from daemon.config.kinesis import KinesisReaderConfig
-from daemon.core.aws import describe_error, error_code, is_throttle
+from daemon.core.shards import ShardInfo, stream_args
 from daemon.handlers.base import BufferingHandler, Handler
 from daemon.kinesis.checkpoints import (
     SHARD_END,
@@ -34,7 +35,6 @@ from daemon.kinesis.checkpoints import (
     iterator_args,
 )
 from daemon.kinesis.records import Unit, units
-from daemon.kinesis.shards import ShardInfo, stream_args
 
 Outcome = Literal["ended", "stopped"]
 _END = object()

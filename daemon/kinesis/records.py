@@ -7,15 +7,13 @@ shard (sequence number, sub-sequence for KPL-aggregated records), which checkpoi
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from daemon.handlers.base import Record, RecordKind
+from daemon.core.shards import ShardInfo, hash_key
+from daemon.handlers.base import Record
+from daemon.handlers.decode import Decoder, decode_payload
 from daemon.kinesis.deagg import deaggregate, is_aggregated
-from daemon.kinesis.shards import ShardInfo, hash_key
-
-Decoder = Literal["json", "text", "bytes"]
 
 
 class Unit:
@@ -30,22 +28,6 @@ class Unit:
         self.sub = sub
         self.last = last
         self.size = size
-
-
-def decode(body: bytes, decoder: Decoder) -> tuple[RecordKind, str | None, Any]:
-    """Decode as far as `decoder` asks and the bytes allow, never raising."""
-    if decoder == "bytes":
-        return "bytes", None, None
-    try:
-        text = body.decode()
-    except UnicodeDecodeError:
-        return "bytes", None, None
-    if decoder == "text":
-        return "text", text, None
-    try:
-        return "json", text, json.loads(text)
-    except ValueError:
-        return "text", text, None
 
 
 def units(
@@ -95,7 +77,7 @@ def _unit(  # noqa: PLR0917 - the hot path: positional on purpose
     partition_key: str,
     aggregated: bool = False,
 ) -> Unit:
-    kind, text, data = decode(body, where.decoder)
+    kind, text, data = decode_payload(body, where.decoder)
     meta: dict[str, Any] = {
         "stream": where.stream,
         "shard": where.shard.id,

@@ -10,14 +10,25 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from daemon.config.resources import ResourceKind
-from daemon.core.aws import describe_error, is_bad_request, is_throttle
+from daemon.base.awserrors import describe_error, is_bad_request, is_throttle
+from daemon.config.models import Config
+from daemon.core.metrics import Registry
 from daemon.outbox.store import Item
 
 if TYPE_CHECKING:
-    from daemon.services import Services
+    from daemon.core.aws import AwsClients
+    from daemon.core.targets import Targets
+
+
+class Shared(Protocol):
+    """What a sender uses of the daemon's shared services (`daemon.services.Services`)."""
+
+    config: Config
+    clients: AwsClients
+    metrics: Registry
+    targets: Targets
 
 
 class InvalidMessage(ValueError):
@@ -56,11 +67,11 @@ class Sender(abc.ABC):
     """Most body bytes per call."""
     iam_actions: ClassVar[tuple[str, ...]] = ()
     """The IAM actions its calls need on a destination (see `senders.destination_grants`)."""
-    target_kind: ClassVar[ResourceKind | None] = None
+    target_kind: ClassVar[str | None] = None
     """The resource kind its targets name (`topics`, `queues`, `streams`); None: targets are not
     resources IAM can scope to (phone numbers), so the actions are granted on `*`."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Shared) -> None:
         self.services = services
 
     @classmethod

@@ -30,21 +30,11 @@ from typing import Any, Literal
 
 from daemon.base.retry import Backoff, retry
 from daemon.base.stop import Stopped
-from daemon.config.references import references
-from daemon.config.resources import KINDS, SINGULAR
+from daemon.config.resources import KIND, KINDS
+from daemon.reconcile.context import Context, explain
 from daemon.reconcile.plan import Action, Plan, PlanItem, ResourcePlan, ownership
-from daemon.resources.adapters import ADAPTERS
-from daemon.resources.base import (
-    Context,
-    Found,
-    Observed,
-    ResourceFailed,
-    RetryAfter,
-    explain,
-    poll,
-)
 from daemon.resources.diff import Change, diff, top_level
-from daemon.resources.naming import Declared
+from daemon.resources.kind import Declared, Found, Observed, ResourceFailed, RetryAfter
 
 Result = Literal["done", "pending", "failed", "skipped", "blocked"]
 CONVERGE_BACKOFF = Backoff(initial=0.1, maximum=3.0)
@@ -136,7 +126,7 @@ class Applier:
         for level in _levels(others, deps):
             results = await asyncio.gather(*(self._guarded(r, deps, outcomes) for r in level))
             outcomes.update((o.resource, o) for o in results)
-        order = {kind: i for i, kind in enumerate(KINDS)}
+        order = {kind.name: i for i, kind in enumerate(KINDS)}
         for res in sorted(deletes, key=lambda r: -order[r.kind]):
             outcomes[res.resource] = await self._one(res)
         return ApplyReport(tuple(outcomes[r.resource] for r in todo if r.resource in outcomes))
@@ -188,7 +178,7 @@ class Applier:
         return outcome
 
     async def _dispatch(self, res: ResourcePlan) -> list[Change]:
-        adapter = ADAPTERS[res.kind]
+        adapter = KIND[res.kind]
         if res.action == "delete":
             assert res.found is not None
             await adapter.delete(self.ctx, res.found)
@@ -210,7 +200,7 @@ class Applier:
     async def _exists_and_may_be_adopted(self, declared: Declared) -> bool:
         """False when the resource still does not exist; True when it appeared and may be
         adopted; `_Blocked` when it appeared and belongs to someone else."""
-        observed = await ADAPTERS[declared.kind].read(self.ctx, declared)
+        observed = await KIND[declared.kind].read(self.ctx, declared)
         if observed is None:
             return False
         self._check_owner(observed)
@@ -222,18 +212,18 @@ class Applier:
             raise _Blocked(f"appeared after planning; {blocked}")
 
     async def _remove(self, declared: Declared, found: Found) -> None:
-        adapter = ADAPTERS[declared.kind]
+        adapter = KIND[declared.kind]
         await adapter.delete(self.ctx, found)
 
         async def gone() -> bool:
             return await adapter.read(self.ctx, declared) is None
 
-        await poll(
-            self.ctx, gone, what=f"{declared.address} being deleted", budget=REPLACE_GONE_BUDGET
+        await self.ctx.poll(
+            gone, what=f"{declared.address} being deleted", budget=REPLACE_GONE_BUDGET
         )
 
     async def _create(self, res: ResourcePlan, declared: Declared, desired: dict[str, Any]) -> None:
-        adapter = ADAPTERS[declared.kind]
+        adapter = KIND[declared.kind]
         for _ in range(MAX_WAITS):
             try:
                 await adapter.create(self.ctx, declared, desired)
@@ -251,7 +241,7 @@ class Applier:
         After a create, what is read back must be ours or untagged: a create that met an
         existing resource (AWS answered "already exists", or re-used it silently) did not make
         it ours."""
-        adapter = ADAPTERS[declared.kind]
+        adapter = KIND[declared.kind]
         compared = adapter.compared(declared)
         want = {k: v for k, v in desired.items() if k in compared}
         state = {"updated": updated}
@@ -287,10 +277,10 @@ class Applier:
 def _dependencies(ctx: Context, addresses: set[str]) -> dict[str, set[str]]:
     """Resource address -> addresses (among those being applied) it must wait for."""
     deps: dict[str, set[str]] = {}
-    for ref in references(ctx.config):
+    for ref in ctx.references:
         if ref.external or ref.user not in addresses:
             continue
-        target = f"{SINGULAR[ref.kind]}.{ref.value}"
+        target = f"{KIND[ref.kind].singular}.{ref.value}"
         if target in addresses and target != ref.user:
             deps.setdefault(ref.user, set()).add(target)
     return deps

@@ -15,9 +15,8 @@ The operator running `awsd apply` uses their own credentials; this is the daemon
 from __future__ import annotations
 
 from daemon.config.models import Config
-from daemon.config.resources import KINDS, ResourceKind, render_template
+from daemon.config.resources import KIND, KINDS, render_template
 from daemon.core.iam import Grant, Scope
-from daemon.resources.adapters import ADAPTERS
 
 COMPONENT = "reconciler"
 LEASE_ACTIONS = (
@@ -45,8 +44,8 @@ def reconciler_grants(config: Config, scope: Scope) -> list[Grant]:
                 sid="ReconcilerLease",
             )
         )
-    for kind in KINDS:
-        adapter = ADAPTERS[kind]
+    for adapter in KINDS:
+        kind = adapter.name
         arns = sorted(
             {
                 arn
@@ -81,7 +80,7 @@ def _sid(title: str, resources: list[str], declared: list[str]) -> str:
     return f"{title}Prune" if resources != ["*"] else ""
 
 
-def _template_arns(config: Config, scope: Scope, kind: ResourceKind) -> list[str]:
+def _template_arns(config: Config, scope: Scope, kind: str) -> list[str]:
     """ARN patterns of every name `resources.name_template` can give in this environment."""
     pattern = render_template(
         config.resources.name_template,
@@ -90,4 +89,4 @@ def _template_arns(config: Config, scope: Scope, kind: ResourceKind) -> list[str
         region=scope.region,
         account=scope.account,
     )
-    return ADAPTERS[kind].arn_patterns(pattern, scope)
+    return KIND[kind].arn_patterns(pattern, scope)

@@ -22,21 +22,19 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from daemon.config.references import references, used_by
-from daemon.config.resources import KINDS, SINGULAR, ResourceKind
-from daemon.resources.adapters import ADAPTERS
-from daemon.resources.base import (
+from daemon.config.references import used_by
+from daemon.config.resources import KIND, KINDS
+from daemon.reconcile.context import Context, explain
+from daemon.resources.diff import Change, diff, plain, top_level
+from daemon.resources.kind import (
     ENV_TAG,
     OWNER_TAG,
     OWNER_VALUE,
-    Context,
+    Declared,
     Found,
     Observed,
-    explain,
     owned_by,
 )
-from daemon.resources.diff import Change, diff, plain, top_level
-from daemon.resources.naming import Declared
 
 Action = Literal["create", "update", "replace", "delete", "no-op"]
 ACTIONS: tuple[Action, ...] = ("create", "update", "replace", "delete", "no-op")
@@ -74,7 +72,7 @@ class ResourcePlan:
 
     resource: str
     """Address: `queue.readings` (declared), `queue.local-old` (undeclared, by AWS name)."""
-    kind: ResourceKind
+    kind: str
     name: str
     """Logical name; empty for an undeclared resource."""
     physical: str
@@ -178,7 +176,7 @@ async def make_plan(ctx: Context, *, prune: bool | None = None) -> Plan:
     """Read every declared resource (and, with prune, list the account) and compare."""
     config = ctx.config
     declared = [ctx.declared(kind, name) for kind, name, _ in config.resources.declared()]
-    users = used_by(config)
+    users = used_by(ctx.references)
     planned = await asyncio.gather(*(_plan_one(ctx, res, users) for res in declared))
     resources = [p for p in planned if isinstance(p, ResourcePlan)]
     failures = [p for p in planned if isinstance(p, ReadFailure)]
@@ -190,9 +188,9 @@ async def make_plan(ctx: Context, *, prune: bool | None = None) -> Plan:
 
 
 async def _plan_one(
-    ctx: Context, res: Declared, users: dict[tuple[ResourceKind, str], tuple[str, ...]]
+    ctx: Context, res: Declared, users: dict[tuple[str, str], tuple[str, ...]]
 ) -> ResourcePlan | ReadFailure:
-    adapter = ADAPTERS[res.kind]
+    adapter = KIND[res.kind]
     try:
         desired = adapter.desired(res, ctx)
         observed = await adapter.read(ctx, res)
@@ -267,8 +265,8 @@ async def _plan_deletes(
     ctx: Context, declared: list[Declared]
 ) -> tuple[list[ResourcePlan], list[ReadFailure]]:
     names = {(res.kind, res.physical) for res in declared}
-    protected = {ref.value for ref in references(ctx.config) if ref.external}
-    listed = await asyncio.gather(*(_discover(ctx, kind) for kind in KINDS))
+    protected = {ref.value for ref in ctx.references if ref.external}
+    listed = await asyncio.gather(*(_discover(ctx, kind.name) for kind in KINDS))
     deletes: list[ResourcePlan] = []
     failures: list[ReadFailure] = []
     for result in listed:
@@ -280,7 +278,7 @@ async def _plan_deletes(
                 continue
             if not owned_by(found.tags, ctx.env):  # the adapters filter; this is the proof
                 continue
-            address = f"{SINGULAR[found.kind]}.{found.physical}"
+            address = f"{KIND[found.kind].singular}.{found.physical}"
             item = PlanItem(address, "delete", "", None, found.arn)
             deletes.append(
                 ResourcePlan(
@@ -309,8 +307,8 @@ def _with_blocked(plan: ResourcePlan, reason: str) -> ResourcePlan:
     return dataclasses.replace(plan, blocked=reason)
 
 
-async def _discover(ctx: Context, kind: ResourceKind) -> list[Found] | ReadFailure:
+async def _discover(ctx: Context, kind: str) -> list[Found] | ReadFailure:
     try:
-        return await ADAPTERS[kind].discover(ctx)
+        return await KIND[kind].discover(ctx)
     except Exception as exc:  # noqa: BLE001 - reported; pruning of this kind waits
         return ReadFailure(f"{kind} (listing for prune)", explain(exc))

@@ -16,7 +16,7 @@ import difflib
 import json
 from typing import Any
 
-from daemon.config.resources import KINDS
+from daemon.config.resources import KIND, KINDS
 from daemon.reconcile.apply import ApplyReport, Outcome
 from daemon.reconcile.plan import ACTIONS, Plan, PlanItem, ResourcePlan
 from daemon.resources.diff import plain
@@ -91,7 +91,7 @@ def _resource_lines(res: ResourcePlan) -> list[str]:
 
 
 def _order(res: ResourcePlan) -> tuple[int, int, str]:
-    return (res.action == "delete", KINDS.index(res.kind), res.resource)
+    return (res.action == "delete", KINDS.index(KIND[res.kind]), res.resource)
 
 
 def render_plan(plan: Plan) -> str:

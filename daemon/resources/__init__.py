@@ -1,16 +1,11 @@
-"""Declared AWS resources: one adapter module per kind, and the machinery shared by all kinds.
+"""Declared AWS resources: one module per kind, owning everything about that kind.
 
-- `base.py` — the `Adapter` interface and the `Context` every AWS call goes through;
-- `naming.py` — physical names and ARNs; `adapters.py` — the table of adapters by kind;
-- `topics.py`, `queues.py`, `streams.py`, `buckets.py`, `log_groups.py`, `alarms.py`,
-  `tables.py` — one module per kind;
-- `diff.py` — normalise and compare; `plan.py` — what would change; `apply.py` — make it so;
-- `render.py` — the Terraform-like text and the JSON of a plan; `commands.py` — `awsd plan`,
-  `awsd apply`, `awsd iam-policy`; `iam.py` — what the reconciler needs from IAM.
+`kind.py` says what a kind is (config model, naming rule, ARN, references, checks, IAM actions,
+the adapter that reads and writes it) and holds what kinds share; `diff.py` normalises and
+compares. The kinds are `topics.py`, `queues.py`, `streams.py`, `buckets.py`, `log_groups.py`,
+`alarms.py`, `tables.py`, listed as the fields of `ResourcesConfig` (`daemon/config/
+resources.py`), from which every table by kind is derived.
 
-Adding a kind: its config model in `daemon/config/resources.py` (and a field on
-`ResourcesConfig`), one adapter module here, and one line in `ADAPTERS` (`adapters.py`).
-
-This package init imports nothing: `awsd check-config` and the CLI stay fast, and the AWS
-libraries load only for the commands and workers that call AWS.
+Adding a kind: one module here and one field there (plus tests and docs). The reconciler that
+plans and applies them is `daemon/reconcile/`.
 """

@@ -6,23 +6,94 @@ fields from the config, and for optional fields the file leaves out, what the al
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Literal
 
-from daemon.config.resources import COMPARISONS, AlarmConfig
-from daemon.resources.base import (
+from pydantic import Field, model_validator
+
+from daemon.resources.diff import Entries
+from daemon.resources.kind import (
     ACCESS_DENIED,
-    Adapter,
-    Context,
+    Declared,
     Found,
+    Kind,
+    NameRule,
     Observed,
+    Place,
+    ResourceBase,
+    ResourceRef,
+    Session,
     owned_by,
     ownership_tags,
     tag_dict,
     tag_list,
     tags_to_set,
 )
-from daemon.resources.diff import Entries
-from daemon.resources.naming import Declared, Names
+
+COMPARISONS = {
+    ">": "GreaterThanThreshold",
+    ">=": "GreaterThanOrEqualToThreshold",
+    "<": "LessThanThreshold",
+    "<=": "LessThanOrEqualToThreshold",
+}
+
+
+class AlarmConfig(ResourceBase):
+    """A CloudWatch metric alarm, for example on awsd's own probe metrics."""
+
+    metric: str = Field(min_length=1, max_length=255)
+    """Metric name."""
+
+    namespace: str = Field(default="awsd", min_length=1, max_length=255)
+    """Metric namespace."""
+
+    dimensions: dict[str, str] = Field(default_factory=dict)
+    """Metric dimensions, all of which the metric must carry: for a probe metric
+    `{ endpoint = "home", environment = "prod", host = "pi-1" }`."""
+
+    statistic: Literal["Average", "Sum", "Minimum", "Maximum", "SampleCount"] = "Average"
+    """Statistic over each period."""
+
+    comparison: Literal[">", ">=", "<", "<="] = ">="
+    """How the statistic is compared with the threshold."""
+
+    threshold: float
+    """Threshold value."""
+
+    period: int = Field(default=60, ge=10)
+    """Seconds per evaluation period (10, 30, or a multiple of 60)."""
+
+    evaluation_periods: int = Field(default=1, ge=1, le=1440)
+    """Periods evaluated."""
+
+    datapoints_to_alarm: int | None = Field(default=None, ge=1)
+    """Breaching periods among `evaluation_periods` that raise the alarm (M out of N)."""
+
+    treat_missing_data: Literal["breaching", "notBreaching", "ignore", "missing"] | None = None
+    """How missing data points count."""
+
+    description: str | None = Field(default=None, max_length=1024)
+    """Alarm description."""
+
+    alarm_actions: list[str] = Field(default_factory=list)
+    """Topics notified when the alarm fires: declared logical names or ARNs."""
+
+    ok_actions: list[str] = Field(default_factory=list)
+    """Topics notified when it returns to OK."""
+
+    insufficient_data_actions: list[str] = Field(default_factory=list)
+    """Topics notified when data is missing."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AlarmConfig:
+        if self.period not in (10, 30) and self.period % 60:
+            raise ValueError("period must be 10, 30 or a multiple of 60 seconds")
+        if self.datapoints_to_alarm is not None and (
+            self.datapoints_to_alarm > self.evaluation_periods
+        ):
+            raise ValueError("datapoints_to_alarm cannot exceed evaluation_periods")
+        return self
+
 
 MISSING = frozenset({"ResourceNotFound", "ResourceNotFoundException"})
 _SYMBOLS = {name: symbol for symbol, name in COMPARISONS.items()}
@@ -45,8 +116,10 @@ _FIELDS = {
 }
 
 
-class AlarmAdapter(Adapter):
-    kind = "alarms"
+class AlarmKind(Kind[AlarmConfig]):
+    name = "alarms"
+    singular = "alarm"
+    name_rule = NameRule(re.compile(r"^[^\x00-\x1f]{1,255}$"), "1-255 printable characters")
     service = "cloudwatch"
     tag_read_actions = ("cloudwatch:ListTagsForResource",)
     read_actions = ("cloudwatch:DescribeAlarms", "cloudwatch:ListTagsForResource")
@@ -54,10 +127,17 @@ class AlarmAdapter(Adapter):
     delete_actions = ("cloudwatch:DeleteAlarms",)
     list_actions = ("cloudwatch:DescribeAlarms",)
 
-    def arn(self, physical: str, ctx: Names) -> str:
+    def references(self, name: str, spec: AlarmConfig, all_declared: Any) -> list[ResourceRef]:
+        return [
+            ResourceRef("topics", target, f"resources.alarms.{name}.{field}[{i}]", f"alarm.{name}")
+            for field in ("alarm_actions", "ok_actions", "insufficient_data_actions")
+            for i, target in enumerate(getattr(spec, field))
+        ]
+
+    def arn(self, physical: str, ctx: Place) -> str:
         return f"arn:{ctx.partition}:cloudwatch:{ctx.region}:{ctx.account}:alarm:{physical}"
 
-    def desired(self, res: Declared, ctx: Context) -> dict[str, Any]:
+    def desired(self, res: Declared, ctx: Session) -> dict[str, Any]:
         spec = res.spec
         assert isinstance(spec, AlarmConfig)
         out: dict[str, Any] = {
@@ -78,7 +158,7 @@ class AlarmAdapter(Adapter):
         out["tags"] = Entries({**spec.tags, **ownership_tags(ctx.env)})
         return out
 
-    async def read(self, ctx: Context, res: Declared) -> Observed | None:
+    async def read(self, ctx: Session, res: Declared) -> Observed | None:
         got = await ctx.call(
             "cloudwatch", "describe_alarms", AlarmNames=[res.physical], AlarmTypes=["MetricAlarm"]
         )
@@ -113,7 +193,7 @@ class AlarmAdapter(Adapter):
                 params[name] = merged[field]
         return params
 
-    async def create(self, ctx: Context, res: Declared, desired: dict[str, Any]) -> None:
+    async def create(self, ctx: Session, res: Declared, desired: dict[str, Any]) -> None:
         params = self._params(res, desired, {})
         await ctx.call(
             "cloudwatch", "put_metric_alarm", **params, Tags=tag_list(dict(desired["tags"]))
@@ -121,7 +201,7 @@ class AlarmAdapter(Adapter):
 
     async def update(
         self,
-        ctx: Context,
+        ctx: Session,
         res: Declared,
         observed: Observed,
         desired: dict[str, Any],
@@ -134,10 +214,10 @@ class AlarmAdapter(Adapter):
         if tags:
             await ctx.call("cloudwatch", "tag_resource", ResourceARN=res.arn, Tags=tag_list(tags))
 
-    async def delete(self, ctx: Context, found: Found) -> None:
+    async def delete(self, ctx: Session, found: Found) -> None:
         await ctx.call("cloudwatch", "delete_alarms", AlarmNames=[found.physical])
 
-    async def discover(self, ctx: Context) -> list[Found]:
+    async def discover(self, ctx: Session) -> list[Found]:
         owned: list[Found] = []
         params: dict[str, Any] = {"AlarmTypes": ["MetricAlarm"]}
         while True:
@@ -153,3 +233,6 @@ class AlarmAdapter(Adapter):
             if not page.get("NextToken"):
                 return owned
             params["NextToken"] = page["NextToken"]
+
+
+ALARMS = AlarmKind(AlarmConfig)

@@ -12,22 +12,168 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
-from daemon.config.resources import BucketConfig
-from daemon.core.aws import error_code, http_status
-from daemon.resources.base import (
+from pydantic import Field, field_validator, model_validator
+
+from daemon.base.awserrors import error_code, http_status
+from daemon.base.fields import Section
+from daemon.resources.diff import Entries
+from daemon.resources.kind import (
     ACCESS_DENIED,
-    Adapter,
-    Context,
+    Declared,
     Found,
+    Kind,
+    NameRule,
     Observed,
+    Place,
+    Problem,
+    ResourceBase,
     ResourceFailed,
+    ResourceRef,
+    Session,
     owned_by,
     ownership_tags,
 )
-from daemon.resources.diff import Entries
-from daemon.resources.naming import Declared, Names
+
+
+def _policy_document(value: Any) -> dict[str, Any] | None:
+    """A policy given as a TOML table or as JSON text; either way a dict with `Statement`."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON: {exc.msg} (line {exc.lineno})") from None
+    if not isinstance(value, dict):
+        raise ValueError("must be a JSON object (or a TOML table)")
+    if "Statement" not in value:
+        raise ValueError("a policy document needs a 'Statement' list")
+    return value
+
+
+class CorsRule(Section):
+    """One CORS rule."""
+
+    allowed_origins: list[str] = Field(min_length=1)
+    """Origins allowed, for example `["https://example.com"]`."""
+
+    allowed_methods: list[Literal["GET", "PUT", "POST", "DELETE", "HEAD"]] = Field(min_length=1)
+    """HTTP methods allowed."""
+
+    allowed_headers: list[str] = Field(default_factory=list)
+    """Request headers allowed in a preflight."""
+
+    expose_headers: list[str] = Field(default_factory=list)
+    """Response headers a browser may read."""
+
+    max_age: int | None = Field(default=None, ge=0)
+    """Seconds a browser may cache the preflight response."""
+
+
+class Transition(Section):
+    """Move objects to another storage class."""
+
+    days: int = Field(ge=0)
+    """Days after creation."""
+
+    storage_class: Literal[
+        "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE"
+    ]
+    """Target storage class."""
+
+
+class LifecycleRule(Section):
+    """One lifecycle rule."""
+
+    id: str = Field(min_length=1, max_length=255)
+    """Rule id (unique within the bucket)."""
+
+    prefix: str = ""
+    """Object key prefix the rule applies to; empty for every object."""
+
+    enabled: bool = True
+    """Whether the rule is active."""
+
+    expire_days: int | None = Field(default=None, ge=1)
+    """Delete objects this many days after creation."""
+
+    noncurrent_expire_days: int | None = Field(default=None, ge=1)
+    """With versioning: delete old versions this many days after they became noncurrent."""
+
+    abort_incomplete_upload_days: int | None = Field(default=None, ge=1)
+    """Abort multipart uploads left incomplete for this many days."""
+
+    transitions: list[Transition] = Field(default_factory=list)
+    """Storage class transitions."""
+
+
+class BucketLogging(Section):
+    """Server access logging."""
+
+    target_bucket: str = Field(min_length=1)
+    """Bucket that receives the logs: a declared bucket's logical name, or a bucket name or ARN
+    of a bucket awsd does not manage."""
+
+    prefix: str = ""
+    """Key prefix of the log objects."""
+
+
+class BucketConfig(ResourceBase):
+    """An S3 bucket."""
+
+    versioning: bool | None = None
+    """Keep every version of every object (`false` suspends versioning)."""
+
+    encryption: Literal["sse-s3", "sse-kms"] | None = None
+    """Default encryption: SSE-S3 (AES256) or SSE-KMS (with `kms_key_id`)."""
+
+    kms_key_id: str | None = None
+    """KMS key for `encryption = "sse-kms"`; unset: the AWS managed key."""
+
+    bucket_key: bool | None = None
+    """Use an S3 Bucket Key with SSE-KMS (fewer KMS calls)."""
+
+    block_public_access: bool | None = None
+    """All four public access block settings on (or off)."""
+
+    policy: dict[str, Any] | None = None
+    """Bucket policy, as a TOML table or JSON text. The statements below are added to it."""
+
+    deny_unencrypted_uploads: bool | None = None
+    """Add a statement denying PutObject requests that do not ask for server-side encryption."""
+
+    deny_insecure_transport: bool | None = None
+    """Add a statement denying every request not made over TLS."""
+
+    cors: list[CorsRule] | None = None
+    """CORS rules (an empty list removes them)."""
+
+    lifecycle: list[LifecycleRule] | None = None
+    """Lifecycle rules (an empty list removes them)."""
+
+    logging: BucketLogging | None = None
+    """Server access logging to a target bucket."""
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _parse_policy(cls, value: Any) -> Any:
+        return _policy_document(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BucketConfig:
+        if self.encryption != "sse-kms" and (
+            self.kms_key_id is not None or self.bucket_key is not None
+        ):
+            raise ValueError('kms_key_id and bucket_key need encryption = "sse-kms"')
+        if self.lifecycle:
+            ids = [rule.id for rule in self.lifecycle]
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            if dupes:
+                raise ValueError(f"duplicate lifecycle rule ids: {', '.join(dupes)}")
+        return self
+
 
 MISSING = frozenset({"NoSuchBucket", "404", "NotFound"})
 NO_TAGS = frozenset({"NoSuchTagSet"})
@@ -55,8 +201,13 @@ _POLICY_FIELDS = {"policy", "deny_unencrypted_uploads", "deny_insecure_transport
 _ENCRYPTION_FIELDS = {"encryption", "kms_key_id", "bucket_key"}
 
 
-class BucketAdapter(Adapter):
-    kind = "buckets"
+class BucketKind(Kind[BucketConfig]):
+    name = "buckets"
+    singular = "bucket"
+    name_rule = NameRule(
+        re.compile(r"^(?!xn--)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"),
+        "3-63 lowercase letters, digits, '.' or '-', starting and ending with a letter or digit",
+    )
     service = "s3"
     tag_read_actions = ("s3:GetBucketTagging",)
     read_actions = (
@@ -84,10 +235,28 @@ class BucketAdapter(Adapter):
     delete_actions = ("s3:DeleteBucket",)
     list_actions = ("s3:ListAllMyBuckets",)
 
-    def arn(self, physical: str, ctx: Names) -> str:
+    def references(self, name: str, spec: BucketConfig, all_declared: Any) -> list[ResourceRef]:
+        # A target bucket that is not declared is named by its AWS name: not a reference.
+        target = spec.logging.target_bucket if spec.logging else None
+        if target is None or target not in all_declared.buckets:
+            return []
+        path = f"resources.buckets.{name}.logging.target_bucket"
+        return [ResourceRef("buckets", target, path, f"bucket.{name}")]
+
+    def problems(self, declared: dict[str, BucketConfig], all_declared: Any) -> list[Problem]:
+        return [
+            (
+                f"resources.buckets.{name}.logging.target_bucket",
+                "a bucket should not log to itself (every log write makes another log)",
+            )
+            for name, bucket in declared.items()
+            if bucket.logging and bucket.logging.target_bucket == name
+        ]
+
+    def arn(self, physical: str, ctx: Place) -> str:
         return f"arn:{ctx.partition}:s3:::{physical}"
 
-    def desired(self, res: Declared, ctx: Context) -> dict[str, Any]:
+    def desired(self, res: Declared, ctx: Session) -> dict[str, Any]:
         spec = res.spec
         assert isinstance(spec, BucketConfig)
         out: dict[str, Any] = {}
@@ -118,7 +287,7 @@ class BucketAdapter(Adapter):
         # buckets that log here.
         return (super().compared(res) - _POLICY_FIELDS) | {"policy"}
 
-    async def read(self, ctx: Context, res: Declared) -> Observed | None:
+    async def read(self, ctx: Session, res: Declared) -> Observed | None:
         name = res.physical
         try:
             await ctx.call("s3", "head_bucket", Bucket=name)
@@ -144,7 +313,7 @@ class BucketAdapter(Adapter):
         state["tags"] = {t["Key"]: t["Value"] for t in (tags or {}).get("TagSet", [])}
         return Observed(state)
 
-    async def create(self, ctx: Context, res: Declared, desired: dict[str, Any]) -> None:
+    async def create(self, ctx: Session, res: Declared, desired: dict[str, Any]) -> None:
         params: dict[str, Any] = {"Bucket": res.physical}
         if ctx.region != "us-east-1":
             params["CreateBucketConfiguration"] = {"LocationConstraint": ctx.region}
@@ -163,7 +332,7 @@ class BucketAdapter(Adapter):
 
     async def update(
         self,
-        ctx: Context,
+        ctx: Session,
         res: Declared,
         observed: Observed,
         desired: dict[str, Any],
@@ -186,7 +355,7 @@ class BucketAdapter(Adapter):
                 Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in sorted(merged.items())]},
             )
 
-    async def delete(self, ctx: Context, found: Found) -> None:
+    async def delete(self, ctx: Session, found: Found) -> None:
         try:
             await ctx.call("s3", "delete_bucket", Bucket=found.physical)
         except Exception as exc:
@@ -198,7 +367,7 @@ class BucketAdapter(Adapter):
             if error_code(exc) not in MISSING:
                 raise
 
-    async def discover(self, ctx: Context) -> list[Found]:
+    async def discover(self, ctx: Session) -> list[Found]:
         owned: list[Found] = []
         listing = await ctx.call("s3", "list_buckets")
         for bucket in listing.get("Buckets", []):
@@ -225,7 +394,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _log_delivery(res: Declared, ctx: Names) -> list[dict[str, Any]]:
+def _log_delivery(res: Declared, ctx: Session) -> list[dict[str, Any]]:
     """Statements letting S3 server access logging write here, one per declared bucket that
     logs to this one (AWS's recommended form: the logging service, from that bucket only)."""
     statements = []
@@ -371,7 +540,7 @@ def _read_logging(got: dict[str, Any] | None) -> dict[str, Any]:
 
 
 Reader = Callable[[dict[str, Any] | None], dict[str, Any]]
-Writer = Callable[[Context, str, dict[str, Any]], Awaitable[None]]
+Writer = Callable[[Session, str, dict[str, Any]], Awaitable[None]]
 
 _READERS: dict[str, Reader] = {
     "versioning": _read_versioning,
@@ -387,14 +556,14 @@ _READERS: dict[str, Reader] = {
 # --- writing each setting ---------------------------------------------------------------------
 
 
-async def _write_versioning(ctx: Context, name: str, desired: dict[str, Any]) -> None:
+async def _write_versioning(ctx: Session, name: str, desired: dict[str, Any]) -> None:
     status = "Enabled" if desired["versioning"] else "Suspended"
     await ctx.call(
         "s3", "put_bucket_versioning", Bucket=name, VersioningConfiguration={"Status": status}
     )
 
 
-async def _write_encryption(ctx: Context, name: str, desired: dict[str, Any]) -> None:
+async def _write_encryption(ctx: Session, name: str, desired: dict[str, Any]) -> None:
     algorithm = {v: k for k, v in _ALGORITHMS.items()}[desired["encryption"]]
     default: dict[str, Any] = {"SSEAlgorithm": algorithm}
     if desired.get("kms_key_id"):
@@ -410,7 +579,7 @@ async def _write_encryption(ctx: Context, name: str, desired: dict[str, Any]) ->
     )
 
 
-async def _write_public_access(ctx: Context, name: str, desired: dict[str, Any]) -> None:
+async def _write_public_access(ctx: Session, name: str, desired: dict[str, Any]) -> None:
     flags = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
     await ctx.call(
         "s3",
@@ -420,11 +589,11 @@ async def _write_public_access(ctx: Context, name: str, desired: dict[str, Any])
     )
 
 
-async def _write_policy(ctx: Context, name: str, desired: dict[str, Any]) -> None:
+async def _write_policy(ctx: Session, name: str, desired: dict[str, Any]) -> None:
     await ctx.call("s3", "put_bucket_policy", Bucket=name, Policy=json.dumps(desired["policy"]))
 
 
-async def _write_cors(ctx: Context, name: str, desired: dict[str, Any]) -> None:
+async def _write_cors(ctx: Session, name: str, desired: dict[str, Any]) -> None:
     rules: list[dict[str, Any]] = desired["cors"]
     if not rules:
         await ctx.call("s3", "delete_bucket_cors", Bucket=name)
@@ -444,7 +613,7 @@ async def _write_cors(ctx: Context, name: str, desired: dict[str, Any]) -> None:
     await ctx.call("s3", "put_bucket_cors", Bucket=name, CORSConfiguration={"CORSRules": aws_rules})
 
 
-async def _write_lifecycle(ctx: Context, name: str, desired: dict[str, Any]) -> None:
+async def _write_lifecycle(ctx: Session, name: str, desired: dict[str, Any]) -> None:
     rules: list[dict[str, Any]] = desired["lifecycle"]
     if not rules:
         await ctx.call("s3", "delete_bucket_lifecycle", Bucket=name)
@@ -477,7 +646,7 @@ async def _write_lifecycle(ctx: Context, name: str, desired: dict[str, Any]) -> 
     )
 
 
-async def _write_logging(ctx: Context, name: str, desired: dict[str, Any]) -> None:
+async def _write_logging(ctx: Session, name: str, desired: dict[str, Any]) -> None:
     logging = desired["logging"]
     status = {
         "LoggingEnabled": {
@@ -497,3 +666,6 @@ _WRITERS: dict[str, Writer] = {
     "lifecycle": _write_lifecycle,
     "logging": _write_logging,
 }
+
+
+BUCKETS = BucketKind(BucketConfig)

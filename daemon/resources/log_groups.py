@@ -6,27 +6,58 @@ for a group without one.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from daemon.config.resources import LogGroupConfig
-from daemon.resources.base import (
+from pydantic import field_validator
+
+from daemon.resources.diff import Entries
+from daemon.resources.kind import (
     ACCESS_DENIED,
-    Adapter,
-    Context,
+    Declared,
     Found,
+    Kind,
+    NameRule,
     Observed,
+    Place,
+    ResourceBase,
+    Session,
     owned_by,
     ownership_tags,
     tags_to_set,
 )
-from daemon.resources.diff import Entries
-from daemon.resources.naming import Declared, Names
+
+RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+)  # fmt: skip
+
+
+class LogGroupConfig(ResourceBase):
+    """A CloudWatch Logs log group."""
+
+    retention_days: int | None = None
+    """Days events are kept (one of CloudWatch's values: 1, 3, 5, 7, 14, 30, 60, 90, ...,
+    3653); `0` keeps them forever. Unset: not compared."""
+
+    @field_validator("retention_days")
+    @classmethod
+    def _known_retention(cls, value: int | None) -> int | None:
+        if value is not None and value != 0 and value not in RETENTION_DAYS:
+            raise ValueError(
+                f"CloudWatch Logs does not offer {value} days; one of "
+                f"{', '.join(map(str, RETENTION_DAYS))} (or 0 for forever)"
+            )
+        return value
+
 
 MISSING = frozenset({"ResourceNotFoundException"})
 
 
-class LogGroupAdapter(Adapter):
-    kind = "log_groups"
+class LogGroupKind(Kind[LogGroupConfig]):
+    name = "log_groups"
+    singular = "log_group"
+    name_rule = NameRule(re.compile(r"^[A-Za-z0-9_./#-]{1,512}$"), "1-512 of A-Z a-z 0-9 _ - / . #")
     service = "logs"
     tag_read_actions = ("logs:ListTagsForResource",)
     read_actions = ("logs:ListTagsForResource",)
@@ -40,15 +71,15 @@ class LogGroupAdapter(Adapter):
     delete_actions = ("logs:DeleteLogGroup",)
     list_actions = ("logs:DescribeLogGroups",)
 
-    def arn(self, physical: str, ctx: Names) -> str:
+    def arn(self, physical: str, ctx: Place) -> str:
         return f"arn:{ctx.partition}:logs:{ctx.region}:{ctx.account}:log-group:{physical}"
 
-    def arn_patterns(self, physical: str, ctx: Names) -> list[str]:
+    def arn_patterns(self, physical: str, ctx: Place) -> list[str]:
         # Some Logs actions authorise on the group's ARN with the `:*` of its streams.
         arn = self.arn(physical, ctx)
         return [arn, f"{arn}:*"]
 
-    def desired(self, res: Declared, ctx: Context) -> dict[str, Any]:
+    def desired(self, res: Declared, ctx: Session) -> dict[str, Any]:
         spec = res.spec
         assert isinstance(spec, LogGroupConfig)
         out: dict[str, Any] = {}
@@ -57,7 +88,7 @@ class LogGroupAdapter(Adapter):
         out["tags"] = Entries({**spec.tags, **ownership_tags(ctx.env)})
         return out
 
-    async def _describe(self, ctx: Context, name: str) -> dict[str, Any] | None:
+    async def _describe(self, ctx: Session, name: str) -> dict[str, Any] | None:
         params: dict[str, Any] = {"logGroupNamePrefix": name}
         while True:
             page = await ctx.call("logs", "describe_log_groups", **params)
@@ -68,7 +99,7 @@ class LogGroupAdapter(Adapter):
                 return None
             params["nextToken"] = page["nextToken"]
 
-    async def read(self, ctx: Context, res: Declared) -> Observed | None:
+    async def read(self, ctx: Session, res: Declared) -> Observed | None:
         group = await self._describe(ctx, res.physical)
         if group is None:
             return None
@@ -81,7 +112,7 @@ class LogGroupAdapter(Adapter):
         }
         return Observed(state)
 
-    async def create(self, ctx: Context, res: Declared, desired: dict[str, Any]) -> None:
+    async def create(self, ctx: Session, res: Declared, desired: dict[str, Any]) -> None:
         # Already there: the applier checks whose it is before adopting it (`apply.py`).
         await ctx.call_or_none(
             frozenset({"ResourceAlreadyExistsException"}),
@@ -93,7 +124,7 @@ class LogGroupAdapter(Adapter):
 
     async def update(
         self,
-        ctx: Context,
+        ctx: Session,
         res: Declared,
         observed: Observed,
         desired: dict[str, Any],
@@ -111,10 +142,10 @@ class LogGroupAdapter(Adapter):
         if tags:
             await ctx.call("logs", "tag_resource", resourceArn=res.arn, tags=tags)
 
-    async def delete(self, ctx: Context, found: Found) -> None:
+    async def delete(self, ctx: Session, found: Found) -> None:
         await ctx.call_or_none(MISSING, "logs", "delete_log_group", logGroupName=found.physical)
 
-    async def discover(self, ctx: Context) -> list[Found]:
+    async def discover(self, ctx: Session) -> list[Found]:
         owned: list[Found] = []
         params: dict[str, Any] = {}
         while True:
@@ -131,3 +162,6 @@ class LogGroupAdapter(Adapter):
             if not page.get("nextToken"):
                 return owned
             params["nextToken"] = page["nextToken"]
+
+
+LOG_GROUPS = LogGroupKind(LogGroupConfig)

@@ -13,23 +13,87 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Literal
 
-from daemon.config.resources import QueueConfig
-from daemon.core.aws import error_code
-from daemon.resources.base import (
+from pydantic import Field, model_validator
+
+from daemon.base.awserrors import error_code
+from daemon.base.fields import Section
+from daemon.resources.diff import Entries, is_ignored
+from daemon.resources.kind import (
     ACCESS_DENIED,
-    Adapter,
-    Context,
+    Declared,
     Found,
+    Kind,
+    NameRule,
     Observed,
+    Place,
+    Problem,
+    ResourceBase,
+    ResourceRef,
     RetryAfter,
+    Session,
     owned_by,
     ownership_tags,
     tags_to_set,
 )
-from daemon.resources.diff import Entries, is_ignored
-from daemon.resources.naming import Declared, Names
+
+
+class RedriveConfig(Section):
+    """Where messages go after too many receives."""
+
+    dead_letter_queue: str = Field(min_length=1)
+    """The dead-letter queue: a declared queue's logical name, or a queue ARN."""
+
+    max_receive_count: int = Field(ge=1, le=1000)
+    """Receives after which a message moves to the dead-letter queue."""
+
+
+class QueueConfig(ResourceBase):
+    """An SQS queue. The policy that lets subscribed topics deliver to it is generated."""
+
+    fifo: bool = False
+    """A FIFO queue (the `.fifo` suffix is added to the name when missing)."""
+
+    content_based_deduplication: bool | None = None
+    """FIFO only: deduplicate by a hash of the body when no deduplication id is given."""
+
+    visibility_timeout: int | None = Field(default=None, ge=0, le=43200)
+    """Seconds a received message stays invisible to other consumers (AWS default 30)."""
+
+    message_retention: int | None = Field(default=None, ge=60, le=1209600)
+    """Seconds a message is kept (60 s to 14 days; AWS default 4 days)."""
+
+    delay: int | None = Field(default=None, ge=0, le=900)
+    """Seconds every new message stays invisible (AWS default 0)."""
+
+    max_message_size: int | None = Field(default=None, ge=1024, le=1048576)
+    """Largest message in bytes (AWS default 1 MiB)."""
+
+    receive_wait: int | None = Field(default=None, ge=0, le=20)
+    """Default long-poll wait of ReceiveMessage in seconds (AWS default 0)."""
+
+    redrive: RedriveConfig | None = None
+    """Dead-letter queue and receive count."""
+
+    encryption: Literal["sqs", "kms", "none"] | None = None
+    """Encryption at rest: `sqs` (SQS-managed keys), `kms` (with `kms_key_id`) or `none`."""
+
+    kms_key_id: str | None = None
+    """KMS key for `encryption = "kms"` (id, ARN or alias; `alias/aws/sqs` by default)."""
+
+    policy_statements: list[dict[str, Any]] = Field(default_factory=list)
+    """Extra statements for the queue policy, besides the generated ones that let subscribed
+    topics send to it."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> QueueConfig:
+        if self.content_based_deduplication is not None and not self.fifo:
+            raise ValueError("content_based_deduplication needs fifo = true")
+        if self.kms_key_id is not None and self.encryption != "kms":
+            raise ValueError('kms_key_id needs encryption = "kms"')
+        return self
+
 
 MISSING = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 DELETED_RECENTLY = frozenset(
@@ -53,8 +117,13 @@ def recreate_delay(exc: BaseException) -> float | None:
     return RECREATE_WAIT if error_code(exc) in DELETED_RECENTLY else None
 
 
-class QueueAdapter(Adapter):
-    kind = "queues"
+class QueueKind(Kind[QueueConfig]):
+    name = "queues"
+    singular = "queue"
+    name_rule = NameRule(
+        re.compile(r"^(?=.{1,80}$)[A-Za-z0-9_-]+(\.fifo)?$"),
+        "1-80 letters, digits, '-' or '_' (the '.fifo' suffix included)",
+    )
     service = "sqs"
     tag_read_actions = ("sqs:ListQueueTags",)
     read_actions = ("sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ListQueueTags")
@@ -62,10 +131,44 @@ class QueueAdapter(Adapter):
     delete_actions = ("sqs:DeleteQueue",)
     list_actions = ("sqs:ListQueues",)
 
-    def arn(self, physical: str, ctx: Names) -> str:
+    def finish_name(self, spec: QueueConfig, name: str) -> str:
+        return name + ".fifo" if spec.fifo and not name.endswith(".fifo") else name
+
+    def check_name(self, spec: QueueConfig, physical: str) -> str | None:
+        if physical.endswith(".fifo") and not spec.fifo:
+            return "the name ends in .fifo but fifo is not set"
+        return None
+
+    def references(self, name: str, spec: QueueConfig, all_declared: Any) -> list[ResourceRef]:
+        if spec.redrive is None:
+            return []
+        path = f"resources.queues.{name}.redrive.dead_letter_queue"
+        return [ResourceRef("queues", spec.redrive.dead_letter_queue, path, f"queue.{name}")]
+
+    def problems(self, declared: dict[str, QueueConfig], all_declared: Any) -> list[Problem]:
+        """A FIFO queue only redrives to a FIFO queue (and a standard one to a standard one)."""
+        problems = []
+        for name, queue in declared.items():
+            if queue.redrive is None:
+                continue
+            path = f"resources.queues.{name}.redrive.dead_letter_queue"
+            dlq = declared.get(queue.redrive.dead_letter_queue)
+            if dlq is not None and dlq.fifo != queue.fifo:
+                problems.append(
+                    (
+                        path,
+                        "the dead-letter queue of a FIFO queue must be FIFO too (and standard for "
+                        "a standard queue)",
+                    )
+                )
+            if queue.redrive.dead_letter_queue == name:
+                problems.append((path, "a queue cannot be its own DLQ"))
+        return problems
+
+    def arn(self, physical: str, ctx: Place) -> str:
         return f"arn:{ctx.partition}:sqs:{ctx.region}:{ctx.account}:{physical}"
 
-    def desired(self, res: Declared, ctx: Context) -> dict[str, Any]:
+    def desired(self, res: Declared, ctx: Session) -> dict[str, Any]:
         spec = res.spec
         assert isinstance(spec, QueueConfig)
         out: dict[str, Any] = {"fifo": spec.fifo}
@@ -96,7 +199,7 @@ class QueueAdapter(Adapter):
             fields.add("kms_key_id")
         return fields | {"policy"}
 
-    def policy(self, res: Declared, ctx: Context) -> dict[str, Any] | None:
+    def policy(self, res: Declared, ctx: Session) -> dict[str, Any] | None:
         """The queue policy: one statement per declared topic delivering to this queue."""
         spec = res.spec
         assert isinstance(spec, QueueConfig)
@@ -124,7 +227,7 @@ class QueueAdapter(Adapter):
             return None
         return {"Version": "2012-10-17", "Statement": statements}
 
-    async def read(self, ctx: Context, res: Declared) -> Observed | None:
+    async def read(self, ctx: Session, res: Declared) -> Observed | None:
         found = await ctx.call_or_none(MISSING, "sqs", "get_queue_url", QueueName=res.physical)
         if found is None:
             return None
@@ -139,7 +242,7 @@ class QueueAdapter(Adapter):
         state["tags"] = dict(tags.get("Tags", {}))
         return Observed(state, {"url": url})
 
-    async def create(self, ctx: Context, res: Declared, desired: dict[str, Any]) -> None:
+    async def create(self, ctx: Session, res: Declared, desired: dict[str, Any]) -> None:
         attributes = _attributes(desired, set(desired))
         try:
             await ctx.call(
@@ -162,7 +265,7 @@ class QueueAdapter(Adapter):
 
     async def update(
         self,
-        ctx: Context,
+        ctx: Session,
         res: Declared,
         observed: Observed,
         desired: dict[str, Any],
@@ -180,7 +283,7 @@ class QueueAdapter(Adapter):
         if tags:
             await ctx.call("sqs", "tag_queue", QueueUrl=url, Tags=tags)
 
-    async def delete(self, ctx: Context, found: Found) -> None:
+    async def delete(self, ctx: Session, found: Found) -> None:
         url = found.handle.get("url")
         if url is None:
             located = await ctx.call_or_none(
@@ -191,7 +294,7 @@ class QueueAdapter(Adapter):
             url = located["QueueUrl"]
         await ctx.call_or_none(MISSING, "sqs", "delete_queue", QueueUrl=url)
 
-    async def discover(self, ctx: Context) -> list[Found]:
+    async def discover(self, ctx: Session) -> list[Found]:
         owned: list[Found] = []
         params: dict[str, Any] = {"MaxResults": 1000}
         while True:
@@ -265,3 +368,6 @@ def _attributes(
     if "policy" in fields and "policy" in desired:
         out["Policy"] = json.dumps(desired["policy"])
     return out
+
+
+QUEUES = QueueKind(QueueConfig)

@@ -7,29 +7,62 @@ compared only when the file writes it, so a reshard made on purpose is not undon
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Literal
 
-from daemon.config.resources import StreamConfig
-from daemon.resources.base import (
+from pydantic import Field, model_validator
+
+from daemon.resources.diff import Entries
+from daemon.resources.kind import (
     ACCESS_DENIED,
-    Adapter,
-    Context,
+    Declared,
     Found,
+    Kind,
+    NameRule,
     Observed,
+    Place,
+    ResourceBase,
+    Session,
     owned_by,
     ownership_tags,
-    poll,
     tags_to_set,
 )
-from daemon.resources.diff import Entries
-from daemon.resources.naming import Declared, Names
+
+
+class StreamConfig(ResourceBase):
+    """A Kinesis data stream."""
+
+    mode: Literal["provisioned", "on-demand"] = "provisioned"
+    """Capacity mode."""
+
+    shards: int = Field(default=1, ge=1, le=10000)
+    """Open shards in provisioned mode. Compared only when written, so a reshard by an
+    operator is left alone unless the file says how many there should be."""
+
+    retention_hours: int | None = Field(default=None, ge=24, le=8760)
+    """Hours records are kept (24 to 8760; AWS default 24)."""
+
+    encryption: Literal["kms", "none"] | None = None
+    """Server-side encryption with KMS, or none."""
+
+    kms_key_id: str = "alias/aws/kinesis"
+    """KMS key for `encryption = "kms"`."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StreamConfig:
+        if self.mode == "on-demand" and "shards" in self.model_fields_set:
+            raise ValueError("shards applies to provisioned streams only")
+        return self
+
 
 MISSING = frozenset({"ResourceNotFoundException"})
 ACTIVE_BUDGET = 300.0  # resharding a large stream takes minutes
 
 
-class StreamAdapter(Adapter):
-    kind = "streams"
+class StreamKind(Kind[StreamConfig]):
+    name = "streams"
+    singular = "stream"
+    name_rule = NameRule(re.compile(r"^[A-Za-z0-9_.-]{1,128}$"), "1-128 of A-Z a-z 0-9 _ . -")
     service = "kinesis"
     tag_read_actions = ("kinesis:ListTagsForStream",)
     read_actions = ("kinesis:DescribeStreamSummary", "kinesis:ListTagsForStream")
@@ -46,10 +79,10 @@ class StreamAdapter(Adapter):
     delete_actions = ("kinesis:DeleteStream",)
     list_actions = ("kinesis:ListStreams",)
 
-    def arn(self, physical: str, ctx: Names) -> str:
+    def arn(self, physical: str, ctx: Place) -> str:
         return f"arn:{ctx.partition}:kinesis:{ctx.region}:{ctx.account}:stream/{physical}"
 
-    def desired(self, res: Declared, ctx: Context) -> dict[str, Any]:
+    def desired(self, res: Declared, ctx: Session) -> dict[str, Any]:
         spec = res.spec
         assert isinstance(spec, StreamConfig)
         out: dict[str, Any] = {"mode": spec.mode}
@@ -70,11 +103,11 @@ class StreamAdapter(Adapter):
             fields.add("kms_key_id")
         return fields
 
-    async def _summary(self, ctx: Context, name: str) -> dict[str, Any] | None:
+    async def _summary(self, ctx: Session, name: str) -> dict[str, Any] | None:
         got = await ctx.call_or_none(MISSING, "kinesis", "describe_stream_summary", StreamName=name)
         return None if got is None else dict(got["StreamDescriptionSummary"])
 
-    async def read(self, ctx: Context, res: Declared) -> Observed | None:
+    async def read(self, ctx: Session, res: Declared) -> Observed | None:
         summary = await self._summary(ctx, res.physical)
         if summary is None or summary.get("StreamStatus") == "DELETING":
             return None
@@ -90,14 +123,14 @@ class StreamAdapter(Adapter):
         state["tags"] = {t["Key"]: t["Value"] for t in tags.get("Tags", [])}
         return Observed(state, {"status": summary.get("StreamStatus")})
 
-    async def _wait_active(self, ctx: Context, name: str) -> None:
+    async def _wait_active(self, ctx: Session, name: str) -> None:
         async def active() -> bool:
             summary = await self._summary(ctx, name)
             return summary is not None and summary.get("StreamStatus") == "ACTIVE"
 
-        await poll(ctx, active, what=f"stream {name} becoming ACTIVE", budget=ACTIVE_BUDGET)
+        await ctx.poll(active, what=f"stream {name} becoming ACTIVE", budget=ACTIVE_BUDGET)
 
-    async def create(self, ctx: Context, res: Declared, desired: dict[str, Any]) -> None:
+    async def create(self, ctx: Session, res: Declared, desired: dict[str, Any]) -> None:
         params: dict[str, Any] = {"StreamName": res.physical}
         if desired["mode"] == "on-demand":
             params["StreamModeDetails"] = {"StreamMode": "ON_DEMAND"}
@@ -111,7 +144,7 @@ class StreamAdapter(Adapter):
 
     async def update(
         self,
-        ctx: Context,
+        ctx: Session,
         res: Declared,
         observed: Observed,
         desired: dict[str, Any],
@@ -158,7 +191,7 @@ class StreamAdapter(Adapter):
             await ctx.call("kinesis", "add_tags_to_stream", StreamName=name, Tags=tags)
 
     async def _set_encryption(
-        self, ctx: Context, name: str, observed: Observed, desired: dict[str, Any]
+        self, ctx: Session, name: str, observed: Observed, desired: dict[str, Any]
     ) -> None:
         if desired.get("encryption") == "kms":
             await ctx.call(
@@ -178,10 +211,10 @@ class StreamAdapter(Adapter):
             )
         await self._wait_active(ctx, name)
 
-    async def delete(self, ctx: Context, found: Found) -> None:
+    async def delete(self, ctx: Session, found: Found) -> None:
         await ctx.call_or_none(MISSING, "kinesis", "delete_stream", StreamName=found.physical)
 
-    async def discover(self, ctx: Context) -> list[Found]:
+    async def discover(self, ctx: Session) -> list[Found]:
         owned: list[Found] = []
         params: dict[str, Any] = {}
         while True:
@@ -200,3 +233,6 @@ class StreamAdapter(Adapter):
                 params = {"NextToken": page["NextToken"]}
             else:
                 params = {"ExclusiveStartStreamName": names[-1]}
+
+
+STREAMS = StreamKind(StreamConfig)

@@ -7,33 +7,84 @@ table (and losing its items), which the worker only does with `enforce_replace =
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Literal
 
-from daemon.config.resources import TableConfig
-from daemon.resources.base import (
+from pydantic import Field, model_validator
+
+from daemon.resources.diff import Entries
+from daemon.resources.kind import (
     ACCESS_DENIED,
-    Adapter,
-    Context,
+    Declared,
     Found,
+    Kind,
+    NameRule,
     Observed,
+    Place,
+    ResourceBase,
     ResourceFailed,
+    Session,
     owned_by,
     ownership_tags,
-    poll,
     tag_dict,
     tag_list,
     tags_to_set,
 )
-from daemon.resources.diff import Entries
-from daemon.resources.naming import Declared, Names
+
+
+class TableConfig(ResourceBase):
+    """A DynamoDB table (the Kinesis lease store, the reconciler's lease)."""
+
+    partition_key: str = Field(min_length=1, max_length=255)
+    """Partition (hash) key attribute. Changing it replaces the table."""
+
+    partition_key_type: Literal["S", "N", "B"] = "S"
+    """Its type: string, number or binary."""
+
+    sort_key: str | None = Field(default=None, min_length=1, max_length=255)
+    """Sort (range) key attribute, if any. Changing it replaces the table."""
+
+    sort_key_type: Literal["S", "N", "B"] = "S"
+    """Its type."""
+
+    billing: Literal["on-demand", "provisioned"] = "on-demand"
+    """Capacity mode."""
+
+    read_capacity: int | None = Field(default=None, ge=1)
+    """Provisioned read capacity units (`billing = "provisioned"`)."""
+
+    write_capacity: int | None = Field(default=None, ge=1)
+    """Provisioned write capacity units (`billing = "provisioned"`)."""
+
+    ttl_attribute: str | None = None
+    """Attribute holding an expiry time (epoch seconds) for DynamoDB's TTL."""
+
+    point_in_time_recovery: bool | None = None
+    """Continuous backups with point-in-time recovery."""
+
+    deletion_protection: bool | None = None
+    """Refuse DeleteTable while on."""
+
+    @model_validator(mode="after")
+    def _capacity(self) -> TableConfig:
+        provisioned = self.billing == "provisioned"
+        has_capacity = self.read_capacity is not None and self.write_capacity is not None
+        if provisioned and not has_capacity:
+            raise ValueError('billing = "provisioned" needs read_capacity and write_capacity')
+        if not provisioned and (self.read_capacity or self.write_capacity):
+            raise ValueError('read_capacity and write_capacity need billing = "provisioned"')
+        return self
+
 
 MISSING = frozenset({"ResourceNotFoundException"})
 ACTIVE_BUDGET = 300.0
 _KEY_FIELDS = frozenset({"partition_key", "partition_key_type", "sort_key", "sort_key_type"})
 
 
-class TableAdapter(Adapter):
-    kind = "tables"
+class TableKind(Kind[TableConfig]):
+    name = "tables"
+    singular = "table"
+    name_rule = NameRule(re.compile(r"^[A-Za-z0-9_.-]{3,255}$"), "3-255 of A-Z a-z 0-9 _ . -")
     service = "dynamodb"
     replace_paths = _KEY_FIELDS
     always_compared = frozenset({"tags", "partition_key", "sort_key"})
@@ -54,10 +105,10 @@ class TableAdapter(Adapter):
     delete_actions = ("dynamodb:DeleteTable",)
     list_actions = ("dynamodb:ListTables",)
 
-    def arn(self, physical: str, ctx: Names) -> str:
+    def arn(self, physical: str, ctx: Place) -> str:
         return f"arn:{ctx.partition}:dynamodb:{ctx.region}:{ctx.account}:table/{physical}"
 
-    def desired(self, res: Declared, ctx: Context) -> dict[str, Any]:
+    def desired(self, res: Declared, ctx: Session) -> dict[str, Any]:
         spec = res.spec
         assert isinstance(spec, TableConfig)
         out: dict[str, Any] = {
@@ -83,11 +134,11 @@ class TableAdapter(Adapter):
             fields |= {"read_capacity", "write_capacity"}
         return fields
 
-    async def _describe(self, ctx: Context, name: str) -> dict[str, Any] | None:
+    async def _describe(self, ctx: Session, name: str) -> dict[str, Any] | None:
         got = await ctx.call_or_none(MISSING, "dynamodb", "describe_table", TableName=name)
         return None if got is None else dict(got["Table"])
 
-    async def read(self, ctx: Context, res: Declared) -> Observed | None:
+    async def read(self, ctx: Session, res: Declared) -> Observed | None:
         table = await self._describe(ctx, res.physical)
         if table is None or table.get("TableStatus") == "DELETING":
             return None
@@ -115,14 +166,14 @@ class TableAdapter(Adapter):
         state["tags"] = tag_dict(tags.get("Tags"))
         return Observed(state, {"status": table.get("TableStatus")})
 
-    async def _wait_active(self, ctx: Context, name: str) -> None:
+    async def _wait_active(self, ctx: Session, name: str) -> None:
         async def active() -> bool:
             table = await self._describe(ctx, name)
             return table is not None and table.get("TableStatus") == "ACTIVE"
 
-        await poll(ctx, active, what=f"table {name} becoming ACTIVE", budget=ACTIVE_BUDGET)
+        await ctx.poll(active, what=f"table {name} becoming ACTIVE", budget=ACTIVE_BUDGET)
 
-    async def create(self, ctx: Context, res: Declared, desired: dict[str, Any]) -> None:
+    async def create(self, ctx: Session, res: Declared, desired: dict[str, Any]) -> None:
         attributes = [
             {
                 "AttributeName": desired["partition_key"],
@@ -152,7 +203,7 @@ class TableAdapter(Adapter):
 
     async def update(
         self,
-        ctx: Context,
+        ctx: Session,
         res: Declared,
         observed: Observed,
         desired: dict[str, Any],
@@ -188,7 +239,7 @@ class TableAdapter(Adapter):
         if tags:
             await ctx.call("dynamodb", "tag_resource", ResourceArn=res.arn, Tags=tag_list(tags))
 
-    async def _set_ttl(self, ctx: Context, name: str, have: str | None, want: str | None) -> None:
+    async def _set_ttl(self, ctx: Session, name: str, have: str | None, want: str | None) -> None:
         # One attribute at a time: switching attributes means disabling the old one first.
         if have:
             await ctx.call(
@@ -205,7 +256,7 @@ class TableAdapter(Adapter):
                 TimeToLiveSpecification={"Enabled": True, "AttributeName": want},
             )
 
-    async def delete(self, ctx: Context, found: Found) -> None:
+    async def delete(self, ctx: Session, found: Found) -> None:
         table = await self._describe(ctx, found.physical)
         if table is None:
             return
@@ -218,9 +269,9 @@ class TableAdapter(Adapter):
         async def gone() -> bool:
             return await self._describe(ctx, found.physical) is None
 
-        await poll(ctx, gone, what=f"table {found.physical} being deleted", budget=ACTIVE_BUDGET)
+        await ctx.poll(gone, what=f"table {found.physical} being deleted", budget=ACTIVE_BUDGET)
 
-    async def discover(self, ctx: Context) -> list[Found]:
+    async def discover(self, ctx: Session) -> list[Found]:
         owned: list[Found] = []
         params: dict[str, Any] = {}
         while True:
@@ -260,3 +311,6 @@ def _billing(desired: dict[str, Any]) -> dict[str, Any]:
             "WriteCapacityUnits": desired["write_capacity"],
         },
     }
+
+
+TABLES = TableKind(TableConfig)

@@ -12,23 +12,107 @@ would send the recipient a confirmation each time); its attributes are set once 
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import Any, Literal
 
-from daemon.config.resources import SubscriptionConfig, TopicConfig
-from daemon.resources.base import (
+from pydantic import Field, model_validator
+
+from daemon.base.fields import Section
+from daemon.resources.diff import Entries, Required, equal, is_ignored, join
+from daemon.resources.kind import (
     ACCESS_DENIED,
-    Adapter,
-    Context,
+    Declared,
     Found,
+    Kind,
+    NameRule,
     Observed,
+    Place,
+    Problem,
+    ResourceBase,
+    ResourceRef,
+    Session,
     owned_by,
     ownership_tags,
     tag_dict,
     tag_list,
     tags_to_set,
 )
-from daemon.resources.diff import Entries, Required, equal, is_ignored, join
-from daemon.resources.naming import Declared, Names
+
+SubscriptionProtocol = Literal["sqs", "lambda", "http", "https", "email", "email-json", "sms"]
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+class SubscriptionConfig(Section):
+    """One subscription of a topic."""
+
+    protocol: SubscriptionProtocol
+    """Delivery protocol."""
+
+    endpoint: str = Field(min_length=1)
+    """Where to deliver: for `sqs` a declared queue's logical name or a queue ARN; for `lambda`
+    a function ARN; for `http`/`https` a URL; for `email` an address; for `sms` a phone number
+    in E.164 form (`+14155550100`)."""
+
+    filter_policy: dict[str, Any] | None = None
+    """SNS filter policy, for example `{ kind = ["alert"] }`."""
+
+    filter_policy_scope: Literal["MessageAttributes", "MessageBody"] | None = None
+    """What the filter policy looks at. Unset: AWS's default (message attributes)."""
+
+    raw_delivery: bool | None = None
+    """Deliver the message body as is instead of in the SNS JSON envelope (sqs, http, https)."""
+
+    dead_letter_queue: str | None = None
+    """Queue (logical name or ARN) for messages SNS could not deliver to this endpoint."""
+
+    @model_validator(mode="after")
+    def _endpoint_fits_protocol(self) -> SubscriptionConfig:
+        p, e = self.protocol, self.endpoint
+        if p in ("http", "https") and not e.startswith(f"{p}://"):
+            raise ValueError(f"a {p} subscription needs a {p}:// URL, not {e!r}")
+        if p == "lambda" and not e.startswith("arn:"):
+            raise ValueError(f"a lambda subscription needs a function ARN, not {e!r}")
+        if p in ("email", "email-json") and "@" not in e:
+            raise ValueError(f"an {p} subscription needs an e-mail address, not {e!r}")
+        if p == "sms" and not _E164.match(e):
+            raise ValueError(f"an sms subscription needs an E.164 phone number, not {e!r}")
+        if self.raw_delivery and p not in ("sqs", "http", "https", "firehose"):
+            raise ValueError(f"raw_delivery is not available for {p} subscriptions")
+        return self
+
+
+class TopicConfig(ResourceBase):
+    """An SNS topic and its subscriptions."""
+
+    fifo: bool = False
+    """A FIFO topic (the `.fifo` suffix is added to the name when missing)."""
+
+    content_based_deduplication: bool | None = None
+    """FIFO only: deduplicate by a hash of the body when no deduplication id is given."""
+
+    display_name: str | None = Field(default=None, max_length=100)
+    """Display name, used as the sender of SMS and e-mail messages."""
+
+    kms_key_id: str | None = None
+    """KMS key (id, ARN or alias, `alias/aws/sns` for the AWS managed key) for encryption at
+    rest. Unset: not compared."""
+
+    attributes: dict[str, str] = Field(default_factory=dict)
+    """Other topic attributes by their AWS name (`SignatureVersion`, `TracingConfig`, ...)."""
+
+    subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
+    """Subscriptions kept on the topic. Subscriptions that are not declared are left alone."""
+
+    @model_validator(mode="after")
+    def _fifo_only(self) -> TopicConfig:
+        if self.content_based_deduplication is not None and not self.fifo:
+            raise ValueError("content_based_deduplication needs fifo = true")
+        keys = [(s.protocol, s.endpoint) for s in self.subscriptions]
+        dupes = sorted({f"{p}:{e}" for p, e in keys if keys.count((p, e)) > 1})
+        if dupes:
+            raise ValueError(f"duplicate subscriptions: {', '.join(dupes)}")
+        return self
+
 
 MISSING = frozenset({"NotFound", "NotFoundException", "ResourceNotFoundException"})
 PENDING = "PendingConfirmation"
@@ -50,8 +134,13 @@ def subscription_key(protocol: str, endpoint: str) -> str:
     return f"{protocol}:{endpoint}"
 
 
-class TopicAdapter(Adapter):
-    kind = "topics"
+class TopicKind(Kind[TopicConfig]):
+    name = "topics"
+    singular = "topic"
+    name_rule = NameRule(
+        re.compile(r"^[A-Za-z0-9_-]{1,256}(\.fifo)?$"),
+        "1-256 letters, digits, '-' or '_' (plus '.fifo' for FIFO topics)",
+    )
     service = "sns"
     tag_read_actions = ("sns:ListTagsForResource",)
     read_actions = (
@@ -69,10 +158,47 @@ class TopicAdapter(Adapter):
     delete_actions = ("sns:DeleteTopic",)
     list_actions = ("sns:ListTopics",)
 
-    def arn(self, physical: str, ctx: Names) -> str:
+    def finish_name(self, spec: TopicConfig, name: str) -> str:
+        return name + ".fifo" if spec.fifo and not name.endswith(".fifo") else name
+
+    def check_name(self, spec: TopicConfig, physical: str) -> str | None:
+        if physical.endswith(".fifo") and not spec.fifo:
+            return "the name ends in .fifo but fifo is not set"
+        return None
+
+    def references(self, name: str, spec: TopicConfig, all_declared: Any) -> list[ResourceRef]:
+        refs = []
+        for i, sub in enumerate(spec.subscriptions):
+            base = f"resources.topics.{name}.subscriptions[{i}]"
+            if sub.protocol == "sqs":
+                refs.append(
+                    ResourceRef("queues", sub.endpoint, f"{base}.endpoint", f"topic.{name}")
+                )
+            if sub.dead_letter_queue:
+                path = f"{base}.dead_letter_queue"
+                refs.append(ResourceRef("queues", sub.dead_letter_queue, path, f"topic.{name}"))
+        return refs
+
+    def problems(self, declared: dict[str, TopicConfig], all_declared: Any) -> list[Problem]:
+        """SNS delivers a FIFO topic only to FIFO queues, and a standard topic to standard ones."""
+        problems = []
+        for name, topic in declared.items():
+            for i, sub in enumerate(topic.subscriptions):
+                queue = all_declared.queues.get(sub.endpoint) if sub.protocol == "sqs" else None
+                if queue is not None and queue.fifo != topic.fifo:
+                    problems.append(
+                        (
+                            f"resources.topics.{name}.subscriptions[{i}].endpoint",
+                            "a FIFO topic can only deliver to FIFO queues, and a standard topic "
+                            "only to standard queues",
+                        )
+                    )
+        return problems
+
+    def arn(self, physical: str, ctx: Place) -> str:
         return f"arn:{ctx.partition}:sns:{ctx.region}:{ctx.account}:{physical}"
 
-    def desired(self, res: Declared, ctx: Context) -> dict[str, Any]:
+    def desired(self, res: Declared, ctx: Session) -> dict[str, Any]:
         spec = res.spec
         assert isinstance(spec, TopicConfig)
         out: dict[str, Any] = {"fifo": spec.fifo}
@@ -92,11 +218,11 @@ class TopicAdapter(Adapter):
     def compared(self, res: Declared) -> set[str]:
         return super().compared(res) - {"fifo"}
 
-    def _key(self, sub: SubscriptionConfig, ctx: Context) -> str:
+    def _key(self, sub: SubscriptionConfig, ctx: Session) -> str:
         endpoint = ctx.arn_of("queues", sub.endpoint) if sub.protocol == "sqs" else sub.endpoint
         return subscription_key(sub.protocol, endpoint)
 
-    def _sub_desired(self, sub: SubscriptionConfig, ctx: Context) -> Required:
+    def _sub_desired(self, sub: SubscriptionConfig, ctx: Session) -> Required:
         attrs = Required()
         for field in sorted(sub.model_fields_set & set(_SUB_ATTRIBUTES)):
             value = getattr(sub, field)
@@ -105,7 +231,7 @@ class TopicAdapter(Adapter):
             attrs[field] = value
         return attrs
 
-    async def read(self, ctx: Context, res: Declared) -> Observed | None:
+    async def read(self, ctx: Session, res: Declared) -> Observed | None:
         got = await ctx.call_or_none(MISSING, "sns", "get_topic_attributes", TopicArn=res.arn)
         if got is None:
             return None
@@ -124,7 +250,7 @@ class TopicAdapter(Adapter):
         return Observed(state, {"subscriptions": handles})
 
     async def _read_subscriptions(
-        self, ctx: Context, res: Declared
+        self, ctx: Session, res: Declared
     ) -> tuple[dict[str, Any], dict[str, str]]:
         wanted = self.desired(res, ctx)["subscriptions"]
         subs: dict[str, Any] = {}
@@ -152,7 +278,7 @@ class TopicAdapter(Adapter):
                 return subs, handles
             params["NextToken"] = token
 
-    async def create(self, ctx: Context, res: Declared, desired: dict[str, Any]) -> None:
+    async def create(self, ctx: Session, res: Declared, desired: dict[str, Any]) -> None:
         attributes = {
             name: _text(desired[f]) for f, name in _TOPIC_ATTRIBUTES.items() if f in desired
         }
@@ -169,7 +295,7 @@ class TopicAdapter(Adapter):
 
     async def update(
         self,
-        ctx: Context,
+        ctx: Session,
         res: Declared,
         observed: Observed,
         desired: dict[str, Any],
@@ -190,7 +316,7 @@ class TopicAdapter(Adapter):
             await self._update_subscriptions(ctx, res, observed, desired)
 
     async def _set_topic_attribute(
-        self, ctx: Context, res: Declared, name: str, value: str
+        self, ctx: Session, res: Declared, name: str, value: str
     ) -> None:
         await ctx.call(
             "sns",
@@ -201,7 +327,7 @@ class TopicAdapter(Adapter):
         )
 
     async def _update_subscriptions(
-        self, ctx: Context, res: Declared, observed: Observed, desired: dict[str, Any]
+        self, ctx: Session, res: Declared, observed: Observed, desired: dict[str, Any]
     ) -> None:
         have = observed.state.get("subscriptions", {})
         handles: dict[str, str] = observed.handle.get("subscriptions", {})
@@ -230,10 +356,10 @@ class TopicAdapter(Adapter):
                     AttributeValue=_sub_text(field, value),
                 )
 
-    async def delete(self, ctx: Context, found: Found) -> None:
+    async def delete(self, ctx: Session, found: Found) -> None:
         await ctx.call_or_none(MISSING, "sns", "delete_topic", TopicArn=found.arn)
 
-    async def discover(self, ctx: Context) -> list[Found]:
+    async def discover(self, ctx: Session) -> list[Found]:
         owned: list[Found] = []
         params: dict[str, Any] = {}
         while True:
@@ -278,3 +404,6 @@ def _sub_state(attrs: dict[str, str]) -> dict[str, Any]:
     if attrs.get("RedrivePolicy"):
         state["dead_letter_queue"] = json.loads(attrs["RedrivePolicy"]).get("deadLetterTargetArn")
     return state
+
+
+TOPICS = TopicKind(TopicConfig)

@@ -20,25 +20,26 @@ from collections.abc import Mapping
 from typing import Any
 
 from daemon import __version__
-from daemon.config import ConfigError, LoadedConfig, load_config
+from daemon.config import ConfigError, LoadedConfig
 from daemon.config.loader import file_stamp
 from daemon.config.models import Config
 from daemon.core.aws import AwsClients
 from daemon.core.events import ConfigReloaded, EventBus
+from daemon.core.http import Handler
 from daemon.core.local_aws import LocalAws, attach_or_start
 from daemon.core.logs import configure_logging, get_logger, set_context
 from daemon.core.metrics import Registry, prometheus
 from daemon.core.metrics.process import register_process_metrics
 from daemon.outbox import Outbox
 from daemon.outbox.core import outbox_path
-from daemon.runtime.health import Handler, HealthServer
+from daemon.runtime.health import HealthServer
 from daemon.runtime.notify import Notifier
 from daemon.runtime.supervisor import Supervisor
 from daemon.services import Services
 from daemon.sns.publishing import publish_routes
 from daemon.telemetry.export import MetricsExport
 from daemon.telemetry.log_shipper import LogShipper
-from daemon.workers import prepare_workers, worker_specs
+from daemon.worker import Catalog
 
 log = get_logger()
 
@@ -56,10 +57,14 @@ class Daemon:
         self,
         loaded: LoadedConfig,
         *,
+        catalog: Catalog,
         environ: Mapping[str, str] = os.environ,
         local: LocalAws | None = None,
     ) -> None:
         self.loaded = loaded
+        self.catalog = catalog
+        """The worker kinds (`daemon.workers.CATALOG`): which workers a config runs, what a
+        reloaded config must satisfy."""
         self.environ = environ
         self.metrics = Registry()
         self.events = EventBus(self.metrics)
@@ -171,7 +176,7 @@ class Daemon:
         await self._start_health(self.config)
         loop = asyncio.get_running_loop()
         try:
-            specs = worker_specs(self.config)
+            specs = self.catalog.specs(self.config)
         except ValueError as exc:
             raise ConfigError.one(str(self.loaded.path), str(exc)) from None
         self._preparing = self._start_preparation(self.services)
@@ -193,7 +198,7 @@ class Daemon:
 
         async def prepare() -> None:
             try:
-                await prepare_workers(services)
+                await self.catalog.prepare(services)
             except Exception as exc:  # the workers start anyway, as after a timeout
                 log.error("startup preparation failed; workers start now", exc_info=exc)
             gate.open()  # not when cancelled: the daemon is stopping, the workers with it
@@ -241,9 +246,7 @@ class Daemon:
     # --- parts -----------------------------------------------------------------------------------
 
     async def _warm_clients(self, services: Services) -> None:
-        from daemon.core.iam import services as services_used  # noqa: PLC0415
-
-        for service in sorted(services_used(services.config)):
+        for service in sorted(self.catalog.aws_services(services.config)):
             await services.clients.client(service)
             await asyncio.sleep(0)  # let the endpoint's readiness check run in between
 
@@ -267,7 +270,12 @@ class Daemon:
                 metrics=self.metrics,
             )
         return Services(
-            config, metrics=self.metrics, events=self.events, clients=clients, outbox=self.outbox
+            config,
+            metrics=self.metrics,
+            events=self.events,
+            clients=clients,
+            outbox=self.outbox,
+            references=self.catalog.worker_references(config),
         )
 
     async def _apply_telemetry(self, config: Config, services: Services) -> None:
@@ -391,8 +399,8 @@ class Daemon:
 
     async def _load_and_apply(self) -> bool:
         try:
-            loaded = await asyncio.to_thread(load_config, self.loaded.path, self.environ)
-            specs = worker_specs(loaded.config)
+            loaded = await asyncio.to_thread(self.catalog.load, self.loaded.path, self.environ)
+            specs = self.catalog.specs(loaded.config)
         except (ConfigError, ValueError) as exc:
             errors = [str(i) for i in exc.issues] if isinstance(exc, ConfigError) else [str(exc)]
             self._reload_failed("rejected", "reload rejected; the running config stays", errors)

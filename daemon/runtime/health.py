@@ -8,16 +8,15 @@ Other components add routes before start (/metrics, POST /publish).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from daemon.core.http import Handler
 from daemon.core.logs import get_logger
 
 log = get_logger()
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class HealthServer:

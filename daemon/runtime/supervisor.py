@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from daemon.base.clock import iso_utc
 from daemon.base.retry import Backoff
 from daemon.base.stop import Stopped, StopToken
 from daemon.config.models import RuntimeConfig
@@ -191,8 +192,8 @@ class Runner:
             "restarts": self.restarts,
             "consecutive_crashes": self.crashes_in_row,
             "last_error": self.last_error,
-            "last_error_at": _iso(self.last_error_at),
-            "started_at": _iso(self.started_at),
+            "last_error_at": iso_utc(self.last_error_at),
+            "started_at": iso_utc(self.started_at),
         }
         if self.waiting_for is not None:
             details["waiting_for"] = self.waiting_for
@@ -302,9 +303,3 @@ class Supervisor:
     def health(self) -> dict[str, dict[str, Any]]:
         now = asyncio.get_running_loop().time()
         return {name: runner.health(now) for name, runner in sorted(self.runners.items())}
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

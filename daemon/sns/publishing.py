@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from aiohttp import web
 
 from daemon.core.events import Event
+from daemon.core.http import Handler
 from daemon.core.metrics import Registry
-from daemon.runtime.health import Handler
 
 if TYPE_CHECKING:
     from daemon.outbox import Message

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from daemon.base.awserrors import describe_error, error_code
 from daemon.base.retry import Attempts, Backoff
-from daemon.core.aws import describe_error, error_code
 from daemon.core.metrics import Counter
 
 MAX_VISIBILITY = 43_200

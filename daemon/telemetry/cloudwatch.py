@@ -24,8 +24,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from daemon.base.awserrors import describe_error, is_credentials_error, is_retryable
 from daemon.base.retry import Backoff, retry
-from daemon.core.aws import AwsClients, describe_error, is_credentials_error, is_retryable
+from daemon.core.aws import AwsClients
 from daemon.core.logs import get_logger
 from daemon.core.metrics.registry import Registry
 from daemon.core.metrics.snapshot import Point

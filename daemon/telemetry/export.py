@@ -25,7 +25,6 @@ from daemon.config.metrics import MetricsConfig
 from daemon.config.models import Config
 from daemon.core import identity
 from daemon.core.aws import AwsClients
-from daemon.core.iam import CONTRIBUTORS, Grant, Scope
 from daemon.core.logs import get_logger, unfiltered_logger
 from daemon.core.metrics.registry import Registry
 from daemon.core.metrics.snapshot import Selector, Snapshots
@@ -210,22 +209,3 @@ class MetricsExport:
             "put_metric_data_calls": self.cloudwatch.calls,
             "last_error": self.cloudwatch.last_error,
         }
-
-
-def _iam(config: Config, scope: Scope) -> list[Grant]:
-    """PutMetricData has no resource in IAM; a condition on `cloudwatch:namespace` keeps the
-    grant to awsd's own namespace. (EMF and Prometheus call nothing.)"""
-    cfg = config.metrics
-    if not cfg.cloudwatch.enabled:
-        return []
-    return [
-        Grant(
-            "metrics",
-            ("cloudwatch:PutMetricData",),
-            ("*",),
-            condition=(("StringEquals", "cloudwatch:namespace", cfg.namespace),),
-        )
-    ]
-
-
-CONTRIBUTORS.append(_iam)

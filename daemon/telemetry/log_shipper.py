@@ -33,18 +33,12 @@ from botocore.exceptions import ClientError
 from structlog.processors import format_exc_info
 from structlog.typing import EventDict
 
+from daemon.base.awserrors import describe_error, error_code, is_credentials_error, is_retryable
 from daemon.base.retry import Attempts, Backoff, retry
 from daemon.config.cloudwatch_logs import CloudWatchLogsConfig
 from daemon.config.models import Config
 from daemon.core import identity
-from daemon.core.aws import (
-    AwsClients,
-    describe_error,
-    error_code,
-    is_credentials_error,
-    is_retryable,
-)
-from daemon.core.iam import CONTRIBUTORS, Grant, Scope
+from daemon.core.aws import AwsClients
 from daemon.core.logs import add_sink, get_logger, remove_sink, to_json
 from daemon.core.metrics.registry import Registry
 from daemon.telemetry.log_batch import (
@@ -464,30 +458,3 @@ class LogShipper:
             "last_shipped_at": self.last_shipped_at,
             "last_error": self.last_error,
         }
-
-
-def _iam(config: Config, scope: Scope) -> list[Grant]:
-    """PutLogEvents on the stream; with `create`, creating the group (tagged, so TagResource
-    too) with its retention, and the stream. `{hostname}` and `{instance_id}` become `*`: the
-    policy is made once for every host. The instance id comes from IMDSv2, which needs no IAM
-    permission."""
-    cfg = config.log.cloudwatch
-    if not cfg.enabled:
-        return []
-    any_host = identity.Identity(config.env, "*", "*")
-    group = any_host.expand(cfg.log_group)
-    stream = any_host.expand(cfg.log_stream)
-    prefix = f"arn:{scope.partition}:logs:{scope.region}:{scope.account}:log-group:{group}"
-    stream_arn = f"{prefix}:log-stream:{stream}"
-    grants = [Grant("logs", ("logs:PutLogEvents",), (stream_arn,), sid="LogsShip")]
-    if cfg.create:
-        actions = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:TagResource"]
-        if cfg.retention_days is not None:
-            actions.append("logs:PutRetentionPolicy")
-        # IAM matches a log group's actions against `...:log-group:NAME` or `...:NAME:*`
-        # depending on the action; both are the same group.
-        grants.append(Grant("logs", tuple(actions), (prefix, f"{prefix}:*"), sid="LogsCreate"))
-    return grants
-
-
-CONTRIBUTORS.append(_iam)

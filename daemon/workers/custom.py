@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import inspect
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon.base.plugins import declared_destinations, load_callable
+from daemon.config.handlers import OUTBOX_KIND_RESOURCES
 from daemon.config.models import Config, CustomWorkerConfig
-from daemon.core.iam import CONTRIBUTORS, Grant, Scope
+from daemon.core.iam import Grant, Scope
 from daemon.outbox.senders import destination_grants
-from daemon.services import Services
-from daemon.worker import Worker, WorkerContext, WorkerSpec, fingerprint
-from daemon.workers.outbox import OUTBOX_USERS
+from daemon.resources.kind import Problem, ResourceRef
+from daemon.worker import Worker, WorkerContext, WorkerKind, WorkerSpec, fingerprint
+
+if TYPE_CHECKING:
+    from daemon.services import Services
 
 
 class CustomWorker(Worker):
@@ -39,27 +42,6 @@ def _build(cfg: CustomWorkerConfig, _services: Services) -> Worker:
     return CustomWorker(cfg)
 
 
-def _may_use_outbox(config: Config) -> bool:
-    return bool(config.custom)  # a custom worker may put messages through ctx.services.outbox
-
-
-OUTBOX_USERS.append(_may_use_outbox)
-
-
-def _iam(config: Config, scope: Scope) -> list[Grant]:
-    """What custom workers declare they send to (`daemon.base.plugins.sends_to`); anything else a
-    custom worker calls is its author's to add to the policy."""
-    return [
-        grant
-        for name, cfg in config.custom.items()
-        for _, kind, value in declared_destinations(cfg.entrypoint, cfg.options)
-        for grant in destination_grants(kind, f"custom:{name}", [value], scope)
-    ]
-
-
-CONTRIBUTORS.append(_iam)
-
-
 def specs(config: Config) -> list[WorkerSpec]:
     return [
         WorkerSpec(
@@ -70,3 +52,47 @@ def specs(config: Config) -> list[WorkerSpec]:
         )
         for name, cfg in config.custom.items()
     ]
+
+
+def references(config: Config) -> list[ResourceRef]:
+    """What custom workers declare they send to (`daemon.base.plugins.sends_to`)."""
+    return [
+        ResourceRef(
+            OUTBOX_KIND_RESOURCES[kind], value, f"custom.{name}.options.{option}", f"custom:{name}"
+        )
+        for name, worker in config.custom.items()
+        for option, kind, value in declared_destinations(worker.entrypoint, worker.options)
+    ]
+
+
+def entrypoint_problems(config: Config) -> list[Problem]:
+    problems = []
+    for name, worker in config.custom.items():
+        try:
+            load_callable(worker.entrypoint)
+        except ValueError as exc:
+            problems.append((f"custom.{name}.entrypoint", str(exc)))
+    return problems
+
+
+def grants(config: Config, scope: Scope) -> list[Grant]:
+    """What custom workers declare they send to; anything else a custom worker calls is its
+    author's to add to the policy."""
+    return [
+        grant
+        for name, cfg in config.custom.items()
+        for _, kind, value in declared_destinations(cfg.entrypoint, cfg.options)
+        for grant in destination_grants(kind, f"custom:{name}", [value], scope)
+    ]
+
+
+KIND = WorkerKind(
+    name="custom",
+    section="custom",
+    uses=lambda config: bool(config.custom),
+    specs=specs,
+    references=references,
+    checks=(entrypoint_problems,),
+    grants=grants,
+    sends=lambda config: bool(config.custom),  # a custom worker may use ctx.services.outbox
+)

@@ -10,22 +10,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from daemon.base.awserrors import describe_error, is_throttle
 from daemon.config.models import Config
-from daemon.core.aws import describe_error, is_throttle
 from daemon.outbox import Item, Outbox, Outcome, Retry, Sender
 from daemon.outbox.core import Key, outbox_path
 from daemon.outbox.senders import SENDERS
-from daemon.services import Services
-from daemon.worker import Worker, WorkerContext, WorkerSpec, fingerprint
+from daemon.worker import Worker, WorkerContext, WorkerKind, WorkerSpec, fingerprint
+
+if TYPE_CHECKING:
+    from daemon.services import Services
 
 IDLE_WAKE = 30.0
-
-OUTBOX_USERS: list[Callable[[Config], bool]] = []
-"""Functions telling whether a config has a producer for the outbox (publisher, forward handler,
-Kinesis producer, probe alerts). The delivery worker runs when one says yes, or when the outbox
-file already holds messages from an earlier run."""
 
 
 class OutboxWorker(Worker):
@@ -104,21 +101,25 @@ class OutboxWorker(Worker):
         return {"outbox": self.outbox.describe()}
 
 
-def _needed(config: Config) -> bool:
-    return any(uses(config) for uses in OUTBOX_USERS)
+def kind(sends: Callable[[Config], bool]) -> WorkerKind:
+    """The delivery worker's kind: it runs when something in a config sends through the outbox
+    (`sends`: any other kind's `WorkerKind.sends`), or when the outbox file already holds
+    messages from an earlier run."""
 
+    def uses(config: Config) -> bool:
+        return sends(config) or _has_leftovers(config)
 
-def specs(config: Config) -> list[WorkerSpec]:
-    if not _needed(config) and not _has_leftovers(config):
-        return []
-    return [
-        WorkerSpec(
-            name="outbox",
-            kind="outbox",
-            fingerprint=fingerprint(config.outbox, config.aws),
-            build=OutboxWorker,
-        )
-    ]
+    def specs(config: Config) -> list[WorkerSpec]:
+        return [
+            WorkerSpec(
+                name="outbox",
+                kind="outbox",
+                fingerprint=fingerprint(config.outbox, config.aws),
+                build=OutboxWorker,
+            )
+        ]
+
+    return WorkerKind(name="outbox", section="outbox", uses=uses, specs=specs)
 
 
 def _has_leftovers(config: Config) -> bool:

@@ -14,6 +14,7 @@ from daemon.core.aws import AwsClients
 from daemon.core.events import EventBus
 from daemon.core.metrics import Registry
 from daemon.handlers import Record
+from daemon.kinesis.reader import KinesisReader
 from daemon.outbox import Outbox
 from daemon.runtime.supervisor import Supervisor
 from daemon.services import Services
@@ -116,10 +117,10 @@ class Reader:
         )
         return self
 
-    def worker(self, name: str) -> kinesis_reader.KinesisReader:
+    def worker(self, name: str) -> KinesisReader:
         runner = self.supervisor.runners[f"kinesis:{name}"]
         worker = runner.worker
-        assert isinstance(worker, kinesis_reader.KinesisReader)
+        assert isinstance(worker, KinesisReader)
         return worker
 
     def metric(self, name: str, **labels: str) -> float:

@@ -18,7 +18,7 @@ from daemon.core.metrics import Registry
 from daemon.outbox import Outbox
 from daemon.runtime.supervisor import Supervisor
 from daemon.services import Services
-from daemon.workers import worker_specs
+from daemon.workers import CATALOG
 
 
 def unique(prefix: str) -> str:
@@ -95,7 +95,7 @@ class Harness:
         )
         loop = asyncio.get_running_loop()
         await self.supervisor.apply(
-            worker_specs(config), self.services, config.runtime, loop.time() + 10
+            CATALOG.specs(config), self.services, config.runtime, loop.time() + 10
         )
         return self.services
 

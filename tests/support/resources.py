@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from daemon.config import load_config
 from daemon.config.models import Config
 from daemon.core.aws import AwsClients
 from daemon.core.metrics import Registry
 from daemon.reconcile.apply import Applier, ApplyReport
+from daemon.reconcile.context import Context
 from daemon.reconcile.plan import Plan, make_plan
-from daemon.resources.base import Context
+from daemon.workers import CATALOG, load_config
 
 MOTO_ACCOUNT = "123456789012"
 
@@ -40,6 +40,7 @@ async def session(
 ) -> AsyncIterator[Context]:
     clients = AwsClients(config.aws, metrics=metrics)
     try:
+        kwargs.setdefault("used", CATALOG.worker_references(config))
         ctx = Context(config, clients, **kwargs)
         await ctx.start()
         yield ctx

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from daemon.core.http import Handler
 from daemon.core.metrics.registry import Counter, Gauge, Histogram, Registry
-from daemon.runtime.health import Handler
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -28,9 +28,9 @@ import base64
 import binascii
 from typing import Any
 
-from daemon.core.aws import describe_error, error_code, is_throttle
+from daemon.base.awserrors import describe_error, error_code, is_throttle
 from daemon.core.logs import get_logger
-from daemon.kinesis.shards import ShardInfo, hash_key, list_shards, shard_for, stream_args
+from daemon.core.shards import ShardInfo, hash_key, list_shards, shard_for, stream_args
 from daemon.outbox.sender import InvalidMessage, Outcome, Retry, Sender, Sent
 from daemon.outbox.store import Item
 

@@ -3,8 +3,8 @@ failures retried alone.
 
 Body: `{"message": str, "subject": str, "attributes": {name: str | number | {"type": ...,
 "value": ...}}, "group_id": str, "dedup_id": str}`. Target: a topic name or ARN. Names are
-resolved to ARNs without creating anything: the account and partition come from STS
-GetCallerIdentity (which needs no permission) and the region from the config, once per sender.
+resolved to ARNs without creating anything (`daemon.core.targets`: the account from STS
+GetCallerIdentity, which needs no permission, once per config).
 FIFO topics (`.fifo`) need a group id; without a dedup id the content hash is used, so a message
 retried after a lost answer is not published twice.
 """
@@ -92,10 +92,6 @@ class SnsSender(Sender):
     iam_actions = ("sns:Publish",)  # PublishBatch is authorised as sns:Publish
     target_kind = "topics"
 
-    def __init__(self, services: Any) -> None:
-        super().__init__(services)
-        self._prefix: str | None = None
-
     @classmethod
     def validate(cls, target: str, body: dict[str, Any]) -> int:
         check_topic(target)
@@ -123,15 +119,7 @@ class SnsSender(Sender):
 
     async def topic_arn(self, target: str) -> str:
         """The ARN of a topic given by name or ARN (no API call after the first)."""
-        if target.startswith("arn:"):
-            return target
-        if self._prefix is None:
-            region = await self.services.clients.resolve_region()
-            sts = await self.services.clients.client("sts")
-            identity = await sts.get_caller_identity()
-            partition = str(identity["Arn"]).split(":")[1]
-            self._prefix = f"arn:{partition}:sns:{region}:{identity['Account']}:"
-        return self._prefix + target
+        return await self.services.targets.arn_for("topics", target)
 
     async def send_batch(self, target: str, items: list[Item]) -> list[Outcome]:
         sns = await self.services.clients.client("sns")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from daemon.core.aws import error_code, is_throttle
+from daemon.base.awserrors import error_code, is_throttle
 from daemon.outbox.sender import InvalidMessage, Outcome, Reject, Retry, Sender, Sent
 from daemon.outbox.store import Item
 
