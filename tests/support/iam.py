@@ -23,7 +23,7 @@ moto/iam/access_control.py; moto 5.2), which `moto_view` adapts the policy to:
   service's request is evaluated against `*`, which an ARN-scoped statement never matches, so
   `moto_view` widens those statements to `*` (their actions stay exactly as generated): for
   SNS, Kinesis, DynamoDB, CloudWatch and Logs the test proves the actions, not the ARNs. The
-  ARNs are proven by the completeness tests instead (tests/test_iam_completeness.py compares
+  ARNs are proven by the completeness tests instead (tests/iam/test_iam_completeness.py compares
   every call's resource with the policy). S3 and SQS statements keep their ARNs; because moto
   evaluates a call on a queue that does not exist yet (CreateQueue, GetQueueUrl while waiting
   for it) against `*`, those two SQS actions are also granted on `*` in moto's view.

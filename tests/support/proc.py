@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 REPO = Path(__file__).resolve().parents[2]
 
 Predicate = Callable[[dict[str, Any]], bool]
@@ -271,3 +273,16 @@ class Awsd:
             return status, json.loads(raw)
         except ValueError:
             return status, raw.decode()
+
+
+def prometheus(proc: Awsd) -> dict[str, Any]:
+    status, text = proc.http("/metrics")
+    assert status == 200, text
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def sample(families: dict[str, Any], family: str, name: str, **labels: str) -> float:
+    for s in families[family].samples:
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+            return float(s.value)
+    raise AssertionError(f"no sample {name}{labels}")

@@ -9,11 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config.models import Config
+from daemon.config.outbox import OutboxConfig
 from daemon.core.aws import AwsClients
+from daemon.core.events import EventBus
 from daemon.core.metrics import Registry
+from daemon.outbox import Outbox
 from daemon.reconcile.apply import Applier, ApplyReport
 from daemon.reconcile.context import Context
 from daemon.reconcile.plan import Plan, make_plan
+from daemon.services import Services
 from daemon.workers import CATALOG, load_config
 
 MOTO_ACCOUNT = "123456789012"
@@ -160,3 +164,22 @@ def inject_the_four_drifts(boto: Any, env: str) -> None:
         ComparisonOperator=alarm["ComparisonOperator"],
         AlarmActions=alarm["AlarmActions"],
     )
+
+
+@contextlib.asynccontextmanager
+async def services_for(config: Config) -> AsyncIterator[Services]:
+    metrics = Registry()
+    events = EventBus(metrics)
+    outbox = Outbox(OutboxConfig(path=":memory:"), ":memory:", metrics=metrics, events=events)
+    services = Services(
+        config,
+        metrics=metrics,
+        events=events,
+        clients=AwsClients(config.aws, metrics=metrics),
+        outbox=outbox,
+    )
+    try:
+        yield services
+    finally:
+        await services.close()
+        await outbox.close()
