@@ -114,7 +114,7 @@ def threads(pid: int) -> collections.Counter[str]:
 
 
 def settle() -> None:
-    """What `daemon.runtime.app.settle_memory` does after startup."""
+    """What `daemon.runtime.process.settle_memory` does after startup."""
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)
 

@@ -4,7 +4,7 @@ Python's garbage collector stays off while the command's modules load: importing
 ~100,000 long-lived objects (classes, functions, config models, botocore's models) and almost no
 garbage cycles, so the collections the allocations trigger only re-scan what will live for the
 whole process — ~60 ms of a ~0.5 s start on a 2-core machine, more on a Pi. `awsd run` turns it
-back on once started (`daemon.runtime.app.settle_memory`: collect, freeze the startup objects,
+back on once started (`daemon.runtime.process.settle_memory`: collect, freeze the startup objects,
 enable); every other command right after parsing its arguments.
 """
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from daemon.base.awserrors import error_code, http_status
 from daemon.base.fields import Section
+from daemon.resources.bucket_settings import GETTERS, READERS, WRITERS, clean
 from daemon.resources.diff import Entries
 from daemon.resources.kind import (
     ACCESS_DENIED,
@@ -178,25 +178,6 @@ class BucketConfig(ResourceBase):
 MISSING = frozenset({"NoSuchBucket", "404", "NotFound"})
 NO_TAGS = frozenset({"NoSuchTagSet"})
 
-# setting -> (get operation, "not configured" error codes)
-_GETTERS: dict[str, tuple[str, frozenset[str]]] = {
-    "versioning": ("get_bucket_versioning", frozenset()),
-    "encryption": (
-        "get_bucket_encryption",
-        frozenset({"ServerSideEncryptionConfigurationNotFoundError"}),
-    ),
-    "block_public_access": (
-        "get_public_access_block",
-        frozenset({"NoSuchPublicAccessBlockConfiguration"}),
-    ),
-    "policy": ("get_bucket_policy", frozenset({"NoSuchBucketPolicy"})),
-    "cors": ("get_bucket_cors", frozenset({"NoSuchCORSConfiguration"})),
-    "lifecycle": (
-        "get_bucket_lifecycle_configuration",
-        frozenset({"NoSuchLifecycleConfiguration"}),
-    ),
-    "logging": ("get_bucket_logging", frozenset()),
-}
 _POLICY_FIELDS = {"policy", "deny_unencrypted_uploads", "deny_insecure_transport"}
 _ENCRYPTION_FIELDS = {"encryption", "kms_key_id", "bucket_key"}
 
@@ -271,9 +252,9 @@ class BucketKind(Kind[BucketConfig]):
         if policy is not None:
             out["policy"] = policy
         if spec.cors is not None:
-            out["cors"] = [_clean(rule.model_dump()) for rule in spec.cors]
+            out["cors"] = [clean(rule.model_dump()) for rule in spec.cors]
         if spec.lifecycle is not None:
-            out["lifecycle"] = [_clean(rule.model_dump()) for rule in spec.lifecycle]
+            out["lifecycle"] = [clean(rule.model_dump()) for rule in spec.lifecycle]
         if spec.logging is not None:
             out["logging"] = {
                 "target_bucket": ctx.physical_of("buckets", spec.logging.target_bucket),
@@ -305,10 +286,10 @@ class BucketKind(Kind[BucketConfig]):
         compared = self.compared(res) & set(self.desired(res, ctx))
         if compared & _ENCRYPTION_FIELDS:
             compared = (compared - _ENCRYPTION_FIELDS) | {"encryption"}
-        for setting in compared & set(_GETTERS):
-            operation, absent = _GETTERS[setting]
+        for setting in compared & set(GETTERS):
+            operation, absent = GETTERS[setting]
             got = await ctx.call_or_none(absent, "s3", operation, Bucket=name)
-            state.update(_READERS[setting](got))
+            state.update(READERS[setting](got))
         tags = await ctx.call_or_none(NO_TAGS, "s3", "get_bucket_tagging", Bucket=name)
         state["tags"] = {t["Key"]: t["Value"] for t in (tags or {}).get("TagSet", [])}
         return Observed(state)
@@ -345,7 +326,7 @@ class BucketKind(Kind[BucketConfig]):
         for setting in ("block_public_access", "versioning", "encryption", "policy", "cors",
                         "lifecycle", "logging"):  # fmt: skip
             if setting in changed and setting in desired:
-                await _WRITERS[setting](ctx, name, desired)
+                await WRITERS[setting](ctx, name, desired)
         if "tags" in changed:
             merged = {**observed.tags, **dict(desired["tags"])}
             await ctx.call(
@@ -382,16 +363,6 @@ class BucketKind(Kind[BucketConfig]):
             if owned_by(found_tags, ctx.env):
                 owned.append(Found("buckets", name, self.arn(name, ctx), found_tags))
         return owned
-
-
-def _clean(value: Any) -> Any:
-    """Drop None and empty values, so the config's defaults and AWS's omissions compare equal."""
-    if isinstance(value, dict):
-        cleaned = {k: _clean(v) for k, v in value.items()}
-        return {k: v for k, v in cleaned.items() if v not in (None, [], {}, "")}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
 
 
 def _log_delivery(res: Declared, ctx: Session) -> list[dict[str, Any]]:
@@ -449,223 +420,6 @@ def _policy(spec: BucketConfig, arn: str, generated: list[dict[str, Any]]) -> di
 
 
 # --- reading each setting into the config's vocabulary ----------------------------------------
-
-
-def _read_versioning(got: dict[str, Any] | None) -> dict[str, Any]:
-    return {"versioning": bool(got and got.get("Status") == "Enabled")}
-
-
-_ALGORITHMS = {"AES256": "sse-s3", "aws:kms": "sse-kms", "aws:kms:dsse": "dsse-kms"}
-
-
-def _read_encryption(got: dict[str, Any] | None) -> dict[str, Any]:
-    rules = ((got or {}).get("ServerSideEncryptionConfiguration") or {}).get("Rules") or []
-    if not rules:
-        return {"encryption": None}
-    default = rules[0].get("ApplyServerSideEncryptionByDefault", {})
-    algorithm = default.get("SSEAlgorithm")
-    return {
-        "encryption": _ALGORITHMS.get(algorithm, algorithm),
-        "kms_key_id": default.get("KMSMasterKeyID"),
-        "bucket_key": bool(rules[0].get("BucketKeyEnabled", False)),
-    }
-
-
-def _read_public_access(got: dict[str, Any] | None) -> dict[str, Any]:
-    flags = list(((got or {}).get("PublicAccessBlockConfiguration") or {}).values())
-    if flags and all(flags):
-        return {"block_public_access": True}
-    return {"block_public_access": "partly" if any(flags) else False}
-
-
-def _read_policy(got: dict[str, Any] | None) -> dict[str, Any]:
-    return {"policy": json.loads(got["Policy"]) if got and got.get("Policy") else None}
-
-
-def _read_cors(got: dict[str, Any] | None) -> dict[str, Any]:
-    rules = (got or {}).get("CORSRules", [])
-    return {
-        "cors": [
-            _clean(
-                {
-                    "allowed_origins": r.get("AllowedOrigins"),
-                    "allowed_methods": r.get("AllowedMethods"),
-                    "allowed_headers": r.get("AllowedHeaders"),
-                    "expose_headers": r.get("ExposeHeaders"),
-                    "max_age": r.get("MaxAgeSeconds"),
-                }
-            )
-            for r in rules
-        ]
-    }
-
-
-def _read_lifecycle(got: dict[str, Any] | None) -> dict[str, Any]:
-    out = []
-    for rule in (got or {}).get("Rules", []):
-        prefix = rule.get("Filter", {}).get("Prefix", rule.get("Prefix", ""))
-        out.append(
-            _clean(
-                {
-                    "id": rule.get("ID"),
-                    "prefix": prefix,
-                    "enabled": rule.get("Status") == "Enabled",
-                    "expire_days": rule.get("Expiration", {}).get("Days"),
-                    "noncurrent_expire_days": rule.get("NoncurrentVersionExpiration", {}).get(
-                        "NoncurrentDays"
-                    ),
-                    "abort_incomplete_upload_days": rule.get(
-                        "AbortIncompleteMultipartUpload", {}
-                    ).get("DaysAfterInitiation"),
-                    "transitions": [
-                        {"days": t.get("Days"), "storage_class": t.get("StorageClass")}
-                        for t in rule.get("Transitions", [])
-                    ],
-                }
-            )
-        )
-    return {"lifecycle": out}
-
-
-def _read_logging(got: dict[str, Any] | None) -> dict[str, Any]:
-    enabled = (got or {}).get("LoggingEnabled")
-    if not enabled:
-        return {"logging": None}
-    return {
-        "logging": {
-            "target_bucket": enabled.get("TargetBucket"),
-            "prefix": enabled.get("TargetPrefix", ""),
-        }
-    }
-
-
-Reader = Callable[[dict[str, Any] | None], dict[str, Any]]
-Writer = Callable[[Session, str, dict[str, Any]], Awaitable[None]]
-
-_READERS: dict[str, Reader] = {
-    "versioning": _read_versioning,
-    "encryption": _read_encryption,
-    "block_public_access": _read_public_access,
-    "policy": _read_policy,
-    "cors": _read_cors,
-    "lifecycle": _read_lifecycle,
-    "logging": _read_logging,
-}
-
-
-# --- writing each setting ---------------------------------------------------------------------
-
-
-async def _write_versioning(ctx: Session, name: str, desired: dict[str, Any]) -> None:
-    status = "Enabled" if desired["versioning"] else "Suspended"
-    await ctx.call(
-        "s3", "put_bucket_versioning", Bucket=name, VersioningConfiguration={"Status": status}
-    )
-
-
-async def _write_encryption(ctx: Session, name: str, desired: dict[str, Any]) -> None:
-    algorithm = {v: k for k, v in _ALGORITHMS.items()}[desired["encryption"]]
-    default: dict[str, Any] = {"SSEAlgorithm": algorithm}
-    if desired.get("kms_key_id"):
-        default["KMSMasterKeyID"] = desired["kms_key_id"]
-    rule: dict[str, Any] = {"ApplyServerSideEncryptionByDefault": default}
-    if "bucket_key" in desired:
-        rule["BucketKeyEnabled"] = desired["bucket_key"]
-    await ctx.call(
-        "s3",
-        "put_bucket_encryption",
-        Bucket=name,
-        ServerSideEncryptionConfiguration={"Rules": [rule]},
-    )
-
-
-async def _write_public_access(ctx: Session, name: str, desired: dict[str, Any]) -> None:
-    flags = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
-    await ctx.call(
-        "s3",
-        "put_public_access_block",
-        Bucket=name,
-        PublicAccessBlockConfiguration=dict.fromkeys(flags, bool(desired["block_public_access"])),
-    )
-
-
-async def _write_policy(ctx: Session, name: str, desired: dict[str, Any]) -> None:
-    await ctx.call("s3", "put_bucket_policy", Bucket=name, Policy=json.dumps(desired["policy"]))
-
-
-async def _write_cors(ctx: Session, name: str, desired: dict[str, Any]) -> None:
-    rules: list[dict[str, Any]] = desired["cors"]
-    if not rules:
-        await ctx.call("s3", "delete_bucket_cors", Bucket=name)
-        return
-    aws_rules = [
-        _clean(
-            {
-                "AllowedOrigins": r["allowed_origins"],
-                "AllowedMethods": r["allowed_methods"],
-                "AllowedHeaders": r.get("allowed_headers"),
-                "ExposeHeaders": r.get("expose_headers"),
-                "MaxAgeSeconds": r.get("max_age"),
-            }
-        )
-        for r in rules
-    ]
-    await ctx.call("s3", "put_bucket_cors", Bucket=name, CORSConfiguration={"CORSRules": aws_rules})
-
-
-async def _write_lifecycle(ctx: Session, name: str, desired: dict[str, Any]) -> None:
-    rules: list[dict[str, Any]] = desired["lifecycle"]
-    if not rules:
-        await ctx.call("s3", "delete_bucket_lifecycle", Bucket=name)
-        return
-    aws_rules = []
-    for r in rules:
-        rule: dict[str, Any] = {
-            "ID": r["id"],
-            "Filter": {"Prefix": r.get("prefix", "")},
-            "Status": "Enabled" if r.get("enabled", True) else "Disabled",
-        }
-        if r.get("expire_days"):
-            rule["Expiration"] = {"Days": r["expire_days"]}
-        if r.get("noncurrent_expire_days"):
-            rule["NoncurrentVersionExpiration"] = {"NoncurrentDays": r["noncurrent_expire_days"]}
-        if r.get("abort_incomplete_upload_days"):
-            rule["AbortIncompleteMultipartUpload"] = {
-                "DaysAfterInitiation": r["abort_incomplete_upload_days"]
-            }
-        if r.get("transitions"):
-            rule["Transitions"] = [
-                {"Days": t["days"], "StorageClass": t["storage_class"]} for t in r["transitions"]
-            ]
-        aws_rules.append(rule)
-    await ctx.call(
-        "s3",
-        "put_bucket_lifecycle_configuration",
-        Bucket=name,
-        LifecycleConfiguration={"Rules": aws_rules},
-    )
-
-
-async def _write_logging(ctx: Session, name: str, desired: dict[str, Any]) -> None:
-    logging = desired["logging"]
-    status = {
-        "LoggingEnabled": {
-            "TargetBucket": logging["target_bucket"],
-            "TargetPrefix": logging["prefix"],
-        }
-    }
-    await ctx.call("s3", "put_bucket_logging", Bucket=name, BucketLoggingStatus=status)
-
-
-_WRITERS: dict[str, Writer] = {
-    "versioning": _write_versioning,
-    "encryption": _write_encryption,
-    "block_public_access": _write_public_access,
-    "policy": _write_policy,
-    "cors": _write_cors,
-    "lifecycle": _write_lifecycle,
-    "logging": _write_logging,
-}
 
 
 BUCKETS = BucketKind(BucketConfig)

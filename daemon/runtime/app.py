@@ -8,9 +8,6 @@ touched; an invalid one is logged, counted and reported in STATUS= while the old
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
-import gc
 import os
 import signal
 import sys
@@ -32,8 +29,9 @@ from daemon.core.metrics import Registry, prometheus
 from daemon.core.metrics.process import register_process_metrics
 from daemon.outbox import Outbox
 from daemon.outbox.core import outbox_path
-from daemon.runtime.health import HealthServer
+from daemon.runtime.health import HealthSite
 from daemon.runtime.notify import Notifier
+from daemon.runtime.process import dump_tasks, hard_exit, settle_memory
 from daemon.runtime.supervisor import Supervisor
 from daemon.services import Services
 from daemon.sns.publishing import publish_routes
@@ -77,7 +75,6 @@ class Daemon:
             metrics=self.metrics,
             events=self.events,
         )
-        self.health: HealthServer | None = None
         self.local: LocalAws | None = local
         """The embedded moto child: spawned early by `awsd run`, or started in `_startup`."""
         self.local_endpoint: str | None = None
@@ -110,6 +107,8 @@ class Daemon:
         ]
         """Extra routes for the health server (method, path, handler); handlers reach the
         current services through `self.services`, which a reload replaces."""
+        self.health = HealthSite(self.routes, status=self.status, not_ready=self.not_ready)
+        """Where the health server listens (moved on reload, never left deaf)."""
 
     @property
     def config(self) -> Config:
@@ -217,7 +216,7 @@ class Daemon:
         total = self.config.runtime.shutdown_timeout
         deadline = began + total
         # The last resort if the loop itself is wedged: systemd would SIGKILL us anyway.
-        hard_stop = threading.Timer(total + 2.0, _hard_exit, args=(total,))
+        hard_stop = threading.Timer(total + 2.0, hard_exit, args=(total,))
         hard_stop.daemon = True
         hard_stop.start()
         log.info("stopping", signal=self._stop_signal, timeout_s=total)
@@ -235,8 +234,7 @@ class Daemon:
             except TimeoutError:
                 log.warning("closing services hit the shutdown deadline")
         await self.outbox.close()
-        if self.health is not None:
-            await self.health.stop()
+        await self.health.stop()
         if self.local is not None:
             await self.local.stop()
         hard_stop.cancel()
@@ -283,73 +281,13 @@ class Daemon:
         await self.metrics_export.apply(config, services.clients)
 
     async def _start_health(self, config: Config) -> None:
-        if not config.health.port:
-            return
         try:
-            self.health = await self._listen_health(config.health.host, config.health.port)
+            await self.health.start(config.health.host, config.health.port)
         except OSError as exc:
             raise StartupError(
                 f"health server cannot listen on {config.health.host}:{config.health.port}: "
                 f"{exc.strerror or exc} (set health.port, or 0 to disable it)"
             ) from None
-
-    async def _listen_health(self, host: str, port: int) -> HealthServer:
-        """A started health server with every route; OSError when it cannot listen."""
-        server = HealthServer(host, port, status=self.status, not_ready=self.not_ready)
-        for method, path, handler in self.routes:
-            server.add_route(method, path, handler)
-        try:
-            await server.start()
-        except OSError:
-            await server.stop()
-            raise
-        return server
-
-    async def _move_health(self, config: Config) -> None:
-        """On reload: bring the health server to the configured address. The old server keeps
-        listening until the new one does, so a port that is taken leaves /healthz, /status and
-        /metrics where they were (logged as a warning), and a later reload tries again."""
-        old = self.health
-        host, port = config.health.host, config.health.port
-        unchanged = (old.host, old.port) == (host, port) if old is not None else not port
-        if unchanged:
-            return
-        freed: tuple[str, int] | None = None
-        if old is not None and (not port or old.port == port):
-            # Turned off, or only the address changes: the old server may hold the port itself.
-            await old.stop()
-            self.health, freed = None, (old.host, old.port)
-        if not port:
-            log.info("health server stopped (health.port = 0)")
-            return
-        try:
-            new = await self._listen_health(host, port)
-        except OSError as exc:
-            if freed is not None:
-                self.health = await self._listen_health_again(*freed)
-            log.warning(
-                "health server cannot move; it stays where it was",
-                host=host,
-                port=port,
-                reason=exc.strerror or str(exc),
-                listening=self._health_address(),
-            )
-            return
-        if freed is None and old is not None:
-            await old.stop()
-        self.health = new
-
-    async def _listen_health_again(self, host: str, port: int) -> HealthServer | None:
-        try:
-            return await self._listen_health(host, port)
-        except OSError as exc:
-            log.error(
-                "health server cannot listen on its old address either; it is off",
-                host=host,
-                port=port,
-                reason=exc.strerror or str(exc),
-            )
-            return None
 
     # --- signals, reload, watchdog ---------------------------------------------------------------
 
@@ -448,7 +386,7 @@ class Daemon:
         await self._apply_telemetry(new, services)
         if previous is not None and previous.clients is not services.clients:
             await previous.clients.close()
-        await self._move_health(new)
+        await self.health.move(new.health.host, new.health.port)
         self.loaded = loaded
         self.events.publish(ConfigReloaded(source="daemon", version=loaded.version))
         self.reload_ok += 1
@@ -529,9 +467,6 @@ class Daemon:
             )
         return line
 
-    def _health_address(self) -> str | None:
-        return f"{self.health.host}:{self.health.bound_port}" if self.health else None
-
     def status(self) -> dict[str, Any]:
         return {
             "version": __version__,
@@ -549,7 +484,7 @@ class Daemon:
                 "failed": self.reload_failed,
                 "last_errors": self.last_reload_errors,
             },
-            "health": {"listening": self._health_address()},
+            "health": {"listening": self.health.address},
             "aws": {
                 "region": self.services.clients.region if self.services else None,
                 "local_endpoint": self.local_endpoint,
@@ -558,38 +493,3 @@ class Daemon:
             "metrics": self.metrics_export.describe(),
             "cloudwatch_logs": self.log_shipper.describe(),
         }
-
-
-def dump_tasks() -> None:
-    """SIGUSR1: log every asyncio task with the chain of awaits it is suspended in (for a daemon
-    that seems stuck: `kill -USR1 $(pidof awsd)`, then read the journal)."""
-    tasks = []
-    for task in asyncio.all_tasks():
-        where: list[str] = []
-        awaited: Any = task.get_coro()
-        while awaited is not None and len(where) < 20:
-            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
-            if frame is not None:
-                path = frame.f_code.co_filename.rsplit("/site-packages/", 1)[-1]
-                where.append(f"{path}:{frame.f_lineno} {frame.f_code.co_name}")
-            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
-        tasks.append({"task": task.get_name(), "awaiting": where})
-    log.warning("task dump (SIGUSR1)", tasks=sorted(tasks, key=lambda t: str(t["task"])))
-
-
-def settle_memory() -> None:
-    """After startup (and reloads): move the long-lived objects (config models, botocore service
-    models) out of the garbage collector's way, and hand freed startup memory back to the OS.
-    The collector is enabled here: `awsd run` starts with it off (see `daemon.cli.entry`)."""
-    gc.collect()
-    gc.freeze()
-    gc.enable()
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _hard_exit(total: float) -> None:
-    sys.stderr.write(f"awsd: shutdown did not finish within {total}s; exiting now\n")
-    sys.stderr.flush()
-    os._exit(1)

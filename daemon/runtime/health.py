@@ -77,3 +77,93 @@ def _dumps(value: Any) -> str:
     import json  # noqa: PLC0415
 
     return json.dumps(value, indent=2, default=str)
+
+
+class HealthSite:
+    """Where the health server listens, for the daemon's lifetime: started at startup, moved on
+    reload, stopped at the end. The old server keeps listening until the new one does, so a
+    port that is taken leaves /healthz, /status and /metrics where they were (logged as a
+    warning), and a later reload tries again."""
+
+    def __init__(
+        self,
+        routes: list[tuple[str, str, Handler]],
+        *,
+        status: Callable[[], dict[str, Any]],
+        not_ready: Callable[[], list[str]],
+    ) -> None:
+        self.routes = routes
+        self._status = status
+        self._not_ready = not_ready
+        self.server: HealthServer | None = None
+
+    @property
+    def address(self) -> str | None:
+        """`host:port` it listens on, or None when off."""
+        server = self.server
+        return f"{server.host}:{server.bound_port}" if server else None
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen (port 0: stay off); OSError when it cannot."""
+        if port:
+            self.server = await self._listen(host, port)
+
+    async def stop(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            await server.stop()
+
+    async def _listen(self, host: str, port: int) -> HealthServer:
+        """A started health server with every route; OSError when it cannot listen."""
+        server = HealthServer(host, port, status=self._status, not_ready=self._not_ready)
+        for method, path, handler in self.routes:
+            server.add_route(method, path, handler)
+        try:
+            await server.start()
+        except OSError:
+            await server.stop()
+            raise
+        return server
+
+    async def move(self, host: str, port: int) -> None:
+        """Bring the server to `host:port` (port 0: off)."""
+        old = self.server
+        unchanged = (old.host, old.port) == (host, port) if old is not None else not port
+        if unchanged:
+            return
+        freed: tuple[str, int] | None = None
+        if old is not None and (not port or old.port == port):
+            # Turned off, or only the address changes: the old server may hold the port itself.
+            await old.stop()
+            self.server, freed = None, (old.host, old.port)
+        if not port:
+            log.info("health server stopped (health.port = 0)")
+            return
+        try:
+            new = await self._listen(host, port)
+        except OSError as exc:
+            if freed is not None:
+                self.server = await self._listen_again(*freed)
+            log.warning(
+                "health server cannot move; it stays where it was",
+                host=host,
+                port=port,
+                reason=exc.strerror or str(exc),
+                listening=self.address,
+            )
+            return
+        if freed is None and old is not None:
+            await old.stop()
+        self.server = new
+
+    async def _listen_again(self, host: str, port: int) -> HealthServer | None:
+        try:
+            return await self._listen(host, port)
+        except OSError as exc:
+            log.error(
+                "health server cannot listen on its old address either; it is off",
+                host=host,
+                port=port,
+                reason=exc.strerror or str(exc),
+            )
+            return None
