@@ -108,7 +108,7 @@ DENIED = {
 }
 
 
-def until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+def until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         found = check()
