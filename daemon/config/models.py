@@ -8,11 +8,11 @@ Defaults are the safe production choice; `configs/*.toml` hold what differs per 
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
-from daemon.base.fields import Entrypoint, HttpUrl, Name, Section
+from daemon.base.fields import Entrypoint, Host, HttpUrl, Name, Section, StateDir
 from daemon.config.cloudwatch_logs import CloudWatchLogsConfig
 from daemon.config.kinesis import KinesisConfig
 from daemon.config.messaging import SnsPublisherConfig, SqsPollerConfig
@@ -90,11 +90,18 @@ class LogConfig(Section):
     cloudwatch: CloudWatchLogsConfig = Field(default_factory=CloudWatchLogsConfig)
     """Shipping every event to a CloudWatch Logs group and stream."""
 
+    redact_query: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=100
+    )
+    """More URL query parameters whose values are masked wherever a URL leaves awsd (logs,
+    /status, alerts, `check-config`, metric labels), besides those whose names look secret
+    (`token`, `api_key`, `password`, `sig`, `key`, ...). Case-insensitive."""
+
 
 class HealthConfig(Section):
     """The loopback HTTP server with /healthz, /readyz and /status."""
 
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     """Address to listen on. Keep it on loopback unless a firewall guards the port."""
 
     port: int = Field(default=9180, ge=0, le=65535)
@@ -104,7 +111,7 @@ class HealthConfig(Section):
 class RuntimeConfig(Section):
     """Supervisor, shutdown, reload and state settings."""
 
-    state_dir: str = Field(default_factory=_default_state_dir)
+    state_dir: StateDir = Field(default_factory=_default_state_dir)
     """Directory for durable state (outbox, checkpoints, alert state). Default: systemd's
     STATE_DIRECTORY, else /var/lib/awsd. Relative paths are relative to the working directory."""
 

@@ -21,7 +21,7 @@ from daemon.base.clock import iso_utc
 from daemon.config.models import Config
 from daemon.config.probes import EndpointConfig
 from daemon.core.logs import get_logger
-from daemon.outbox import OutboxDelivered, OutboxRejected
+from daemon.outbox import OutboxDelivered, OutboxDropped, OutboxRejected
 from daemon.probes.alerts import AlertMachine, AlertState
 from daemon.probes.delivery import SAVE_EVERY, AlertDelivery
 from daemon.probes.history import HOUR, KEEP_HOURS, book_for
@@ -102,7 +102,7 @@ class ProbesWorker(Worker):
         self._log = self.delivery.log = ctx.log
         store = self.store = StateStore(self.path)
         sub = self.services.events.subscribe(
-            OutboxDelivered, OutboxRejected, maxsize=10_000, name="probes"
+            OutboxDelivered, OutboxRejected, OutboxDropped, maxsize=10_000, name="probes"
         )
         helpers: list[asyncio.Task[None]] = []
         try:
