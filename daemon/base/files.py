@@ -48,13 +48,14 @@ def private_dir(path: str | os.PathLike[str]) -> Path:
     return directory
 
 
-def open_dir_reason(path: str | os.PathLike[str]) -> str | None:
-    """Why other local users can reach into `path` (group or world permission bits), or None."""
+def open_dir_reason(path: str | os.PathLike[str], *, group_search: bool = False) -> str | None:
+    """Why other local users can reach into `path` (group or world permission bits), or None.
+    `group_search`: the group may enter without listing (0710, granted on purpose)."""
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
         return None
-    if not mode & 0o077:
+    if not mode & (0o067 if group_search else 0o077):
         return None
     who = []
     if mode & 0o070:

@@ -161,7 +161,8 @@ class SnsPublisherConfig(Section):
 
     ingest: Literal["loopback", "any", "off"] = "loopback"
     """Who may POST /publish on the health server: loopback clients only (`awsd publish` on this
-    machine), anyone who can reach the port, or nobody."""
+    machine), anyone who can reach the port, or nobody. Either way a client must also show the
+    ingest token (see `[ingest]` and docs/security.md)."""
 
     events: bool = True
     """Publish the PublishRequest events other workers put on the event bus."""

@@ -14,6 +14,7 @@ from pydantic import Field, StringConstraints, model_validator
 
 from daemon.base.fields import Entrypoint, Host, HttpUrl, Name, Section, StateDir
 from daemon.config.cloudwatch_logs import CloudWatchLogsConfig
+from daemon.config.ingest import IngestConfig
 from daemon.config.kinesis import KinesisConfig
 from daemon.config.messaging import SnsPublisherConfig, SqsPollerConfig
 from daemon.config.metrics import MetricsConfig
@@ -107,6 +108,19 @@ class HealthConfig(Section):
     port: int = Field(default=9180, ge=0, le=65535)
     """TCP port; 0 disables the server."""
 
+    max_connections: int = Field(default=64, ge=1, le=10_000)
+    """Connections open at once, at most (and never more than a quarter of the process's
+    file-descriptor limit, so the AWS clients keep theirs). At the cap a new connection closes
+    the oldest idle one, or is refused while all are busy."""
+
+    idle_timeout: float = Field(default=5.0, gt=0, le=300)
+    """Seconds a connection may stay without a complete request (idle keep-alive, or headers
+    still arriving); then it is closed."""
+
+    body_timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds a request body (POST /publish) may take to arrive; then the request is answered
+    408 and the connection closed."""
+
 
 class RuntimeConfig(Section):
     """Supervisor, shutdown, reload and state settings."""
@@ -198,6 +212,10 @@ class Config(Section):
 
     sns: SnsPublisherConfig | None = None
     """The SNS publisher (readings, events, `awsd publish`); unset: not running."""
+
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    """The local ingest endpoint (`POST /publish`, `awsd publish`): its token, the destinations
+    it may publish to, browsers kept out, a per-client rate."""
 
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     """HTTP, TCP and DNS uptime probes, their conditions, and alerts through SNS and SMS."""

@@ -6,7 +6,7 @@ failing (a full file system is told apart from other errors, with the bytes stil
 success clears it. From that one record come:
 
 - `/readyz`: degraded (503) while a store is failing, naming it;
-- `/status`: `state.stores` with the error, since when, and the free bytes;
+- `/status`: `state_dir.failing` with the error, since when, and the free bytes;
 - metrics: `awsd_state_store_failing{store}` (0 or 1), `awsd_state_write_failures_total{store,
   reason}` and `awsd_state_free_bytes` (the state directory's file system);
 - events: `StateStoreFailing` once per episode and `StateStoreRecovered` at its end (the SNS
@@ -145,7 +145,7 @@ class StateHealth:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "state_dir": self.state_dir,
+            "path": self.state_dir,
             "free_bytes": free_bytes(self.state_dir) if self.state_dir else None,
             "failing": {
                 name: {

@@ -100,7 +100,7 @@ class ProbesWorker(Worker):
 
     async def run(self, ctx: WorkerContext) -> None:
         self._log = self.delivery.log = ctx.log
-        store = self.store = StateStore(self.path)
+        store = self.store = StateStore(self.path, health=self.services.storage)
         sub = self.services.events.subscribe(
             OutboxDelivered, OutboxRejected, OutboxDropped, maxsize=10_000, name="probes"
         )
@@ -219,7 +219,9 @@ class ProbesWorker(Worker):
             return
         await self.store.save_alerts(list(self.states.values()))
         if final:
-            await self.store.save_uptime(self.book.take_dirty())
+            rows = self.book.take_dirty()
+            if not await self.store.save_uptime(rows):
+                self.book.dirty.update((name, hour) for name, hour, _, _ in rows)
 
     # --- status ----------------------------------------------------------------------------------
 
