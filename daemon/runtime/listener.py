@@ -25,7 +25,7 @@ import logging
 import resource
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -147,10 +147,9 @@ class _Connection(asyncio.Protocol):
         self.admitted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         if not self.guard.admit(self):
-            transport.abort()
+            self.transport.abort()
             return
         self.admitted = True
         self.inner.connection_made(transport)
@@ -234,7 +233,7 @@ class ConnectionGuard:
         @web.middleware
         async def busy(request: web.Request, handler: Any) -> web.StreamResponse:
             transport = request.transport
-            conn = self.open.get(transport) if isinstance(transport, asyncio.Transport) else None
+            conn = self.open.get(transport) if transport is not None else None
             if conn is not None:
                 conn.busy += 1
             try:
