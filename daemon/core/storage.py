@@ -38,7 +38,7 @@ class StateDirFull(Exception):
         self.free = free
         shown = "unknown" if free is None else str(free)
         super().__init__(
-            f"state directory full: {shown} bytes free on the file system of {path}"
+            f"state directory full: {shown} bytes free in {path}"
             + (f" ({detail})" if detail else "")
         )
 

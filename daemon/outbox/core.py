@@ -104,6 +104,7 @@ class Outbox:
         as waiting, because the disk refused the write: never taken again; written by
         `repair`."""
         self._repair_at = 0.0
+        self._dir = str(Path(path).parent)
         self.intake_refused: str | None = None
         """Why the last put was refused for the disk's sake, until a put or `repair` succeeds."""
         self.count = 0
@@ -157,7 +158,7 @@ class Outbox:
                 cause = exc.__cause__ or exc
                 self.health.failed(STORE, self.path, cause)
                 if is_disk_full(cause):
-                    raise OutboxDiskFull(StateDirFull(self.path, self.headroom.free())) from None
+                    raise OutboxDiskFull(StateDirFull(self._dir, self.headroom.free())) from None
                 raise OutboxUnavailable(str(exc)) from None
             self._store = store
             await self._run(self.headroom.ensure_reserve)
@@ -337,7 +338,7 @@ class Outbox:
         if isinstance(exc, StateDirFull):
             refusal: OutboxFull = OutboxDiskFull(exc)
         elif is_disk_full(exc):
-            refusal = OutboxDiskFull(StateDirFull(self.path, self.headroom.free()))
+            refusal = OutboxDiskFull(StateDirFull(self._dir, self.headroom.free()))
         elif isinstance(exc, sqlite3.Error | OSError):
             refusal = OutboxUnavailable(f"the outbox cannot write {self.path}: {exc}")
         else:

@@ -47,7 +47,11 @@ class Headroom:
             return
         free = self.free()
         if free is not None and free < self.min_free:
-            raise StateDirFull(self.path, free, f"the outbox keeps {self.min_free} bytes free")
+            raise StateDirFull(
+                os.path.dirname(self.path) or ".",
+                free,
+                f"the outbox keeps {self.min_free} bytes free",
+            )
 
     def has_reserve(self) -> bool:
         return self.enabled and os.path.exists(self.reserve_path)

@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS outcomes (
 );
 """
 WAL_LIMIT = 1024 * 1024
-"""Bytes the WAL file is truncated to after a checkpoint, so a burst does not keep its space."""
+"""About the most bytes the WAL grows to before a checkpoint (and is truncated to after one), so
+a burst does not keep its space on a small state directory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,7 @@ class Store:
             self.conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
             self.conn.execute("PRAGMA busy_timeout=5000")
             self.conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+            self.conn.execute(f"PRAGMA wal_autocheckpoint={WAL_LIMIT // 4096}")
             self.conn.executescript(SCHEMA)
             self.outcomes = int(self.conn.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0])
         except (OSError, sqlite3.Error) as exc:

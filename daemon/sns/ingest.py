@@ -207,6 +207,9 @@ class Ingest:
 
         assert current.config.sns is not None
         try:
+            messages = [r.to_message(current.config.sns.topic, origin="ingest") for r in requests]
+            messages = [await resolved(current, m) for m in messages]
+            _check(messages)
             for i, r in enumerate(requests):
                 forbidden = await _forbidden(current, r)
                 if forbidden:
@@ -214,9 +217,6 @@ class Ingest:
                     return _error(
                         403, f"message {i}: {forbidden}" if len(requests) > 1 else forbidden
                     )
-            messages = [r.to_message(current.config.sns.topic, origin="ingest") for r in requests]
-            messages = [await resolved(current, m) for m in messages]
-            _check(messages)
             ids = await current.outbox.put_many(messages)
         except ValueError as exc:  # InvalidMessage is a ValueError
             metrics.refused.labels(source="ingest", reason="invalid").inc()

@@ -256,12 +256,47 @@ class Awsd:
                 if stream is not None:
                     stream.close()
 
+    def state_dir(self) -> Path:
+        """The state directory of its config (as this process sees it)."""
+        import tomllib
+
+        return Path(tomllib.loads(self.config.read_text())["runtime"]["state_dir"])
+
+    def token(self) -> str:
+        """The ingest token the daemon created (`<state_dir>/ingest.token`)."""
+        return (self.root / str(self.state_dir()).lstrip("/") / "ingest.token").read_text().strip()
+
+    @property
+    def root(self) -> Path:
+        """Where this process's files are seen from here: `/`, or `/proc/<pid>/root` when it
+        runs in a mount namespace of its own (a small state file system)."""
+        return Path("/")
+
+    def publish(self, payload: Any, *, timeout: float = 10.0) -> tuple[int, Any]:
+        """POST /publish as `awsd publish` does (JSON, the ingest token)."""
+        return self.http(
+            "/publish",
+            method="POST",
+            body=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token()}"},
+            timeout=timeout,
+        )
+
     def http(
-        self, path: str, *, method: str = "GET", body: bytes | None = None, timeout: float = 5.0
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        body: bytes | None = None,
+        timeout: float = 5.0,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         assert self.health_port, "config has no health port"
         req = urllib.request.Request(
-            f"http://127.0.0.1:{self.health_port}{path}", data=body, method=method
+            f"http://127.0.0.1:{self.health_port}{path}",
+            data=body,
+            method=method,
+            headers=headers or {},
         )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
