@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -298,37 +299,43 @@ PhoneNumber = Annotated[str, AfterValidator(_check_phone)]
 # --- state paths --------------------------------------------------------------------------------
 
 
-def _check_state_dir(value: str) -> str:
+def _kind(path: Path) -> str | None:
+    """`dir`, `file`, `other`, or None when it does not exist or cannot be looked at (another
+    user's directory: the daemon, running as its own user, will tell)."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return "file" if stat.S_ISREG(mode) else "other"
+
+
+def _check_state_path(value: str) -> Path:
     root = under_pseudo_filesystem(value)
     if root is not None:
-        raise ValueError(
-            f"{value!r} is under {root}, a kernel file system: state cannot live there"
-        )
+        raise ValueError(f"{value!r} is under {root}, a kernel file system, not storage")
     path = Path(value)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{value!r} exists and is not a directory")
     for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
+        if _kind(parent) not in (None, "dir"):
             raise ValueError(f"{value!r}: {parent} is not a directory")
+    return path
+
+
+def _check_state_dir(value: str) -> str:
+    if _kind(_check_state_path(value)) not in (None, "dir"):
+        raise ValueError(f"{value!r} exists and is not a directory")
     return value
 
 
 def _check_state_file(value: str) -> str:
     if value == ":memory:":
         return value
-    root = under_pseudo_filesystem(value)
-    if root is not None:
-        raise ValueError(
-            f"{value!r} is under {root}, a kernel file system: state cannot live there"
-        )
-    path = Path(value)
-    if path.is_dir():
+    kind = _kind(_check_state_path(value))
+    if kind == "dir":
         raise ValueError(f"{value!r} is a directory; name a file (or leave it unset)")
-    if path.exists() and not path.is_file():
+    if kind == "other":
         raise ValueError(f"{value!r} exists and is not a regular file")
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise ValueError(f"{value!r}: {parent} is not a directory")
     return value
 
 

@@ -351,6 +351,8 @@ def _validation_issues(
             reason = "unknown key" + _did_you_mean(loc)
         elif kind == "missing":
             reason = "required but not set"
+        elif kind == "value_error":
+            reason = reason.removeprefix("Value error, ")
         elif not _SECRET_NAME.search(path) and not isinstance(err.get("input"), dict | list):
             reason = f"{reason} (got {_short(err.get('input'))})"
         issues.append(ConfigIssue(_source_for(prov, loc, top), path, reason))

@@ -174,8 +174,8 @@ class SqliteCheckpoints(CheckpointStore):
 
         result: dict[str, ShardState] = await self._run(read)
         for shard, checkpoint in self.unsaved.items():  # newer than what the file holds
-            if shard in result:
-                result[shard] = ShardState(checkpoint, result[shard].parents)
+            known = result.get(shard)
+            result[shard] = ShardState(checkpoint, known.parents if known else ())
         return result
 
     async def create(self, initial: dict[str, ShardState]) -> None:

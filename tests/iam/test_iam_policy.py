@@ -302,7 +302,7 @@ class TestReferences:
         with pytest.raises(ConfigError) as failure:
             load_config(path)
         assert (
-            "probes.endpoints.c.alert.topic: Value error, 'arn:aws:sqs:us-east-1:1:q' is not an "
+            "probes.endpoints.c.alert.topic: 'arn:aws:sqs:us-east-1:1:q' is not an "
             "ARN of sns" in failure.value.render()
         )
 

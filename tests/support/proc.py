@@ -187,24 +187,44 @@ class Awsd:
     """One spawned `awsd run` process."""
 
     def __init__(
-        self, config: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+        self,
+        config: Path,
+        *,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        umask: int | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.config = config
         self.env = base_env(**(env or {}))
         self.args = args
+        self.umask = umask
+        self.prefix = prefix
+        """A command the daemon runs under (`unshare -m ...`), exec'ing it in the end."""
         self.logs = LogCapture()
         self.stderr = LogCapture()
         self.proc: subprocess.Popen[str] | None = None
         self.health_port: int | None = None
 
     def start(self) -> Awsd:
+        umask = self.umask
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "run", "--config", str(self.config), *self.args],
+            [
+                *self.prefix,
+                sys.executable,
+                "-m",
+                "daemon",
+                "run",
+                "--config",
+                str(self.config),
+                *self.args,
+            ],
             cwd=REPO,
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            umask=-1 if umask is None else umask,
         )
         self._readers = []
         for stream, capture in ((self.proc.stdout, self.logs), (self.proc.stderr, self.stderr)):
@@ -269,8 +289,8 @@ class Awsd:
     @property
     def root(self) -> Path:
         """Where this process's files are seen from here: `/`, or `/proc/<pid>/root` when it
-        runs in a mount namespace of its own (a small state file system)."""
-        return Path("/")
+        runs under a prefix (in a mount namespace of its own: a small state file system)."""
+        return Path(f"/proc/{self.pid}/root") if self.prefix else Path("/")
 
     def publish(self, payload: Any, *, timeout: float = 10.0) -> tuple[int, Any]:
         """POST /publish as `awsd publish` does (JSON, the ingest token)."""
