@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if not config.health.port:
         return _fail("the health server is off (health.port = 0); awsd publish needs it", EX_CONFIG)
+    if config.sns.ingest == "off":
+        return _fail('local ingest is off in this config (sns.ingest = "off")', EX_NOPERM)
     try:
         payload = _payload(args)
     except ValueError as exc:
