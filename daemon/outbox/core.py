@@ -40,6 +40,7 @@ from daemon.core.events import EventBus
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Registry
 from daemon.core.storage import StateDirFull, StateHealth
+from daemon.outbox.ledger import Ledger
 from daemon.outbox.messages import (
     Message,
     OutboxDelivered,
@@ -99,10 +100,8 @@ class Outbox:
         self.record = OutcomeRecord(cfg.outcomes_kept)
         """Recent outcomes in memory (the file keeps them too, when the disk lets it)."""
         self.headroom = Headroom(path, min_free=cfg.min_free_bytes, reserve=cfg.reserve_bytes)
-        self._unsettled: dict[int, tuple[Key, MessageStatus]] = {}
-        """Messages settled in memory (AWS accepted or refused them) that the file still holds
-        as waiting, because the disk refused the write: never taken again; written by
-        `repair`."""
+        self.ledger = Ledger(STORE, path, headroom=self.headroom, health=self.health)
+        """Writes what became of messages; keeps in memory what the disk refuses."""
         self._repair_at = 0.0
         self._dir = str(Path(path).parent)
         self.intake_refused: str | None = None
@@ -222,7 +221,7 @@ class Outbox:
                 self.health.failed(STORE, self.path, exc.__cause__ or exc)
             return
         self.intake_refused = None
-        if not self._unsettled:
+        if not self.ledger.unrecorded:
             self.health.ok(STORE)
         for m in new:
             self._m_put.labels(kind=m.kind).inc()
@@ -389,7 +388,7 @@ class Outbox:
         store = await self._opened()
         state = self._targets[key]
         state.inflight = True
-        skip = {i for i, (k, _) in self._unsettled.items() if k == key}
+        skip = self.ledger.skip(key)
         try:
             items: list[Item] = await self._run(store.head, key[0], key[1], limit, max_bytes, skip)
             return items
@@ -417,7 +416,19 @@ class Outbox:
         # Settled in memory first: whatever the disk says next, these are never sent again.
         for status in settled:
             self.record.add(status)
-        trimmed = await self._write_settled(store, key, settled, retry)
+        written = await self.ledger.write(
+            self._run,
+            store,
+            key,
+            settled,
+            retry,
+            keep_dead=self.cfg.dead_letter_max,
+            keep_outcomes=self.cfg.outcomes_kept,
+        )
+        if written is None:
+            self._repair_at = 0.0
+        trimmed, oldest = written or (0, self.oldest_created)
+        self.oldest_created = oldest
         self._account(key, by_id, sent, rejected)
         self._advance(key, len(sent) + len(rejected), retry, throttled)
         if trimmed:
@@ -495,91 +506,27 @@ class Outbox:
         if state.count <= 0:
             del self._targets[key]
 
-    async def _write_settled(
-        self, store: Store, key: Key, settled: list[MessageStatus], retry: dict[int, str]
-    ) -> int:
-        """Write a batch's fate; on a full disk give up the reserve and try once more; failing
-        that, keep it in memory (`_unsettled`) for `repair`. Returns dead letters trimmed."""
-
-        def write(with_retry: dict[int, str]) -> tuple[int, float | None]:
-            trimmed = store.settle(
-                settled,
-                with_retry,
-                keep_dead=self.cfg.dead_letter_max,
-                keep_outcomes=self.cfg.outcomes_kept,
-            )
-            return trimmed, store.oldest_created()
-
-        try:
-            trimmed, self.oldest_created = await self._run(write, retry)
-            return int(trimmed)
-        except (sqlite3.Error, OSError) as exc:
-            if not (is_disk_full(exc) and await self._run(self.headroom.release)):
-                return self._keep_unsettled(key, settled, exc)
-        try:  # with the reserve's space; attempt counts are not worth it now
-            trimmed, self.oldest_created = await self._run(write, {})
-            return int(trimmed)
-        except (sqlite3.Error, OSError) as exc:
-            return self._keep_unsettled(key, settled, exc)
-
-    def _keep_unsettled(self, key: Key, settled: list[MessageStatus], exc: BaseException) -> int:
-        for status in settled:
-            self._unsettled[status.id] = (key, status)
-        self.health.failed(STORE, self.path, exc)
-        self._repair_at = 0.0
-        if settled:
-            log.error(
-                "outbox cannot record settled messages; kept in memory, never sent again",
-                destination=f"{key[0]}:{key[1]}",
-                messages=len(settled),
-                unrecorded=len(self._unsettled),
-                error=str(exc),
-            )
-        return 0
-
     # --- disk trouble ----------------------------------------------------------------------------
 
     def repair_due_in(self, now: float) -> float | None:
         """Seconds until `repair` should run (None: nothing to repair)."""
+        headroom = self.headroom
         needed = (
-            self._unsettled
+            self.ledger.unrecorded
             or self.intake_refused is not None
             or STORE in self.health.failing
-            or (
-                self.headroom.enabled and self.cfg.reserve_bytes and not self.headroom.has_reserve()
-            )
+            or (headroom.enabled and self.cfg.reserve_bytes and not headroom.has_reserve())
         )
         return max(0.0, self._repair_at - now) if needed and self._store is not None else None
 
     async def repair(self, now: float) -> bool:
         """Write what the disk refused, allocate the reserve, reopen intake; True when the
-        outbox's state on disk is whole again."""
+        outbox's state on disk is whole again (run by the delivery worker)."""
         self._repair_at = now + REPAIR_EVERY
         store = await self._opened()
-        pending = list(self._unsettled.values())
-
-        def write() -> None:
-            self.headroom.check_intake()
-            if pending:
-                store.settle(
-                    [status for _, status in pending],
-                    {},
-                    keep_dead=self.cfg.dead_letter_max,
-                    keep_outcomes=self.cfg.outcomes_kept,
-                )
-            else:
-                store.touch()
-            self.headroom.ensure_reserve()
-
-        try:
-            await self._run(write)
-        except (sqlite3.Error, OSError, StateDirFull) as exc:
-            self.health.failed(STORE, self.path, exc)
+        keep = {"keep_dead": self.cfg.dead_letter_max, "keep_outcomes": self.cfg.outcomes_kept}
+        if not await self.ledger.repair(self._run, store, **keep):
             return False
-        for _, status in pending:
-            self._unsettled.pop(status.id, None)
-        if pending:
-            log.info("outbox recorded the messages the disk had refused", messages=len(pending))
         self.intake_refused = None
         self.oldest_created = await self._run(store.oldest_created)
         self.health.ok(STORE)
@@ -621,7 +568,7 @@ class Outbox:
             "rejected_since_start": self.dead,
             "failing": failing,
             "intake": "open" if self.intake_refused is None else f"refused: {self.intake_refused}",
-            "settled_not_recorded": len(self._unsettled),
+            "settled_not_recorded": len(self.ledger.unrecorded),
             "free_bytes": self.headroom.free(),
             "reserve": self.headroom.has_reserve(),
         }
