@@ -11,7 +11,7 @@ good), 3 dropped before delivery (the outbox was full), 4 unknown; 2 usage; 65 i
 oversize message; 69 daemon not reachable or publisher not configured there; 74 the daemon's
 state directory is full; 75 outbox full, over the rate limit, or (`--wait`) not yet delivered;
 77 not allowed (no readable token, a destination the config does not allow, `sns.ingest`);
-78 config invalid.
+70 the daemon failed to answer (a bug: its log says why); 78 config invalid.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ EX_DEAD = 1
 EX_DROPPED = 3
 EX_UNKNOWN = 4
 EX_DATAERR = 65
+EX_SOFTWARE = 70
 EX_UNAVAILABLE = 69
 EX_IOERR = 74
 EX_TEMPFAIL = 75
@@ -42,6 +43,7 @@ STATUS_EXIT = {
     413: EX_DATAERR,
     415: EX_DATAERR,
     429: EX_TEMPFAIL,
+    500: EX_SOFTWARE,
     507: EX_IOERR,
 }
 

@@ -207,7 +207,12 @@ class SqliteCheckpoints(CheckpointStore):
             db.execute("COMMIT")
 
         if initial:
-            await self._run(write)
+            try:
+                await self._run(write)
+            except (sqlite3.Error, OSError) as exc:
+                if self.health is not None:
+                    self.health.failed(self.name, self.path, exc)
+                raise
 
     async def save(self, shard: str, checkpoint: Checkpoint) -> None:
         """Write a checkpoint (with any the disk refused before). A refused write is kept and
@@ -270,7 +275,11 @@ class SqliteCheckpoints(CheckpointStore):
             )
 
         if shards:
-            await self._run(write)
+            try:
+                await self._run(write)
+            except (sqlite3.Error, OSError) as exc:  # kept; the next start forgets them
+                if self.health is not None:
+                    self.health.failed(self.name, self.path, exc)
 
     async def stream_created(self, created: float) -> bool:
         def check() -> bool:

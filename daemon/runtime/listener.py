@@ -80,7 +80,9 @@ class QuietLogger(logging.Logger):
     is a client error to summarise, not a traceback to log."""
 
     def __init__(self, errors: ClientErrors) -> None:
-        super().__init__("awsd.http")
+        super().__init__("aiohttp.server.awsd")
+        # Anything else it says goes the usual way (the daemon's log pipeline).
+        self.parent = logging.getLogger("aiohttp.server")
         self.errors = errors
 
     def exception(self, msg: object, *args: object, exc_info: Any = True, **_: Any) -> None:
