@@ -148,8 +148,8 @@ class Ingest:
         self.limiter: RateLimiter | None = None
 
     def prepare(self, config: Config) -> None:
-        """Read (or create) the token and take the rate settings. OSError when the token file
-        cannot be written: the endpoint then refuses every write (401)."""
+        """Read (or create) the token and take the rate settings. Raises OSError when the token
+        file cannot be written (the daemon does not start; a reload keeps the running config)."""
         ingest = config.ingest
         loop = asyncio.get_running_loop()
         if self.limiter is None or (self.limiter.rate, self.limiter.burst) != (
