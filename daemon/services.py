@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from daemon.base.files import private_dir
 from daemon.config.models import Config
 from daemon.core.aws import AwsClients
 from daemon.core.events import EventBus
 from daemon.core.metrics import Registry
+from daemon.core.storage import StateHealth
 from daemon.core.targets import Targets
 from daemon.outbox import Outbox
 from daemon.resources.kind import ResourceRef
@@ -38,6 +40,8 @@ class Services:
         self.clients = clients
         self.outbox = outbox
         """The process's durable outbox (process-lifetime: it outlives reloads)."""
+        self.storage: StateHealth = outbox.health
+        """The health of the state on disk: every store reports its writes here."""
         self.targets = Targets(config, clients)
         """What the topics and queues named in this config are called in AWS."""
         self.references = tuple(references)
@@ -46,10 +50,8 @@ class Services:
 
     @property
     def state_dir(self) -> Path:
-        """The durable state directory (created on first use, private to the daemon's user)."""
-        path = Path(self.config.runtime.state_dir)
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return path
+        """The durable state directory (created 0700 on first use)."""
+        return private_dir(self.config.runtime.state_dir)
 
     async def close(self) -> None:
         """Close what belongs to this config (the outbox is closed by the daemon, last)."""

@@ -61,8 +61,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return config_failure(exc)
     if not args.quiet:
-        from daemon.base.redact import redact  # noqa: PLC0415
+        from daemon.base.redact import configure_redaction, redact  # noqa: PLC0415
 
+        configure_redaction(loaded.config.log.redact_query)
         files = " <- ".join(str(f) for f in loaded.files)
         print(
             f"# awsd {__version__}: configuration OK (env {loaded.config.env}, "

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from daemon.base.fields import Entrypoint, HttpUrl, Section
+from daemon.base.fields import Entrypoint, HttpUrl, QueueRef, Section, StreamRef, TopicRef
 from daemon.base.plugins import load_callable
 from daemon.config.partition import PartitionKeyConfig
 from daemon.resources.kind import Problem, ResourceRef
@@ -48,13 +48,13 @@ class ForwardHandlerConfig(Section):
     kind: Literal["forward"]
     """Handler kind."""
 
-    sns: str | None = None
+    sns: TopicRef | None = None
     """Topic: a declared topic's logical name, or its ARN."""
 
-    sqs: str | None = None
+    sqs: QueueRef | None = None
     """Queue: a declared queue's logical name, its URL, or its ARN."""
 
-    kinesis: str | None = None
+    kinesis: StreamRef | None = None
     """Stream: a declared stream's logical name, or its ARN."""
 
     url: HttpUrl | None = None

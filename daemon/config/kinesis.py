@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from daemon.base.fields import Name, Section
+from daemon.base.fields import BucketRef, KmsKeyRef, Name, Section, StateFile, StreamRef, TableRef
 from daemon.config.handlers import HandlerConfig
 
 InitialPosition = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", "AT_SEQUENCE_NUMBER"]
@@ -35,7 +35,7 @@ class CheckpointConfig(Section):
     """...or after this many seconds with processed records, whichever comes first. A restart
     re-reads at most what was processed since the last checkpoint."""
 
-    path: str | None = None
+    path: StateFile | None = None
     """SQLite file; unset: `kinesis-checkpoints.sqlite3` in `runtime.state_dir`."""
 
 
@@ -43,7 +43,7 @@ class LeasesConfig(Section):
     """DynamoDB leases: how daemons share a stream's shards (used with `checkpoints.store =
     "dynamodb"`)."""
 
-    table: str | None = Field(default=None, pattern=r"^(arn:\S+|[A-Za-z0-9_.-]{1,255})$")
+    table: TableRef | None = None
     """Lease table: a declared table's logical name (`[resources.tables.<name>]` with
     `partition_key = "lease_key"`; the reconciler creates it, the reader waits for it), a table
     ARN, or the AWS name of a table of the reader's own (created if missing, on-demand billing);
@@ -66,7 +66,7 @@ class ArchiveConfig(Section):
     `prefix/YYYY/MM/DD/HH/` (UTC, from the first record's arrival time). A record is checkpointed
     only after the object holding it is written."""
 
-    bucket: str = Field(min_length=1, max_length=2048)
+    bucket: BucketRef
     """A declared bucket's logical name (`[resources.buckets.<name>]`), or a bucket ARN for one
     awsd does not manage."""
 
@@ -87,7 +87,7 @@ class ArchiveConfig(Section):
     buckets that deny unencrypted uploads (`deny_unencrypted_uploads` on a declared bucket)
     accept them; `none` sends no header and leaves it to the bucket's default encryption."""
 
-    kms_key_id: str | None = Field(default=None, min_length=1, max_length=2048)
+    kms_key_id: KmsKeyRef | None = None
     """KMS key (id, alias or ARN) for `aws:kms`; unset: the account's `aws/s3` key."""
 
     format: Literal["jsonl", "lines"] = "jsonl"
@@ -99,7 +99,7 @@ class ArchiveConfig(Section):
 class KinesisReaderConfig(Section):
     """One stream read by every shard, each record handed to `handler` and/or `archive`."""
 
-    stream: str = Field(min_length=1, max_length=2048)
+    stream: StreamRef
     """A declared stream's logical name (`[resources.streams.<name>]`), or a stream ARN for one
     awsd does not manage."""
 

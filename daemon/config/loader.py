@@ -12,6 +12,7 @@ pydantic models, then cross-section checks.
 from __future__ import annotations
 
 import difflib
+import errno
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from typing import Any, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from daemon.base.files import NotARegularFile, TooLarge, read_bounded
 from daemon.config.errors import ConfigError, ConfigIssue
 from daemon.config.models import Config
 from daemon.config.references import reference_problems
@@ -33,6 +35,9 @@ Loc = tuple[str | int, ...]
 Provenance = dict[Loc, str]
 
 ENV_PREFIX = "AWSD__"
+MAX_CONFIG_BYTES = 1024 * 1024
+"""The largest config file read (each file of an `extends` chain): a config is a few KiB; the
+cap keeps `/dev/zero` or a runaway file from being read without end."""
 DEFAULT_CONFIG_DIRS = ("/etc/awsd", "configs")
 DEFAULT_CONFIG_FILE = "/etc/awsd/config.toml"
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
@@ -152,14 +157,25 @@ def config_version(config: BaseModel) -> str:
 def _read_toml(path: Path) -> dict[str, Any]:
     shown = str(path)
     try:
-        raw = path.read_bytes()
+        raw = read_bounded(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError.one(shown, "file not found") from None
-    except IsADirectoryError:
-        raise ConfigError.one(shown, "is a directory, not a config file") from None
+    except NotARegularFile as exc:
+        what = (
+            "is a directory, not a config file"
+            if exc.strerror == "a directory"
+            else (f"is {exc.strerror}, not a regular file")
+        )
+        raise ConfigError.one(shown, what) from None
+    except TooLarge as exc:
+        raise ConfigError.one(
+            shown, f"larger than {MAX_CONFIG_BYTES} bytes ({exc.strerror}); is this a config file?"
+        ) from None
     except PermissionError:
         raise ConfigError.one(shown, "permission denied") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError.one(shown, "symbolic link loop") from None
         raise ConfigError.one(shown, f"cannot read: {exc.strerror or exc}") from None
     if not raw.strip():
         raise ConfigError.one(shown, "file is empty")
@@ -182,7 +198,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _load_layers(
     path: Path, stack: tuple[Path, ...], files: list[Path], stamps: list[FileStamp]
 ) -> tuple[dict[str, Any], Provenance]:
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve(strict=True)
+    except FileNotFoundError:
+        resolved = path.absolute()  # reported as "file not found" by the read
+    except (OSError, RuntimeError):  # a symlink loop: RuntimeError before Python 3.13
+        raise ConfigError.one(str(path), "symbolic link loop") from None
     if resolved in stack:
         chain = " -> ".join(p.name for p in (*stack, resolved))
         raise ConfigError.one(str(path), f"extends cycle: {chain}", "extends")
@@ -200,7 +221,7 @@ def _load_layers(
     prov: Provenance = {}
     for parent in parents:
         parent_path = path.parent / parent
-        if not parent_path.exists():
+        if not parent_path.exists() and not parent_path.is_symlink():
             raise ConfigError.one(str(path), f"file not found: {parent_path}", "extends")
         parent_data, parent_prov = _load_layers(parent_path, (*stack, resolved), files, stamps)
         _merge(merged, parent_data, prov, (), None)
@@ -330,6 +351,8 @@ def _validation_issues(
             reason = "unknown key" + _did_you_mean(loc)
         elif kind == "missing":
             reason = "required but not set"
+        elif kind == "value_error":
+            reason = reason.removeprefix("Value error, ")
         elif not _SECRET_NAME.search(path) and not isinstance(err.get("input"), dict | list):
             reason = f"{reason} (got {_short(err.get('input'))})"
         issues.append(ConfigIssue(_source_for(prov, loc, top), path, reason))

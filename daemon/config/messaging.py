@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from daemon.base.fields import Name, Section
+from daemon.base.fields import Name, QueueRef, Section, StreamRef, TopicRef
 from daemon.config.handlers import HandlerConfig, LogHandlerConfig
 from daemon.config.partition import PartitionKeyConfig
 
@@ -22,7 +22,7 @@ MAX_VISIBILITY = 43_200
 class SqsPollerConfig(Section):
     """One queue, polled by its own worker `sqs:<name>`."""
 
-    queue: str = Field(min_length=1)
+    queue: QueueRef
     """The queue: a declared queue's logical name (`[resources.queues.<name>]`), its URL, or its
     ARN."""
 
@@ -110,10 +110,10 @@ class ReadingConfig(Section):
     """Seconds the file read or command may take; a reading that outlasts its interval makes
     the ticks it covered be skipped."""
 
-    topic: str | None = None
+    topic: TopicRef | None = None
     """A declared topic's logical name, or a topic ARN; unset: `sns.topic` (unless `stream`)."""
 
-    stream: str | None = None
+    stream: StreamRef | None = None
     """Put the reading on this Kinesis stream instead (a declared stream's logical name, or an
     ARN), through the same outbox."""
 
@@ -155,13 +155,14 @@ class SnsPublisherConfig(Section):
     """The SNS publisher: readings, events from other workers and local ingest (`awsd publish`,
     POST /publish), all through the durable outbox."""
 
-    topic: str | None = None
+    topic: TopicRef | None = None
     """Default topic (a declared topic's logical name, or an ARN): for `awsd publish` without
     `--topic`, readings without their own topic and events that name none."""
 
     ingest: Literal["loopback", "any", "off"] = "loopback"
     """Who may POST /publish on the health server: loopback clients only (`awsd publish` on this
-    machine), anyone who can reach the port, or nobody."""
+    machine), anyone who can reach the port, or nobody. Either way a client must also show the
+    ingest token (see `[ingest]` and docs/security.md)."""
 
     events: bool = True
     """Publish the PublishRequest events other workers put on the event bus."""

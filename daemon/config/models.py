@@ -8,12 +8,13 @@ Defaults are the safe production choice; `configs/*.toml` hold what differs per 
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
-from daemon.base.fields import Entrypoint, HttpUrl, Name, Section
+from daemon.base.fields import Entrypoint, Host, HttpUrl, Name, Section, StateDir
 from daemon.config.cloudwatch_logs import CloudWatchLogsConfig
+from daemon.config.ingest import IngestConfig
 from daemon.config.kinesis import KinesisConfig
 from daemon.config.messaging import SnsPublisherConfig, SqsPollerConfig
 from daemon.config.metrics import MetricsConfig
@@ -90,21 +91,41 @@ class LogConfig(Section):
     cloudwatch: CloudWatchLogsConfig = Field(default_factory=CloudWatchLogsConfig)
     """Shipping every event to a CloudWatch Logs group and stream."""
 
+    redact_query: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=100
+    )
+    """More URL query parameters whose values are masked wherever a URL leaves awsd (logs,
+    /status, alerts, `check-config`, metric labels), besides those whose names look secret
+    (`token`, `api_key`, `password`, `sig`, `key`, ...). Case-insensitive."""
+
 
 class HealthConfig(Section):
     """The loopback HTTP server with /healthz, /readyz and /status."""
 
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     """Address to listen on. Keep it on loopback unless a firewall guards the port."""
 
     port: int = Field(default=9180, ge=0, le=65535)
     """TCP port; 0 disables the server."""
 
+    max_connections: int = Field(default=64, ge=1, le=10_000)
+    """Connections open at once, at most (and never more than a quarter of the process's
+    file-descriptor limit, so the AWS clients keep theirs). At the cap a new connection closes
+    the oldest idle one, or is refused while all are busy."""
+
+    idle_timeout: float = Field(default=5.0, gt=0, le=300)
+    """Seconds a connection may stay without a complete request (idle keep-alive, or headers
+    still arriving); then it is closed."""
+
+    body_timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds a request body (POST /publish) may take to arrive; then the request is answered
+    408 and the connection closed."""
+
 
 class RuntimeConfig(Section):
     """Supervisor, shutdown, reload and state settings."""
 
-    state_dir: str = Field(default_factory=_default_state_dir)
+    state_dir: StateDir = Field(default_factory=_default_state_dir)
     """Directory for durable state (outbox, checkpoints, alert state). Default: systemd's
     STATE_DIRECTORY, else /var/lib/awsd. Relative paths are relative to the working directory."""
 
@@ -191,6 +212,10 @@ class Config(Section):
 
     sns: SnsPublisherConfig | None = None
     """The SNS publisher (readings, events, `awsd publish`); unset: not running."""
+
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    """The local ingest endpoint (`POST /publish`, `awsd publish`): its token, the destinations
+    it may publish to, browsers kept out, a per-client rate."""
 
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     """HTTP, TCP and DNS uptime probes, their conditions, and alerts through SNS and SMS."""

@@ -6,13 +6,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from daemon.base.fields import Section
+from daemon.base.fields import Section, StateFile
 
 
 class OutboxConfig(Section):
     """The durable outbox every outgoing message passes through (SNS, SQS, Kinesis)."""
 
-    path: str | None = None
+    path: StateFile | None = None
     """SQLite file; unset: `outbox.sqlite3` in `runtime.state_dir`; `:memory:` keeps it in
     memory (tests only: nothing survives a restart)."""
 
@@ -45,6 +45,20 @@ class OutboxConfig(Section):
 
     dead_letter_max: int = Field(default=10_000, ge=0, le=1_000_000)
     """Rejected messages kept for inspection (`awsd outbox --dead`); the oldest go first."""
+
+    outcomes_kept: int = Field(default=10_000, ge=100, le=1_000_000)
+    """Outcomes of delivered and dropped messages remembered (in memory and in the outbox
+    file), so `GET /publish/<id>` and `awsd publish --wait` can say what became of a message;
+    an id older than that answers `unknown`, never `delivered`."""
+
+    min_free_bytes: int = Field(default=8 * 1024 * 1024, ge=0, le=1024**4)
+    """Bytes that must stay free on the state directory's file system for the outbox to
+    accept a message; below it, puts are refused ("state directory full", HTTP 507, exit 74)
+    so that what was accepted can still be delivered and removed. 0: no threshold."""
+
+    reserve_bytes: int = Field(default=1024 * 1024, ge=0, le=1024**3)
+    """Size of the reserve file (`<outbox file>.reserve`) given up when the disk fills, so
+    deliveries can still be recorded (it is allocated again once space returns). 0: none."""
 
     @model_validator(mode="after")
     def _retry_order(self) -> OutboxConfig:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from daemon.base.fields import Name, Section
+from daemon.base.fields import Name, PhoneNumber, Section, TopicRef, host_problem, url_problem
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -74,27 +74,22 @@ def _zone(value: str) -> str:
     return value
 
 
-def _e164(value: str) -> str:
-    if not _E164.match(value):
-        raise ValueError(f"{value!r} is not an E.164 phone number (like +14155550100)")
-    return value
-
-
 def _probe_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme in ("http", "https"):
-        if not parts.hostname:
-            raise ValueError(f"{value!r} has no host")
+    scheme = value.partition("://")[0]
+    if scheme not in ("http", "https", "tcp", "dns"):
+        raise ValueError(f"{value!r}: the scheme must be http, https, tcp or dns")
+    if scheme == "dns" and not any(c.isspace() for c in value):
+        name = (urlsplit(value).hostname or urlsplit(value).path.strip("/")).rstrip(".")
+        problem = host_problem(name) if name else f"a dns probe needs dns://NAME, not {value!r}"
+        if problem:
+            raise ValueError(problem)
         return value
-    if parts.scheme == "tcp":
-        if not parts.hostname or parts.port is None:
-            raise ValueError(f"a tcp probe needs tcp://HOST:PORT, not {value!r}")
-        return value
-    if parts.scheme == "dns":
-        if not (parts.hostname or parts.path.strip("/")):
-            raise ValueError(f"a dns probe needs dns://NAME, not {value!r}")
-        return value
-    raise ValueError(f"{value!r}: the scheme must be http, https, tcp or dns")
+    problem = url_problem(value, (scheme,))
+    if problem:
+        raise ValueError(problem)
+    if scheme == "tcp" and urlsplit(value).port is None:
+        raise ValueError(f"a tcp probe needs tcp://HOST:PORT, not {value!r}")
+    return value
 
 
 ProbeUrl = Annotated[str, AfterValidator(_probe_url)]
@@ -213,11 +208,11 @@ class AlertConfig(Section):
     """Repeat the notification of a still-open alert this often (at least 5 minutes);
     unset: no reminders."""
 
-    topic: str | None = None
+    topic: TopicRef | None = None
     """SNS topic that gets every notification as full JSON: a declared topic's logical name
     (`[resources.topics.<name>]`), or a topic ARN."""
 
-    sms: list[Annotated[str, AfterValidator(_e164)]] = Field(default_factory=list)
+    sms: list[PhoneNumber] = Field(default_factory=list)
     """Phone numbers (E.164) that get a one-line SMS (at most 140 bytes) per notification."""
 
     @model_validator(mode="after")

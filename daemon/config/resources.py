@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from daemon.base.fields import Name, Section
+from daemon.base.fields import Name, Section, TableRef
 from daemon.resources.alarms import ALARMS, AlarmConfig
 from daemon.resources.buckets import BUCKETS, BucketConfig
 from daemon.resources.kind import Kind, Problem, ResourceBase, ResourceRef
@@ -84,7 +84,7 @@ class ResourcesConfig(Section):
     flap_window: float = Field(default=3600.0, ge=1, le=604800)
     """Seconds over which repeated fixes are counted."""
 
-    lease_table: str | None = None
+    lease_table: TableRef | None = None
     """Only one daemon of a fleet reconciles: the one holding the lease `reconciler:<env>` in
     this DynamoDB table (a declared table's logical name, or a table ARN); the table is created
     on first use. Unset: this daemon reconciles alone."""

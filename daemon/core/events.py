@@ -170,3 +170,37 @@ class ResourceContested(Event):
             f"{self.fixes} times in {self.window_s:g} s ({', '.join(self.paths)}); awsd stopped "
             "fixing it until someone decides which side is right"
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateStoreFailing(Event):
+    """A state store (outbox, checkpoints, probe state) could not write to disk: the state
+    directory is full (`full`) or the write failed otherwise. Published once per episode."""
+
+    store: str
+    """`outbox`, `kinesis-checkpoints:<reader>`, `probes`, ..."""
+    path: str
+    full: bool
+    free_bytes: int | None
+    error: str
+
+    def text(self) -> str:
+        if self.full:
+            free = "unknown" if self.free_bytes is None else f"{self.free_bytes} bytes"
+            return (
+                f"awsd: state directory full ({free} free): {self.store} cannot write {self.path}"
+            )
+        return f"awsd: {self.store} cannot write {self.path}: {self.error}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateStoreRecovered(Event):
+    """A state store that was failing wrote successfully again."""
+
+    store: str
+    path: str
+    failing_s: float
+    """How long it was failing."""
+
+    def text(self) -> str:
+        return f"awsd: {self.store} writes to {self.path} again (after {self.failing_s:.0f} s)"

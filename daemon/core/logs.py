@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from daemon.base.redact import redact
+from daemon.base.redact import configure_redaction, redact
 from daemon.config.models import LogConfig
 
 Sink = Callable[[EventDict], None]
@@ -153,6 +153,7 @@ def _shared_processors(console: bool) -> list[Processor]:
 def configure_logging(cfg: LogConfig, *, stream: TextIO | None = None) -> None:
     """(Re)configure the whole pipeline; safe to call again on reload."""
     out = stream or sys.stdout
+    configure_redaction(cfg.redact_query)
     renderer = _renderer(cfg, out)
     console = isinstance(renderer, structlog.dev.ConsoleRenderer)
     processors: list[Processor] = [

@@ -6,8 +6,12 @@ was read to its end) and `subsequence` says how much of a KPL-aggregated record 
 of it; k > 0: its first k sub-records). Reading resumes AFTER a checkpoint, so a restart repeats
 at most what was processed since the last one was written.
 
-- `SqliteCheckpoints` — a local file (WAL), for one daemon per stream. All disk work runs on one
-  dedicated thread, as the outbox does, so the event loop never waits for the disk.
+- `SqliteCheckpoints` — a local file (WAL, 0600), for one daemon per stream. All disk work runs
+  on one dedicated thread, as the outbox does, so the event loop never waits for the disk. A
+  checkpoint the disk refuses (full, failing) is kept in memory, reported to the state health
+  record (/readyz degraded, /status, metrics, an event) and written by the next save or a retry
+  every few seconds; reading goes on. Lost only if the process ends first: then the shard is
+  re-read from the last checkpoint written, never skipped.
 - `LeaseCheckpoints` (in `leasing.py`) — the DynamoDB lease table itself, the Kinesis Client
   Library way: a checkpoint is a conditional write that fails once the lease was lost.
 """
@@ -16,13 +20,21 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from daemon.base.files import sqlite_file
+from daemon.core.logs import get_logger
+from daemon.core.storage import StateHealth
+
+log = get_logger()
+RETRY_EVERY = 5.0
+"""Seconds between attempts to write checkpoints the disk refused."""
 
 TRIM_HORIZON = "TRIM_HORIZON"
 LATEST = "LATEST"
@@ -115,12 +127,22 @@ CREATE TABLE IF NOT EXISTS streams (
 class SqliteCheckpoints(CheckpointStore):
     """Checkpoints in a local SQLite file, keyed by reader, stream and shard."""
 
-    def __init__(self, path: str, *, reader: str, stream: str) -> None:
+    def __init__(
+        self, path: str, *, reader: str, stream: str, health: StateHealth | None = None
+    ) -> None:
         self.path = path
         self.reader = reader
         self.stream = stream
+        self.health = health
+        self.name = f"kinesis-checkpoints:{reader}"
+        """The store's name in the state health record."""
+        if health is not None:
+            health.watch(self.name)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoints")
         self._conn: sqlite3.Connection | None = None
+        self.unsaved: dict[str, Checkpoint] = {}
+        """Checkpoints the disk refused, newest per shard, until a write takes them."""
+        self._retry: asyncio.Task[None] | None = None
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -128,8 +150,7 @@ class SqliteCheckpoints(CheckpointStore):
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            sqlite_file(self.path)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             # A checkpoint lost to a power cut means re-reading a batch, never losing one.
@@ -152,6 +173,9 @@ class SqliteCheckpoints(CheckpointStore):
             }
 
         result: dict[str, ShardState] = await self._run(read)
+        for shard, checkpoint in self.unsaved.items():  # newer than what the file holds
+            known = result.get(shard)
+            result[shard] = ShardState(checkpoint, known.parents if known else ())
         return result
 
     async def create(self, initial: dict[str, ShardState]) -> None:
@@ -183,26 +207,65 @@ class SqliteCheckpoints(CheckpointStore):
             db.execute("COMMIT")
 
         if initial:
-            await self._run(write)
+            try:
+                await self._run(write)
+            except (sqlite3.Error, OSError) as exc:
+                if self.health is not None:
+                    self.health.failed(self.name, self.path, exc)
+                raise
 
     async def save(self, shard: str, checkpoint: Checkpoint) -> None:
-        def write() -> None:
-            self._db().execute(
-                "INSERT INTO checkpoints (reader, stream, shard, position, subsequence, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (reader, stream, shard) DO UPDATE SET "
-                "position = excluded.position, subsequence = excluded.subsequence, "
-                "updated = excluded.updated",
-                (
-                    self.reader,
-                    self.stream,
-                    shard,
-                    checkpoint.position,
-                    checkpoint.subsequence,
-                    time.time(),
-                ),
-            )
+        """Write a checkpoint (with any the disk refused before). A refused write is kept and
+        retried, reported to the state health record, and never stops the reader."""
+        self.unsaved[shard] = checkpoint
+        await self._flush()
 
-        await self._run(write)
+    async def _flush(self) -> bool:
+        pending = dict(self.unsaved)
+        if not pending:
+            return True
+        now = time.time()
+
+        def write() -> None:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT INTO checkpoints (reader, stream, shard, position, subsequence, "
+                    "updated) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (reader, stream, shard) DO "
+                    "UPDATE SET position = excluded.position, subsequence = excluded.subsequence, "
+                    "updated = excluded.updated",
+                    [
+                        (self.reader, self.stream, s, c.position, c.subsequence, now)
+                        for s, c in pending.items()
+                    ],
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise
+
+        try:
+            await self._run(write)
+        except (sqlite3.Error, OSError) as exc:
+            if self.health is not None:
+                self.health.failed(self.name, self.path, exc)
+            if self._retry is None or self._retry.done():
+                self._retry = asyncio.create_task(self._retry_loop(), name=f"{self.name}:retry")
+            return False
+        for shard, checkpoint in pending.items():
+            if self.unsaved.get(shard) == checkpoint:
+                del self.unsaved[shard]
+        if self.health is not None and not self.unsaved:
+            self.health.ok(self.name)
+        return True
+
+    async def _retry_loop(self) -> None:
+        while self.unsaved:
+            await asyncio.sleep(RETRY_EVERY)
+            await self._flush()
 
     async def forget(self, shards: list[str]) -> None:
         def write() -> None:
@@ -212,7 +275,11 @@ class SqliteCheckpoints(CheckpointStore):
             )
 
         if shards:
-            await self._run(write)
+            try:
+                await self._run(write)
+            except (sqlite3.Error, OSError) as exc:  # kept; the next start forgets them
+                if self.health is not None:
+                    self.health.failed(self.name, self.path, exc)
 
     async def stream_created(self, created: float) -> bool:
         def check() -> bool:
@@ -245,6 +312,17 @@ class SqliteCheckpoints(CheckpointStore):
         return result
 
     async def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            await asyncio.gather(self._retry, return_exceptions=True)
+        if not await self._flush():
+            log.error(
+                "checkpoints not written (the disk refused them); these shards will be read "
+                "again from their last written checkpoint",
+                store=self.name,
+                shards=sorted(self.unsaved),
+            )
+
         def shut() -> None:
             if self._conn is not None:
                 self._conn.close()

@@ -119,7 +119,9 @@ class KinesisReader(Worker):
             path = self.cfg.checkpoints.path or str(
                 self.services.state_dir / "kinesis-checkpoints.sqlite3"
             )
-            self.store = SqliteCheckpoints(path, reader=self.name, stream=self.stream)
+            self.store = SqliteCheckpoints(
+                path, reader=self.name, stream=self.stream, health=self.services.storage
+            )
             return True
         table = LeaseTable(
             self.services.clients,

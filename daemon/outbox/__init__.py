@@ -9,11 +9,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from daemon.outbox.core import Message as Message
     from daemon.outbox.core import Outbox as Outbox
-    from daemon.outbox.core import OutboxDelivered as OutboxDelivered
-    from daemon.outbox.core import OutboxFull as OutboxFull
-    from daemon.outbox.core import OutboxRejected as OutboxRejected
+    from daemon.outbox.messages import Message as Message
+    from daemon.outbox.messages import OutboxDelivered as OutboxDelivered
+    from daemon.outbox.messages import OutboxDiskFull as OutboxDiskFull
+    from daemon.outbox.messages import OutboxDropped as OutboxDropped
+    from daemon.outbox.messages import OutboxFull as OutboxFull
+    from daemon.outbox.messages import OutboxRejected as OutboxRejected
+    from daemon.outbox.messages import OutboxUnavailable as OutboxUnavailable
+    from daemon.outbox.outcomes import Fate as Fate
+    from daemon.outbox.outcomes import MessageStatus as MessageStatus
     from daemon.outbox.sender import InvalidMessage as InvalidMessage
     from daemon.outbox.sender import Outcome as Outcome
     from daemon.outbox.sender import Reject as Reject
@@ -23,11 +28,16 @@ if TYPE_CHECKING:
     from daemon.outbox.store import Item as Item
 
 _WHERE = {
-    "Message": "core",
+    "Message": "messages",
     "Outbox": "core",
-    "OutboxDelivered": "core",
-    "OutboxFull": "core",
-    "OutboxRejected": "core",
+    "OutboxDelivered": "messages",
+    "OutboxDiskFull": "messages",
+    "OutboxDropped": "messages",
+    "OutboxFull": "messages",
+    "OutboxRejected": "messages",
+    "OutboxUnavailable": "messages",
+    "Fate": "outcomes",
+    "MessageStatus": "outcomes",
     "InvalidMessage": "sender",
     "Outcome": "sender",
     "Reject": "sender",
@@ -38,13 +48,18 @@ _WHERE = {
 }
 
 __all__ = [
+    "Fate",
     "InvalidMessage",
     "Item",
     "Message",
+    "MessageStatus",
     "Outbox",
     "OutboxDelivered",
+    "OutboxDiskFull",
+    "OutboxDropped",
     "OutboxFull",
     "OutboxRejected",
+    "OutboxUnavailable",
     "Outcome",
     "Reject",
     "Retry",

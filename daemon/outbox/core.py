@@ -9,13 +9,22 @@ Promises:
   destination that fails backs off as a whole (head-of-line), so order per destination holds;
 - it is bounded by count and bytes; when full it blocks producers (up to `block_timeout`) or drops
   the oldest, counted and logged, as configured;
-- commits are grouped: concurrent puts share one transaction, so fsync does not cap throughput.
+- commits are grouped: concurrent puts share one transaction, so fsync does not cap throughput;
+- a full disk is told apart (`OutboxDiskFull`, "state directory full: N bytes free") and never
+  makes it send a message twice: intake stops below `min_free_bytes` and a reserve file is
+  given up to record deliveries (`space.py`); a message AWS accepted that still cannot be
+  removed from the file is remembered as delivered in memory and never sent again while the
+  process lives (at most once more after a restart); the record is written, and intake
+  reopens, by itself once space returns (`repair`, run by the delivery worker);
+- every message has a status (`status`): accepted, delivered, dropped (why), dead (AWS's error)
+  or unknown, from a bounded record of recent outcomes (`outcomes.py`).
 All SQLite work runs on one dedicated thread; the event loop never blocks on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,60 +32,42 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from daemon.base.files import is_disk_full
 from daemon.base.retry import Backoff
 from daemon.config.models import Config
 from daemon.config.outbox import OutboxConfig
-from daemon.core.events import Event, EventBus
+from daemon.core.events import EventBus
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Registry
+from daemon.core.storage import StateDirFull, StateHealth
+from daemon.outbox.ledger import Ledger
+from daemon.outbox.messages import (
+    Message,
+    OutboxDelivered,
+    OutboxDiskFull,
+    OutboxDropped,
+    OutboxFull,
+    OutboxRejected,
+    OutboxUnavailable,
+)
+from daemon.outbox.outcomes import DropReason, Fate, MessageStatus, OutcomeRecord
 from daemon.outbox.sender import InvalidMessage, Outcome, Reject, Retry, Sent
 from daemon.outbox.senders import SENDERS
-from daemon.outbox.store import Item, NewMessage, Store
+from daemon.outbox.space import Headroom
+from daemon.outbox.store import Item, NewMessage, Store, StoreUnavailable
 
 log = get_logger()
 
 Key = tuple[str, str]
+STORE = "outbox"
+"""The outbox's name in the state health record (`/readyz`, `/status`, metrics)."""
+REPAIR_EVERY = 2.0
+"""Seconds between attempts to write what the disk refused, and to reopen intake."""
 
 
 def outbox_path(config: Config) -> str:
     """The outbox file of a config: `outbox.path`, else `outbox.sqlite3` in the state dir."""
     return config.outbox.path or str(Path(config.runtime.state_dir) / "outbox.sqlite3")
-
-
-class OutboxFull(Exception):
-    """The outbox stayed full for `block_timeout` seconds; the message was not accepted."""
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """What a producer hands to the outbox."""
-
-    kind: str
-    """The sender that delivers it: `sns`, `sms`, `sqs`, `kinesis`."""
-    target: str
-    """Topic, phone number, queue or stream: a name, an ARN or a URL, as the sender takes it."""
-    body: dict[str, Any]
-    """The kind-specific payload (see the sender's `validate`)."""
-    origin: str = ""
-    """Who put it (a worker name): echoed in OutboxDelivered / OutboxRejected events."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OutboxDelivered(Event):
-    item_id: int
-    kind: str
-    target: str
-    origin: str
-    message_id: str | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OutboxRejected(Event):
-    item_id: int
-    kind: str
-    target: str
-    origin: str
-    error: str
 
 
 @dataclass
@@ -92,11 +83,29 @@ class Outbox:
     """The process's one outbox (it outlives reloads; limits follow the current config)."""
 
     def __init__(
-        self, cfg: OutboxConfig, path: str, *, metrics: Registry, events: EventBus
+        self,
+        cfg: OutboxConfig,
+        path: str,
+        *,
+        metrics: Registry,
+        events: EventBus,
+        health: StateHealth | None = None,
     ) -> None:
         self.cfg = cfg
         self.path = path
         self.events = events
+        self.health = health or StateHealth(metrics, events)
+        """Where disk trouble is reported (the daemon's one record of its state stores)."""
+        self.health.watch(STORE)
+        self.record = OutcomeRecord(cfg.outcomes_kept)
+        """Recent outcomes in memory (the file keeps them too, when the disk lets it)."""
+        self.headroom = Headroom(path, min_free=cfg.min_free_bytes, reserve=cfg.reserve_bytes)
+        self.ledger = Ledger(STORE, path, headroom=self.headroom, health=self.health)
+        """Writes what became of messages; keeps in memory what the disk refuses."""
+        self._repair_at = 0.0
+        self._dir = str(Path(path).parent)
+        self.intake_refused: str | None = None
+        """Why the last put was refused for the disk's sake, until a put or `repair` succeeds."""
         self.count = 0
         self.bytes = 0
         self.dead = 0
@@ -142,8 +151,16 @@ class Outbox:
         async with self._open_lock:
             if self._store is not None:
                 return
-            store = await self._run(Store, self.path, durability=self.cfg.durability)
+            try:
+                store = await self._run(Store, self.path, durability=self.cfg.durability)
+            except StoreUnavailable as exc:
+                cause = exc.__cause__ or exc
+                self.health.failed(STORE, self.path, cause)
+                if is_disk_full(cause):
+                    raise OutboxDiskFull(StateDirFull(self._dir, self.headroom.free())) from None
+                raise OutboxUnavailable(str(exc)) from None
             self._store = store
+            await self._run(self.headroom.ensure_reserve)
             targets = await self._run(store.targets)
             self.count, self.bytes = await self._run(store.totals)
             for kind, target, count in targets:
@@ -170,11 +187,14 @@ class Outbox:
         if cfg.path != self.cfg.path:
             log.warning("outbox.path changes take effect at the next restart", running=self.path)
         self.cfg = cfg
+        self.record.resize(cfg.outcomes_kept)
+        self.headroom.configure(min_free=cfg.min_free_bytes, reserve=cfg.reserve_bytes)
 
     # --- producers -------------------------------------------------------------------------------
 
     async def put(self, message: Message) -> int:
-        """Accept one message durably; return its id. Raises InvalidMessage or OutboxFull."""
+        """Accept one message durably; return its id. Raises InvalidMessage or OutboxFull
+        (OutboxDiskFull when the state directory is full)."""
         return (await self.put_many([message]))[0]
 
     async def put_many(self, messages: list[Message]) -> list[int]:
@@ -195,7 +215,14 @@ class Outbox:
     def _written(self, new: list[NewMessage], future: asyncio.Future[list[int]]) -> None:
         if future.cancelled() or future.exception() is not None:
             self._release(new)
+            exc = None if future.cancelled() else future.exception()
+            if isinstance(exc, OutboxDiskFull | OutboxUnavailable):
+                self.intake_refused = str(exc)
+                self.health.failed(STORE, self.path, exc.__cause__ or exc)
             return
+        self.intake_refused = None
+        if not self.ledger.unrecorded:
+            self.health.ok(STORE)
         for m in new:
             self._m_put.labels(kind=m.kind).inc()
             target = self._targets.setdefault((m.kind, m.target), _Target())
@@ -265,11 +292,24 @@ class Outbox:
         store = await self._opened()
         need_count = max(0, self.count + count - self.cfg.max_messages)
         need_size = max(0, self.bytes + size - self.cfg.max_bytes)
-        dropped = await self._run(store.drop_oldest, need_count, need_size)
-        for item_id, kind, target, item_size in dropped:
+        reason = DropReason.OUTBOX_FULL
+        try:
+            dropped = await self._run(
+                store.drop_oldest,
+                need_count,
+                need_size,
+                reason=str(reason),
+                keep_outcomes=self.cfg.outcomes_kept,
+            )
+        except (sqlite3.Error, OSError) as exc:
+            self.health.failed(STORE, self.path, exc)
+            raise self._refusal(exc) from None
+        now = time.time()
+        for item_id, kind, target, item_size, origin in dropped:
             self.count -= 1
             self.bytes -= item_size
             self._m_dropped.labels(kind=kind).inc()
+            self.record.add(MessageStatus(item_id, Fate.DROPPED, str(reason), now))
             state = self._targets.get((kind, target))
             if state is not None:
                 state.count -= 1
@@ -278,7 +318,32 @@ class Outbox:
             log.warning(
                 "outbox full: dropped the oldest message", id=item_id, kind=kind, target=target
             )
+            self.events.publish(
+                OutboxDropped(
+                    source="outbox",
+                    item_id=item_id,
+                    kind=kind,
+                    target=target,
+                    origin=origin,
+                    reason=str(reason),
+                )
+            )
         self._gauges()
+
+    def _refusal(self, exc: BaseException) -> Exception:
+        """The exception a producer gets for a failed write (on any thread)."""
+        if isinstance(exc, OutboxFull):
+            return exc
+        if isinstance(exc, StateDirFull):
+            refusal: OutboxFull = OutboxDiskFull(exc)
+        elif is_disk_full(exc):
+            refusal = OutboxDiskFull(StateDirFull(self._dir, self.headroom.free()))
+        elif isinstance(exc, sqlite3.Error | OSError):
+            refusal = OutboxUnavailable(f"the outbox cannot write {self.path}: {exc}")
+        else:
+            return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+        refusal.__cause__ = exc
+        return refusal
 
     def _flush_writes(self, loop: asyncio.AbstractEventLoop) -> None:
         """Runs on the outbox thread: commit every pending put in one transaction."""
@@ -289,11 +354,13 @@ class Outbox:
         store = self._store
         try:
             if store is None:
-                raise RuntimeError("outbox is closed")
+                raise OutboxUnavailable("the outbox is closed")
+            self.headroom.check_intake()
             ids = store.insert([m for messages, _ in batch for m in messages])
         except Exception as exc:  # noqa: BLE001 - handed to every waiting producer
+            refusal = self._refusal(exc)
             for _, future in batch:
-                loop.call_soon_threadsafe(_fail, future, exc)
+                loop.call_soon_threadsafe(_fail, future, refusal)
             return
         start = 0
         for messages, future in batch:
@@ -321,8 +388,9 @@ class Outbox:
         store = await self._opened()
         state = self._targets[key]
         state.inflight = True
+        skip = self.ledger.skip(key)
         try:
-            items: list[Item] = await self._run(store.head, key[0], key[1], limit, max_bytes)
+            items: list[Item] = await self._run(store.head, key[0], key[1], limit, max_bytes, skip)
             return items
         except BaseException:
             state.inflight = False
@@ -340,15 +408,27 @@ class Outbox:
             {i: "no outcome from the sender" for i in by_id if i not in answered and i not in retry}
         )
         throttled = any(isinstance(o, Retry) and o.throttled for o in outcomes)
-
-        def write() -> tuple[int, float | None]:
-            assert store is not None
-            store.delete(sent)
-            store.failed(retry)
-            trimmed = store.bury(rejected, self.cfg.dead_letter_max)
-            return trimmed, store.oldest_created()
-
-        trimmed, self.oldest_created = await self._run(write)
+        now = time.time()
+        settled = [
+            MessageStatus(i, Fate.DELIVERED, None, now, o.message_id) for i, o in sent.items()
+        ]
+        settled += [MessageStatus(i, Fate.DEAD, error, now) for i, error in rejected.items()]
+        # Settled in memory first: whatever the disk says next, these are never sent again.
+        for status in settled:
+            self.record.add(status)
+        written = await self.ledger.write(
+            self._run,
+            store,
+            key,
+            settled,
+            retry,
+            keep_dead=self.cfg.dead_letter_max,
+            keep_outcomes=self.cfg.outcomes_kept,
+        )
+        if written is None:
+            self._repair_at = 0.0
+        trimmed, oldest = written or (0, self.oldest_created)
+        self.oldest_created = oldest
         self._account(key, by_id, sent, rejected)
         self._advance(key, len(sent) + len(rejected), retry, throttled)
         if trimmed:
@@ -426,17 +506,48 @@ class Outbox:
         if state.count <= 0:
             del self._targets[key]
 
+    # --- disk trouble ----------------------------------------------------------------------------
+
+    def repair_due_in(self, now: float) -> float | None:
+        """Seconds until `repair` should run (None: nothing to repair)."""
+        headroom = self.headroom
+        needed = (
+            self.ledger.unrecorded
+            or self.intake_refused is not None
+            or STORE in self.health.failing
+            or (headroom.enabled and self.cfg.reserve_bytes and not headroom.has_reserve())
+        )
+        return max(0.0, self._repair_at - now) if needed and self._store is not None else None
+
+    async def repair(self, now: float) -> bool:
+        """Write what the disk refused, allocate the reserve, reopen intake; True when the
+        outbox's state on disk is whole again (run by the delivery worker)."""
+        self._repair_at = now + REPAIR_EVERY
+        store = await self._opened()
+        keep = {"keep_dead": self.cfg.dead_letter_max, "keep_outcomes": self.cfg.outcomes_kept}
+        if not await self.ledger.repair(self._run, store, **keep):
+            return False
+        self.intake_refused = None
+        self.oldest_created = await self._run(store.oldest_created)
+        self.health.ok(STORE)
+        return True
+
     def release(self, key: Key) -> None:
         """A batch was abandoned (shutdown): its messages stay, ready for the next attempt."""
         state = self._targets.get(key)
         if state is not None:
             state.inflight = False
 
-    async def status(self, item_id: int) -> str:
-        """`pending`, `dead` or `delivered` (ids are never reused)."""
+    async def status(self, item_id: int) -> MessageStatus:
+        """What became of a message (see `outcomes.py`); ids are never reused."""
+        known = self.record.get(item_id)
+        if known is not None:
+            return known
+        if not 0 < item_id < 1 << 63:
+            return MessageStatus(item_id, Fate.UNKNOWN)
         store = await self._opened()
-        state: str = await self._run(store.contains, item_id)
-        return state
+        found: MessageStatus | None = await self._run(store.status, item_id)
+        return found or MessageStatus(item_id, Fate.UNKNOWN)
 
     async def with_origin(self, origin: str) -> list[int]:
         """Ids of the messages from `origin` still waiting or dead (a scan: for recovery at
@@ -456,6 +567,10 @@ class Outbox:
             "destinations": len(self._targets),
             "rejected_since_start": self.dead,
             "failing": failing,
+            "intake": "open" if self.intake_refused is None else f"refused: {self.intake_refused}",
+            "settled_not_recorded": len(self.ledger.unrecorded),
+            "free_bytes": self.headroom.free(),
+            "reserve": self.headroom.has_reserve(),
         }
 
     # --- plumbing --------------------------------------------------------------------------------

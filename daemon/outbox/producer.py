@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from daemon.config.partition import PartitionKeyConfig
-from daemon.outbox.core import Message
+from daemon.outbox.messages import Message
 
 MAX_KEY_CHARS = 256
 

@@ -175,7 +175,7 @@ class AlertMachine:
             # through, dead only if none did.
             if previous != "delivered":
                 state.last_notification = {"event": event, "status": status, "at": at}
-        nothing_got_through = state.last_notification.get("status") == "dead"
+        nothing_got_through = state.last_notification.get("status") in ("dead", "dropped")
         if event == Event.OPEN and nothing_got_through and event not in state.pending.values():
             # Counted as sent only once AWS accepted it: an open alert whose every message was
             # rejected is announced again by the next failure (say, once the topic exists).

@@ -20,7 +20,15 @@ from typing import Any
 from daemon.base.awserrors import describe_error
 from daemon.config.probes import EndpointConfig
 from daemon.core.targets import Targets as Resolver
-from daemon.outbox import InvalidMessage, Message, Outbox, OutboxDelivered, OutboxFull
+from daemon.outbox import (
+    Fate,
+    InvalidMessage,
+    Message,
+    Outbox,
+    OutboxDelivered,
+    OutboxDropped,
+    OutboxFull,
+)
 from daemon.probes.alerts import AlertMachine, AlertState, Event, Notice
 from daemon.probes.metrics import ProbeMetrics
 from daemon.probes.notify import ORIGIN, Targets, messages, ours
@@ -80,8 +88,8 @@ class AlertDelivery:
         await self._recover_sending()
         for item_id in list(self.pending):
             status = await self.outbox.status(item_id)
-            if status != "pending":
-                self._settle(item_id, status)
+            if status.fate is not Fate.ACCEPTED:
+                self._settle(item_id, str(status.fate))
 
     async def _recover_sending(self) -> None:
         """Notifications the last run was handing to the outbox when it died (the intent is
@@ -255,7 +263,13 @@ class AlertDelivery:
             event = await sub.get()
             if not ours(event.origin):
                 continue
-            status = "delivered" if isinstance(event, OutboxDelivered) else "dead"
+            status = (
+                "delivered"
+                if isinstance(event, OutboxDelivered)
+                else "dropped"
+                if isinstance(event, OutboxDropped)
+                else "dead"
+            )
             if self._settle(event.item_id, status):
                 await self._save()
 
@@ -265,9 +279,15 @@ class AlertDelivery:
         for name in names:
             state = self.states.get(name)
             ours = state is not None and AlertMachine.settled(state, item_id, status, now)
-            if ours and status == "dead":
-                self.log.error("alert notification rejected by AWS", endpoint=name, item_id=item_id)
+            if ours and status in ("dead", "dropped"):
+                self.log.error(
+                    "alert notification rejected by AWS"
+                    if status == "dead"
+                    else "alert notification dropped from the full outbox",
+                    endpoint=name,
+                    item_id=item_id,
+                )
         if names:
-            label = "delivered" if status == "delivered" else "rejected"
+            label = {"delivered": "delivered", "dropped": "dropped"}.get(status, "rejected")
             self.metrics.notifications.labels(status=label).inc()
         return bool(names)

@@ -21,7 +21,7 @@ from daemon.base.clock import iso_utc
 from daemon.config.models import Config
 from daemon.config.probes import EndpointConfig
 from daemon.core.logs import get_logger
-from daemon.outbox import OutboxDelivered, OutboxRejected
+from daemon.outbox import OutboxDelivered, OutboxDropped, OutboxRejected
 from daemon.probes.alerts import AlertMachine, AlertState
 from daemon.probes.delivery import SAVE_EVERY, AlertDelivery
 from daemon.probes.history import HOUR, KEEP_HOURS, book_for
@@ -100,9 +100,9 @@ class ProbesWorker(Worker):
 
     async def run(self, ctx: WorkerContext) -> None:
         self._log = self.delivery.log = ctx.log
-        store = self.store = StateStore(self.path)
+        store = self.store = StateStore(self.path, health=self.services.storage)
         sub = self.services.events.subscribe(
-            OutboxDelivered, OutboxRejected, maxsize=10_000, name="probes"
+            OutboxDelivered, OutboxRejected, OutboxDropped, maxsize=10_000, name="probes"
         )
         helpers: list[asyncio.Task[None]] = []
         try:
@@ -219,7 +219,9 @@ class ProbesWorker(Worker):
             return
         await self.store.save_alerts(list(self.states.values()))
         if final:
-            await self.store.save_uptime(self.book.take_dirty())
+            rows = self.book.take_dirty()
+            if not await self.store.save_uptime(rows):
+                self.book.dirty.update((name, hour) for name, hour, _, _ in rows)
 
     # --- status ----------------------------------------------------------------------------------
 

@@ -8,6 +8,9 @@
   reason and the latency, e.g. `DOWN shop: timeout (10000ms)`. The line is printable ASCII (so
   SNS sends it as one GSM-7 part, never as 70-character UCS-2); whatever is too long is cut with
   `...`.
+
+URLs and details leave the process here: they pass through the one URL redaction
+(`base/redact.py`), so an alert never carries a password or a secret query value.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from daemon.base.redact import redact_text, redact_url
 from daemon.outbox import Message
 from daemon.probes.alerts import Event, Notice
 
@@ -106,11 +110,11 @@ def _alert(n: Notice, urls: dict[str, str], tags: dict[str, list[str]]) -> dict[
     r = n.result
     return {
         "endpoint": n.endpoint,
-        "url": urls.get(n.endpoint),
+        "url": redact_url(url) if (url := urls.get(n.endpoint)) else None,
         "tags": tags.get(n.endpoint, []),
         "event": str(n.event),
         "reason": n.reason if n.event is not Event.RESOLVED else None,
-        "detail": r.detail if r else n.detail,
+        "detail": redact_text(detail) if (detail := r.detail if r else n.detail) else detail,
         "status": r.status if r else None,
         "latency_ms": r.latency_ms if r else None,
         "opened_at": _iso(n.opened_at) if n.opened_at else None,

@@ -5,6 +5,11 @@ restarts the probe worker), an open alert must still resolve with a notification
 ratios should not restart from zero. Writes happen on alert transitions, on outbox
 confirmations, every minute for uptime counts, and at stop: never per check. All SQLite work
 runs on one dedicated thread, as in the outbox, so the event loop never waits on the disk.
+
+A write the disk refuses (full, failing) never stops the probes: it is reported to the state
+health record (/readyz degraded, /status, metrics, an event) and the save answers False; the
+states stay in memory and the next periodic save writes them (uptime hours the caller keeps
+dirty), so recovery needs no operator. The file is 0600 in a 0700 directory.
 """
 
 from __future__ import annotations
@@ -12,11 +17,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
+from daemon.base.files import sqlite_file
+from daemon.core.storage import StateHealth
 from daemon.probes.alerts import AlertState
+
+NAME = "probes"
+"""The store's name in the state health record."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alert_state (
@@ -34,17 +44,24 @@ CREATE TABLE IF NOT EXISTS uptime (
 
 
 class StateStore:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, health: StateHealth | None = None) -> None:
         self.path = path
+        self.health = health
+        if health is not None:
+            health.watch(NAME)
         self._db: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-state")
 
     async def open(self) -> None:
-        await self._run(self._open)
+        try:
+            await self._run(self._open)
+        except (sqlite3.Error, OSError) as exc:
+            if self.health is not None:
+                self.health.failed(NAME, self.path, exc)
+            raise
 
     def _open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        sqlite_file(self.path)
         db = sqlite3.connect(self.path, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
@@ -71,10 +88,11 @@ class StateStore:
         states: dict[str, AlertState] = await self._run(load)
         return states
 
-    async def save_alerts(self, states: list[AlertState]) -> None:
+    async def save_alerts(self, states: list[AlertState]) -> bool:
+        """Write alert states; False when the disk refused them (reported, kept by the caller)."""
         rows = [(s.endpoint, json.dumps(s.to_json(), separators=(",", ":"))) for s in states]
         if not rows:
-            return
+            return True
 
         def save() -> None:
             with self._conn() as db:
@@ -84,11 +102,11 @@ class StateStore:
                     rows,
                 )
 
-        await self._run(save)
+        return await self._write(save)
 
-    async def delete_alerts(self, endpoints: list[str]) -> None:
+    async def delete_alerts(self, endpoints: list[str]) -> bool:
         if not endpoints:
-            return
+            return True
 
         def delete() -> None:
             with self._conn() as db:
@@ -97,7 +115,7 @@ class StateStore:
                 )
                 db.executemany("DELETE FROM uptime WHERE endpoint = ?", [(e,) for e in endpoints])
 
-        await self._run(delete)
+        return await self._write(delete)
 
     async def load_uptime(self, since_hour: int) -> list[tuple[str, int, int, int]]:
         def load() -> list[tuple[str, int, int, int]]:
@@ -108,9 +126,10 @@ class StateStore:
         rows: list[tuple[str, int, int, int]] = await self._run(load)
         return rows
 
-    async def save_uptime(self, rows: list[tuple[str, int, int, int]]) -> None:
+    async def save_uptime(self, rows: list[tuple[str, int, int, int]]) -> bool:
+        """Write hourly counts; False when the disk refused them (reported)."""
         if not rows:
-            return
+            return True
 
         def save() -> None:
             with self._conn() as db:
@@ -121,7 +140,19 @@ class StateStore:
                     rows,
                 )
 
-        await self._run(save)
+        return await self._write(save)
+
+    async def _write(self, fn: Callable[[], None]) -> bool:
+        try:
+            await self._run(fn)
+        except (sqlite3.Error, OSError) as exc:
+            if self.health is None:
+                raise
+            self.health.failed(NAME, self.path, exc)
+            return False
+        if self.health is not None:
+            self.health.ok(NAME)
+        return True
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from daemon.base.fields import ActionRef
 from daemon.resources.diff import Entries
 from daemon.resources.kind import (
     ACCESS_DENIED,
@@ -75,13 +76,13 @@ class AlarmConfig(ResourceBase):
     description: str | None = Field(default=None, max_length=1024)
     """Alarm description."""
 
-    alarm_actions: list[str] = Field(default_factory=list)
+    alarm_actions: list[ActionRef] = Field(default_factory=list)
     """Topics notified when the alarm fires: declared logical names or ARNs."""
 
-    ok_actions: list[str] = Field(default_factory=list)
+    ok_actions: list[ActionRef] = Field(default_factory=list)
     """Topics notified when it returns to OK."""
 
-    insufficient_data_actions: list[str] = Field(default_factory=list)
+    insufficient_data_actions: list[ActionRef] = Field(default_factory=list)
     """Topics notified when data is missing."""
 
     @model_validator(mode="after")

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from daemon.base.awserrors import error_code, http_status
-from daemon.base.fields import Section
+from daemon.base.fields import BucketRef, KmsKeyRef, Section
 from daemon.resources.bucket_settings import GETTERS, READERS, WRITERS, clean
 from daemon.resources.diff import Entries
 from daemon.resources.kind import (
@@ -112,7 +112,7 @@ class LifecycleRule(Section):
 class BucketLogging(Section):
     """Server access logging."""
 
-    target_bucket: str = Field(min_length=1)
+    target_bucket: BucketRef
     """Bucket that receives the logs: a declared bucket's logical name, or a bucket name or ARN
     of a bucket awsd does not manage."""
 
@@ -129,7 +129,7 @@ class BucketConfig(ResourceBase):
     encryption: Literal["sse-s3", "sse-kms"] | None = None
     """Default encryption: SSE-S3 (AES256) or SSE-KMS (with `kms_key_id`)."""
 
-    kms_key_id: str | None = None
+    kms_key_id: KmsKeyRef | None = None
     """KMS key for `encryption = "sse-kms"`; unset: the AWS managed key."""
 
     bucket_key: bool | None = None

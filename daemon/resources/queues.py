@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from daemon.base.awserrors import error_code
-from daemon.base.fields import Section
+from daemon.base.fields import KmsKeyRef, QueueRef, Section
 from daemon.resources.diff import Entries, is_ignored
 from daemon.resources.kind import (
     ACCESS_DENIED,
@@ -42,7 +42,7 @@ from daemon.resources.kind import (
 class RedriveConfig(Section):
     """Where messages go after too many receives."""
 
-    dead_letter_queue: str = Field(min_length=1)
+    dead_letter_queue: QueueRef
     """The dead-letter queue: a declared queue's logical name, or a queue ARN."""
 
     max_receive_count: int = Field(ge=1, le=1000)
@@ -79,7 +79,7 @@ class QueueConfig(ResourceBase):
     encryption: Literal["sqs", "kms", "none"] | None = None
     """Encryption at rest: `sqs` (SQS-managed keys), `kms` (with `kms_key_id`) or `none`."""
 
-    kms_key_id: str | None = None
+    kms_key_id: KmsKeyRef | None = None
     """KMS key for `encryption = "kms"` (id, ARN or alias; `alias/aws/sqs` by default)."""
 
     policy_statements: list[dict[str, Any]] = Field(default_factory=list)

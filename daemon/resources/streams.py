@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from daemon.base.fields import KmsKeyRef
 from daemon.resources.diff import Entries
 from daemon.resources.kind import (
     ACCESS_DENIED,
@@ -45,7 +46,7 @@ class StreamConfig(ResourceBase):
     encryption: Literal["kms", "none"] | None = None
     """Server-side encryption with KMS, or none."""
 
-    kms_key_id: str = "alias/aws/kinesis"
+    kms_key_id: KmsKeyRef = "alias/aws/kinesis"
     """KMS key for `encryption = "kms"`."""
 
     @model_validator(mode="after")

@@ -17,7 +17,14 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from daemon.base.fields import Section
+from daemon.base.fields import (
+    Arn,
+    KmsKeyRef,
+    QueueRef,
+    Section,
+    host_problem,
+    url_problem,
+)
 from daemon.resources.diff import Entries, Required, equal, is_ignored, join
 from daemon.resources.kind import (
     ACCESS_DENIED,
@@ -40,6 +47,7 @@ from daemon.resources.kind import (
 
 SubscriptionProtocol = Literal["sqs", "lambda", "http", "https", "email", "email-json", "sms"]
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 
 
 class SubscriptionConfig(Section):
@@ -62,16 +70,28 @@ class SubscriptionConfig(Section):
     raw_delivery: bool | None = None
     """Deliver the message body as is instead of in the SNS JSON envelope (sqs, http, https)."""
 
-    dead_letter_queue: str | None = None
+    dead_letter_queue: QueueRef | None = None
     """Queue (logical name or ARN) for messages SNS could not deliver to this endpoint."""
 
     @model_validator(mode="after")
     def _endpoint_fits_protocol(self) -> SubscriptionConfig:
         p, e = self.protocol, self.endpoint
-        if p in ("http", "https") and not e.startswith(f"{p}://"):
-            raise ValueError(f"a {p} subscription needs a {p}:// URL, not {e!r}")
-        if p == "lambda" and not e.startswith("arn:"):
-            raise ValueError(f"a lambda subscription needs a function ARN, not {e!r}")
+        if p in ("http", "https"):
+            problem = url_problem(e, (p,))
+            if problem:
+                raise ValueError(f"a {p} subscription needs a {p}:// URL: {problem}")
+        if p == "lambda":
+            if not e.startswith("arn:"):
+                raise ValueError(f"a lambda subscription needs a function ARN, not {e!r}")
+            Arn.parse(e, "lambda")
+        if p == "sqs" and e.startswith("arn:"):
+            Arn.parse(e, "sqs")
+        elif p == "sqs" and not _QUEUE_NAME.match(e):
+            raise ValueError(
+                f"an sqs subscription needs a declared queue's name or an SQS ARN, not {e!r}"
+            )
+        if p in ("email", "email-json") and host_problem(e.rpartition("@")[2]):
+            raise ValueError(f"an {p} subscription needs an e-mail address, not {e!r}")
         if p in ("email", "email-json") and "@" not in e:
             raise ValueError(f"an {p} subscription needs an e-mail address, not {e!r}")
         if p == "sms" and not _E164.match(e):
@@ -93,7 +113,7 @@ class TopicConfig(ResourceBase):
     display_name: str | None = Field(default=None, max_length=100)
     """Display name, used as the sender of SMS and e-mail messages."""
 
-    kms_key_id: str | None = None
+    kms_key_id: KmsKeyRef | None = None
     """KMS key (id, ARN or alias, `alias/aws/sns` for the AWS managed key) for encryption at
     rest. Unset: not compared."""
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from daemon import __version__
+from daemon.base.files import open_dir_reason, private_dir
 from daemon.config import ConfigError, LoadedConfig
 from daemon.config.loader import file_stamp
 from daemon.config.models import Config
@@ -27,6 +28,7 @@ from daemon.core.local_aws import LocalAws, attach_or_start
 from daemon.core.logs import configure_logging, get_logger, set_context
 from daemon.core.metrics import Registry, prometheus
 from daemon.core.metrics.process import register_process_metrics
+from daemon.core.storage import StateHealth
 from daemon.outbox import Outbox
 from daemon.outbox.core import outbox_path
 from daemon.runtime.health import HealthSite
@@ -34,7 +36,7 @@ from daemon.runtime.notify import Notifier
 from daemon.runtime.process import dump_tasks, hard_exit, settle_memory
 from daemon.runtime.supervisor import Supervisor
 from daemon.services import Services
-from daemon.sns.publishing import publish_routes
+from daemon.sns.ingest import Ingest
 from daemon.telemetry.export import MetricsExport
 from daemon.telemetry.log_shipper import LogShipper
 from daemon.worker import Catalog
@@ -69,11 +71,16 @@ class Daemon:
         self.supervisor = Supervisor(self.metrics)
         self.notifier = Notifier(environ)
         self.services: Services | None = None
+        self.storage = StateHealth(
+            self.metrics, self.events, state_dir=loaded.config.runtime.state_dir
+        )
+        """The health of the state on disk (process lifetime): every store reports to it."""
         self.outbox = Outbox(
             loaded.config.outbox,
             outbox_path(loaded.config),
             metrics=self.metrics,
             events=self.events,
+            health=self.storage,
         )
         self.local: LocalAws | None = local
         """The embedded moto child: spawned early by `awsd run`, or started in `_startup`."""
@@ -97,8 +104,10 @@ class Daemon:
         """Flushes metrics to CloudWatch and EMF (process lifetime: outlives reloads)."""
         self.log_shipper = LogShipper(self.metrics)
         """Ships log events to CloudWatch Logs (process lifetime: outlives reloads)."""
+        self.ingest = Ingest(lambda: self.services, port=self._health_port)
+        """POST /publish and GET /publish/{id}: the token, the allow list, the rate."""
         self.routes: list[tuple[str, str, Handler]] = [
-            *publish_routes(lambda: self.services),
+            *self.ingest.routes(),
             (
                 "GET",
                 "/metrics",
@@ -107,8 +116,16 @@ class Daemon:
         ]
         """Extra routes for the health server (method, path, handler); handlers reach the
         current services through `self.services`, which a reload replaces."""
-        self.health = HealthSite(self.routes, status=self.status, not_ready=self.not_ready)
+        self.health = HealthSite(
+            self.routes,
+            status=self.status,
+            not_ready=self.not_ready,
+            degraded=self.storage.degraded,
+            metrics=self.metrics,
+        )
         """Where the health server listens (moved on reload, never left deaf)."""
+        self.state_dir_open: str | None = None
+        """Why other local users can reach into the state directory, when they can."""
 
     @property
     def config(self) -> Config:
@@ -158,6 +175,7 @@ class Daemon:
         return 0
 
     async def _startup(self) -> None:
+        self._prepare_state(self.config)
         early = self.local if self.config.aws.local and self.local_endpoint is None else None
         if early is not None:
             # `awsd run` spawned the local endpoint before its imports; its address is known, so
@@ -280,9 +298,33 @@ class Daemon:
         await self.log_shipper.apply(config, services.clients)
         await self.metrics_export.apply(config, services.clients)
 
+    def _prepare_state(self, config: Config) -> None:
+        """The state directory 0700 (warned about when others can enter it), and the ingest
+        token in it. Raises StartupError when the directory cannot be made."""
+        state_dir = config.runtime.state_dir
+        try:
+            private_dir(state_dir)
+            self.ingest.prepare(config)
+        except OSError as exc:
+            raise StartupError(
+                f"the state directory {state_dir} cannot be used: {exc.strerror or exc}"
+            ) from None
+        self.storage.state_dir = state_dir
+        self.state_dir_open = open_dir_reason(state_dir, group_search=bool(config.ingest.group))
+        if self.state_dir_open:
+            log.warning(
+                "state directory is open to other local users",
+                path=state_dir,
+                reason=self.state_dir_open,
+            )
+
+    def _health_port(self) -> int | None:
+        server = self.health.server
+        return server.bound_port if server is not None else None
+
     async def _start_health(self, config: Config) -> None:
         try:
-            await self.health.start(config.health.host, config.health.port)
+            await self.health.start(config.health)
         except OSError as exc:
             raise StartupError(
                 f"health server cannot listen on {config.health.host}:{config.health.port}: "
@@ -375,6 +417,7 @@ class Daemon:
         if new.log != old.log:
             configure_logging(new.log)
         set_context(env=new.env, config_version=loaded.version)
+        self._prepare_state(new)
         self.outbox.configure(new.outbox)
         previous = self.services
         services = self._build_services(new, previous)
@@ -386,7 +429,7 @@ class Daemon:
         await self._apply_telemetry(new, services)
         if previous is not None and previous.clients is not services.clients:
             await previous.clients.close()
-        await self.health.move(new.health.host, new.health.port)
+        await self.health.move(new.health)
         self.loaded = loaded
         self.events.publish(ConfigReloaded(source="daemon", version=loaded.version))
         self.reload_ok += 1
@@ -485,6 +528,7 @@ class Daemon:
                 "last_errors": self.last_reload_errors,
             },
             "health": {"listening": self.health.address},
+            "state_dir": {**self.storage.describe(), "open_to_others": self.state_dir_open},
             "aws": {
                 "region": self.services.clients.region if self.services else None,
                 "local_endpoint": self.local_endpoint,

@@ -1,9 +1,15 @@
 """The loopback HTTP server: /healthz, /readyz, /status, and routes other parts add.
 
 /healthz answers 200 while the event loop runs (if it answers at all, the loop is alive).
-/readyz answers 200 once every worker runs, else 503 listing the ones that do not.
-/status is the daemon's self-description as JSON (workers, restarts, last errors, config version).
+/readyz answers 200 once every worker runs and every state store writes; else 503, listing the
+workers that do not run (`not ready`) or the stores that cannot write (`degraded`: a full state
+directory names the store and the bytes free).
+/status is the daemon's self-description as JSON (workers, restarts, last errors, config
+version), redacted like a log line: no URL in it shows a password or a secret query value.
 Other components add routes before start (/metrics, POST /publish).
+
+The listener is bounded (`listener.py`): a connection cap that leaves the AWS clients their
+file descriptors, an idle timeout that also ends stalled headers, client errors summarised.
 """
 
 from __future__ import annotations
@@ -13,8 +19,18 @@ from typing import Any
 
 from aiohttp import web
 
+from daemon.base.redact import redact
+from daemon.config.models import HealthConfig
 from daemon.core.http import Handler
 from daemon.core.logs import get_logger
+from daemon.core.metrics import Registry
+from daemon.runtime.listener import (
+    ClientErrors,
+    ConnectionGuard,
+    GuardedSite,
+    QuietLogger,
+    error_middleware,
+)
 
 log = get_logger()
 
@@ -22,38 +38,59 @@ log = get_logger()
 class HealthServer:
     def __init__(
         self,
-        host: str,
-        port: int,
+        cfg: HealthConfig,
         *,
         status: Callable[[], dict[str, Any]],
         not_ready: Callable[[], list[str]],
+        degraded: Callable[[], dict[str, str]],
+        metrics: Registry,
+        errors: ClientErrors,
     ) -> None:
-        self.host = host
-        self.port = port
+        self.cfg = cfg
+        self.host = cfg.host
+        self.port = cfg.port
         self._status = status
         self._not_ready = not_ready
+        self._degraded = degraded
+        self._metrics = metrics
+        self._errors = errors
         self._routes: list[tuple[str, str, Handler]] = []
         self._runner: web.AppRunner | None = None
+        self.guard: ConnectionGuard | None = None
         self.bound_port: int | None = None
 
     def add_route(self, method: str, path: str, handler: Handler) -> None:
         self._routes.append((method, path, handler))
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=2 * 1024 * 1024)
+        guard = self.guard = ConnectionGuard(self.cfg.max_connections, self._metrics)
+        app = web.Application(
+            client_max_size=2 * 1024 * 1024,
+            middlewares=[guard.middleware(), error_middleware(self._errors)],
+        )
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/status", self._status_route)
         for method, path, handler in self._routes:
             app.router.add_route(method, path, handler)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self.cfg.idle_timeout,
+            logger=QuietLogger(self._errors),
+            shutdown_timeout=1.0,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site = GuardedSite(self._runner, self.host, self.port, guard=guard)
         await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.bound_port = sockets[0].getsockname()[1] if sockets else self.port
-        log.info("health server listening", host=self.host, port=self.bound_port)
+        self.bound_port = site.port
+        log.info(
+            "health server listening",
+            host=self.host,
+            port=self.bound_port,
+            max_connections=guard.cap,
+        )
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
@@ -67,10 +104,13 @@ class HealthServer:
         waiting = self._not_ready()
         if waiting:
             return web.json_response({"status": "not ready", "workers": waiting}, status=503)
+        degraded = self._degraded()
+        if degraded:
+            return web.json_response({"status": "degraded", "stores": degraded}, status=503)
         return web.json_response({"status": "ready"})
 
     async def _status_route(self, _: web.Request) -> web.Response:
-        return web.json_response(self._status(), dumps=_dumps)
+        return web.json_response(redact(self._status()), dumps=_dumps)
 
 
 def _dumps(value: Any) -> str:
@@ -91,10 +131,16 @@ class HealthSite:
         *,
         status: Callable[[], dict[str, Any]],
         not_ready: Callable[[], list[str]],
+        degraded: Callable[[], dict[str, str]],
+        metrics: Registry,
     ) -> None:
         self.routes = routes
         self._status = status
         self._not_ready = not_ready
+        self._degraded = degraded
+        self._metrics = metrics
+        self.errors = ClientErrors(metrics)
+        """Client errors of every listener this site runs, summarised per minute."""
         self.server: HealthServer | None = None
 
     @property
@@ -103,19 +149,27 @@ class HealthSite:
         server = self.server
         return f"{server.host}:{server.bound_port}" if server else None
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, cfg: HealthConfig) -> None:
         """Listen (port 0: stay off); OSError when it cannot."""
-        if port:
-            self.server = await self._listen(host, port)
+        if cfg.port:
+            self.server = await self._listen(cfg)
 
     async def stop(self) -> None:
         server, self.server = self.server, None
         if server is not None:
             await server.stop()
+        self.errors.close()
 
-    async def _listen(self, host: str, port: int) -> HealthServer:
+    async def _listen(self, cfg: HealthConfig) -> HealthServer:
         """A started health server with every route; OSError when it cannot listen."""
-        server = HealthServer(host, port, status=self._status, not_ready=self._not_ready)
+        server = HealthServer(
+            cfg,
+            status=self._status,
+            not_ready=self._not_ready,
+            degraded=self._degraded,
+            metrics=self._metrics,
+            errors=self.errors,
+        )
         for method, path, handler in self.routes:
             server.add_route(method, path, handler)
         try:
@@ -125,25 +179,26 @@ class HealthSite:
             raise
         return server
 
-    async def move(self, host: str, port: int) -> None:
-        """Bring the server to `host:port` (port 0: off)."""
+    async def move(self, cfg: HealthConfig) -> None:
+        """Bring the server to `cfg` (port 0: off); a change of its limits restarts it too."""
         old = self.server
-        unchanged = (old.host, old.port) == (host, port) if old is not None else not port
+        host, port = cfg.host, cfg.port
+        unchanged = old.cfg == cfg if old is not None else not port
         if unchanged:
             return
-        freed: tuple[str, int] | None = None
+        freed: HealthConfig | None = None
         if old is not None and (not port or old.port == port):
-            # Turned off, or only the address changes: the old server may hold the port itself.
+            # Turned off, or the same port: the old server may hold the port itself.
             await old.stop()
-            self.server, freed = None, (old.host, old.port)
+            self.server, freed = None, old.cfg
         if not port:
             log.info("health server stopped (health.port = 0)")
             return
         try:
-            new = await self._listen(host, port)
+            new = await self._listen(cfg)
         except OSError as exc:
             if freed is not None:
-                self.server = await self._listen_again(*freed)
+                self.server = await self._listen_again(freed)
             log.warning(
                 "health server cannot move; it stays where it was",
                 host=host,
@@ -156,14 +211,14 @@ class HealthSite:
             await old.stop()
         self.server = new
 
-    async def _listen_again(self, host: str, port: int) -> HealthServer | None:
+    async def _listen_again(self, cfg: HealthConfig) -> HealthServer | None:
         try:
-            return await self._listen(host, port)
+            return await self._listen(cfg)
         except OSError as exc:
             log.error(
                 "health server cannot listen on its old address either; it is off",
-                host=host,
-                port=port,
+                host=cfg.host,
+                port=cfg.port,
                 reason=exc.strerror or str(exc),
             )
             return None

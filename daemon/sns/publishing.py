@@ -6,24 +6,16 @@ number. The bus is for notifications and may drop when a subscriber lags (counte
 a producer that must not lose a message calls `request.to_message(...)` and puts it into the
 durable outbox itself (`await services.outbox.put(...)` returns once it is committed).
 
-`POST /publish` on the loopback health server is what `awsd publish` talks to: it answers only
-after the outbox committed the message (200 with its outbox id), or says why not (400 invalid or
-oversize, 403 not allowed from there, 503 publisher not configured or outbox full).
-`GET /publish/{id}` tells whether a message is still pending, delivered or dead.
+`POST /publish` on the loopback health server (`ingest.py`) takes the same requests as JSON.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from aiohttp import web
-
 from daemon.core.events import Event
-from daemon.core.http import Handler
 from daemon.core.metrics import Registry
 
 if TYPE_CHECKING:
@@ -44,7 +36,6 @@ TEXT_FIELDS = (
 )
 """The optional string fields of an ingest payload (`awsd publish` options of the same names)."""
 FIELDS = frozenset({"message", "attributes", *TEXT_FIELDS})
-MAX_INGEST_MESSAGES = 500
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,111 +187,3 @@ class PublishMetrics:
             "Messages the publisher could not accept (invalid, outbox full), by source",
             ("source", "reason"),
         )
-
-
-def publish_routes(services: Callable[[], Services | None]) -> list[tuple[str, str, Handler]]:
-    """POST /publish and GET /publish/{id} for the health server; `services` gives the current
-    services (a reload replaces them)."""
-
-    async def post(request: web.Request) -> web.Response:
-        current = services()
-        refusal = _refusal(request, current)
-        if refusal is not None:
-            return refusal
-        assert current is not None and current.config.sns is not None
-        metrics = PublishMetrics(current.metrics)
-        try:
-            requests = _parse(await request.read())
-            messages = [r.to_message(current.config.sns.topic, origin="ingest") for r in requests]
-            messages = [await resolved(current, m) for m in messages]
-            _check(messages)
-        except web.HTTPRequestEntityTooLarge:
-            return _error(413, "request body larger than the 2 MiB the endpoint takes")
-        except ValueError as exc:  # InvalidMessage is a ValueError
-            metrics.refused.labels(source="ingest", reason="invalid").inc()
-            return _error(400, str(exc))
-        from daemon.outbox import InvalidMessage, OutboxFull  # noqa: PLC0415
-
-        try:
-            ids = await current.outbox.put_many(messages)
-        except InvalidMessage as exc:
-            metrics.refused.labels(source="ingest", reason="invalid").inc()
-            return _error(400, str(exc))
-        except OutboxFull as exc:
-            metrics.refused.labels(source="ingest", reason="full").inc()
-            return _error(503, str(exc), headers={"Retry-After": "5"})
-        metrics.accepted.labels(source="ingest").inc(len(ids))
-        targets = [f"{m.kind}:{m.target}" for m in messages]
-        return web.json_response({"ids": ids, "targets": targets, "status": "accepted"})
-
-    async def get(request: web.Request) -> web.Response:
-        current = services()
-        refusal = _refusal(request, current)
-        if refusal is not None:
-            return refusal
-        assert current is not None
-        try:
-            item_id = int(request.match_info["id"])
-        except ValueError:
-            return _error(400, "the id is a number")
-        status = await current.outbox.status(item_id)
-        return web.json_response({"id": item_id, "status": status})
-
-    return [("POST", "/publish", post), ("GET", "/publish/{id}", get)]
-
-
-def _refusal(request: web.Request, services: Services | None) -> web.Response | None:
-    if services is None or services.config.sns is None:
-        return _error(503, "the SNS publisher is not configured (no [sns] section)")
-    ingest = services.config.sns.ingest
-    if ingest == "off":
-        return _error(403, 'local ingest is off (sns.ingest = "off")')
-    if ingest == "loopback" and not _is_loopback(request.remote):
-        return _error(403, "publishing is only accepted from loopback (sns.ingest)")
-    return None
-
-
-def _parse(raw: bytes) -> list[PublishRequest]:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise ValueError("the request body is not JSON") from None
-    if isinstance(data, dict) and "messages" in data:
-        items = data["messages"]
-        if not isinstance(items, list) or not items:
-            raise ValueError("'messages' must be a non-empty list")
-        if len(items) > MAX_INGEST_MESSAGES:
-            raise ValueError(f"at most {MAX_INGEST_MESSAGES} messages per request")
-    else:
-        items = [data]
-    requests = []
-    for i, item in enumerate(items):
-        try:
-            requests.append(request_from_json(item, source="ingest"))
-        except ValueError as exc:
-            raise ValueError(f"message {i}: {exc}" if len(items) > 1 else str(exc)) from None
-    return requests
-
-
-def _check(messages: list[Message]) -> None:
-    """The senders' own checks, naming the message at fault in a batch."""
-    from daemon.outbox.senders import SENDERS  # noqa: PLC0415
-
-    for i, message in enumerate(messages):
-        try:
-            SENDERS[message.kind].validate(message.target, message.body)
-        except ValueError as exc:
-            raise ValueError(f"message {i}: {exc}" if len(messages) > 1 else str(exc)) from None
-
-
-def _is_loopback(remote: str | None) -> bool:
-    if not remote:
-        return False
-    try:
-        return ipaddress.ip_address(remote.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": reason}, status=status, headers=headers)

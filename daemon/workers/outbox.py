@@ -1,8 +1,10 @@
 """The outbox delivery worker: drains the durable outbox into AWS through the senders.
 
 One batch in flight per destination (order), up to `outbox.concurrency` destinations at once,
-woken at once by new messages and otherwise at the next retry time. On stop it lets batches in
-flight finish until the deadline; anything unfinished simply stays in the outbox for next time.
+woken at once by new messages and otherwise at the next retry time. While the disk refuses the
+outbox's writes it also runs `Outbox.repair` every few seconds, so recording deliveries and
+accepting messages resume by themselves when space returns. On stop it lets batches in flight
+finish until the deadline; anything unfinished simply stays in the outbox for next time.
 """
 
 from __future__ import annotations
@@ -40,9 +42,19 @@ class OutboxWorker(Worker):
             self.outbox.work.clear()
             now = loop.time()
             room = self.outbox.cfg.concurrency - len(inflight)
+            if self.outbox.repair_due_in(now) == 0.0:
+                await self.outbox.repair(now)
             for key in self.outbox.due(now)[: max(0, room)]:
                 inflight[key] = asyncio.create_task(self._deliver(ctx, key))
-            wait = self.outbox.next_due_in(loop.time())
+            waits = [
+                w
+                for w in (
+                    self.outbox.next_due_in(loop.time()),
+                    self.outbox.repair_due_in(loop.time()),
+                )
+                if w is not None
+            ]
+            wait = min(waits) if waits else None
             waiters = [
                 asyncio.ensure_future(self.outbox.work.wait()),
                 asyncio.ensure_future(ctx.stop.wait()),

@@ -129,7 +129,7 @@ MALFORMED: list[tuple[str, str, str]] = [
     (
         "bad-bucket-policy-json",
         "[resources.buckets.logs]\npolicy = '{\"Statement\": [}'\n",
-        "resources.buckets.logs.policy: Value error, not valid JSON",
+        "resources.buckets.logs.policy: not valid JSON",
     ),
     (
         "policy-without-statement",

@@ -287,7 +287,6 @@ class TestReferences:
             "endpoints": {
                 "a": {"url": "http://127.0.0.1:1/"},
                 "b": {"url": "http://127.0.0.1:1/", "alert": {"topic": "nope"}},
-                "c": {"url": "http://127.0.0.1:1/", "alert": {"topic": "arn:aws:sqs:x:1:q"}},
             },
         }
         path = offline_configs.write({**TOPICS, "probes": probes}, health=False)
@@ -295,8 +294,17 @@ class TestReferences:
             load_config(path)
         text = failure.value.render()
         assert "probes.endpoints.b.alert.topic: names topic 'nope', which is not declared" in text
-        assert "probes.endpoints.c.alert.topic: 'arn:aws:sqs:x:1:q' is not an ARN of sns" in text
         assert "probes.defaults" not in text and "endpoints.a" not in text
+        # An ARN of the wrong service is refused by the field's type, before any reference check.
+        wrong = {"url": "http://127.0.0.1:1/", "alert": {"topic": "arn:aws:sqs:us-east-1:1:q"}}
+        probes["endpoints"] = {"c": wrong}
+        path = offline_configs.write({**TOPICS, "probes": probes}, health=False)
+        with pytest.raises(ConfigError) as failure:
+            load_config(path)
+        assert (
+            "probes.endpoints.c.alert.topic: 'arn:aws:sqs:us-east-1:1:q' is not an "
+            "ARN of sns" in failure.value.render()
+        )
 
     def test_check_config_names_an_undeclared_custom_destination(self, offline_configs: Any):
         from daemon.config import ConfigError

@@ -44,7 +44,7 @@ async def test_messages_reach_sqs_and_leave_the_outbox(boto, delivery):
     assert sorted(receive_bodies(boto, name, 25)) == sorted(f"m{i}" for i in range(25))
     first = await delivered.get()
     assert isinstance(first, OutboxDelivered) and first.origin == "t" and first.message_id
-    assert await outbox.status(ids[0]) == "delivered"
+    assert (await outbox.status(ids[0])).fate == "delivered"
 
 
 async def test_concurrent_puts_are_committed_together_and_all_kept(tmp_path: Path):
@@ -120,8 +120,10 @@ async def test_rejected_messages_go_to_the_dead_letter_table(boto, delivery, tmp
     await wait_until(lambda: outbox.count == 0)
     event = await asyncio.wait_for(rejected.get(), 5)
     assert isinstance(event, OutboxRejected) and event.item_id == bad
-    assert await outbox.status(bad) == "dead" and await outbox.status(good) == "delivered"
-    assert await outbox.status(first) == "delivered"
+    assert (await outbox.status(bad)).fate == "dead" and (
+        await outbox.status(good)
+    ).fate == "delivered"
+    assert (await outbox.status(first)).fate == "delivered"
     assert sorted(receive_bodies(boto, name, 2)) == ["good-1", "good-2"]
 
 

@@ -20,7 +20,7 @@ from daemon.core.events import EventBus
 from daemon.core.local_aws import free_port
 from daemon.core.metrics import Registry
 from daemon.outbox import Message, Outbox
-from daemon.outbox.core import OutboxDelivered
+from daemon.outbox.messages import OutboxDelivered
 from daemon.outbox.store import Item
 from daemon.probes.alerts import AlertState
 from daemon.probes.engine import ProbesWorker, state_path

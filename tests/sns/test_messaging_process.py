@@ -90,7 +90,7 @@ def test_sns_to_sqs_fan_out_end_to_end_with_awsd_publish(
         )
         assert json.loads(event["body"])["value"] == 21.5
     batch = {"messages": [{"message": f"batch-{i}"} for i in range(3)]}
-    status, answer = proc.http("/publish", method="POST", body=json.dumps(batch).encode())
+    status, answer = proc.publish(batch)
     assert status == 200 and len(answer["ids"]) == 3
     for i in range(3):
         proc.logs.wait_for("test handled", body=f"batch-{i}", worker="sqs:env")
@@ -104,7 +104,7 @@ def test_awsd_publish_refuses_bad_input_with_clear_errors(
     path = configs.write({"sns": {"topic": topic}})
     not_running = cli(path, "hello")
     assert not_running.returncode == 69
-    assert "cannot reach the daemon" in not_running.stderr
+    assert "no ingest token" in not_running.stderr and "is it running?" in not_running.stderr
     proc = awsd(path)
     proc.wait_ready()
     for args, stdin, reason in [
@@ -120,7 +120,12 @@ def test_awsd_publish_refuses_bad_input_with_clear_errors(
         result = cli(path, *args, stdin=stdin)
         assert result.returncode == 65, (args, result.stderr)
         assert reason in result.stderr and "Traceback" not in result.stderr
-    status, answer = proc.http("/publish", method="POST", body=b"{not json")
+    status, answer = proc.http(
+        "/publish",
+        method="POST",
+        body=b"{not json",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {proc.token()}"},
+    )
     assert status == 400 and answer["error"] == "the request body is not JSON"
     assert cli(path, "-", stdin=b"from stdin").returncode == 0
     proc.stop()
@@ -211,8 +216,7 @@ def test_endpoint_down_for_10s_while_publishing_loses_nothing(
     outage_ends = time.monotonic() + 10.0
     sent = []
     while time.monotonic() < outage_ends:
-        body = json.dumps({"message": f"during-{len(sent)}"}).encode()
-        status, _ = proc.http("/publish", method="POST", body=body)
+        status, _ = proc.publish({"message": f"during-{len(sent)}"})
         assert status == 200
         sent.append(f"during-{len(sent)}")
         time.sleep(0.5)
@@ -258,7 +262,7 @@ def test_awsd_publish_to_a_kinesis_stream(configs: ConfigFactory, awsd: Callable
     name = unique("stream")
     kinesis.create_stream(StreamName=name, ShardCount=1)
     arn = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
-    path = configs.write({"sns": {}})
+    path = configs.write({"sns": {}, "ingest": {"allow": [arn]}})
     proc = awsd(path)
     proc.wait_ready()
     result = cli(path, "--stream", arn, "--partition-key", "pi-7", "--wait", "20", '{"t": 21.5}')

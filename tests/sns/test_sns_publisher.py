@@ -152,7 +152,7 @@ async def test_sms_to_an_e164_number_is_delivered_and_bad_ones_refused(harness: 
         )
     )
     await wait_until(lambda: services.outbox.count == 0)
-    assert await services.outbox.status(ok) == "delivered"
+    assert (await services.outbox.status(ok)).fate == "delivered"
     for phone, body, reason in [
         ("07700 900123", {"message": "x"}, "not an E.164 phone number"),
         ("+15555550123", {"message": "x" * 161}, "161 characters"),

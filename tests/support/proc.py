@@ -187,24 +187,44 @@ class Awsd:
     """One spawned `awsd run` process."""
 
     def __init__(
-        self, config: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+        self,
+        config: Path,
+        *,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        umask: int | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.config = config
         self.env = base_env(**(env or {}))
         self.args = args
+        self.umask = umask
+        self.prefix = prefix
+        """A command the daemon runs under (`unshare -m ...`), exec'ing it in the end."""
         self.logs = LogCapture()
         self.stderr = LogCapture()
         self.proc: subprocess.Popen[str] | None = None
         self.health_port: int | None = None
 
     def start(self) -> Awsd:
+        umask = self.umask
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "run", "--config", str(self.config), *self.args],
+            [
+                *self.prefix,
+                sys.executable,
+                "-m",
+                "daemon",
+                "run",
+                "--config",
+                str(self.config),
+                *self.args,
+            ],
             cwd=REPO,
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            umask=-1 if umask is None else umask,
         )
         self._readers = []
         for stream, capture in ((self.proc.stdout, self.logs), (self.proc.stderr, self.stderr)):
@@ -256,12 +276,47 @@ class Awsd:
                 if stream is not None:
                     stream.close()
 
+    def state_dir(self) -> Path:
+        """The state directory of its config (as this process sees it)."""
+        import tomllib
+
+        return Path(tomllib.loads(self.config.read_text())["runtime"]["state_dir"])
+
+    def token(self) -> str:
+        """The ingest token the daemon created (`<state_dir>/ingest.token`)."""
+        return (self.root / str(self.state_dir()).lstrip("/") / "ingest.token").read_text().strip()
+
+    @property
+    def root(self) -> Path:
+        """Where this process's files are seen from here: `/`, or `/proc/<pid>/root` when it
+        runs under a prefix (in a mount namespace of its own: a small state file system)."""
+        return Path(f"/proc/{self.pid}/root") if self.prefix else Path("/")
+
+    def publish(self, payload: Any, *, timeout: float = 10.0) -> tuple[int, Any]:
+        """POST /publish as `awsd publish` does (JSON, the ingest token)."""
+        return self.http(
+            "/publish",
+            method="POST",
+            body=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token()}"},
+            timeout=timeout,
+        )
+
     def http(
-        self, path: str, *, method: str = "GET", body: bytes | None = None, timeout: float = 5.0
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        body: bytes | None = None,
+        timeout: float = 5.0,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         assert self.health_port, "config has no health port"
         req = urllib.request.Request(
-            f"http://127.0.0.1:{self.health_port}{path}", data=body, method=method
+            f"http://127.0.0.1:{self.health_port}{path}",
+            data=body,
+            method=method,
+            headers=headers or {},
         )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
+from daemon.base.redact import redact_url
 from daemon.core.logs import get_logger
 
 log = get_logger()
@@ -211,6 +212,8 @@ class Family(Generic[M]):
         self.buckets = buckets
         self._factory: Callable[[], M] = factory
         self._children: dict[tuple[str, ...], M] = {}
+        self._shown: dict[tuple[str, ...], tuple[str, ...]] = {}
+        """Label values as exported: a URL in a label (a queue URL, a webhook) is redacted."""
         self._lock = threading.Lock()
 
     def labels(self, **labels: str) -> M:
@@ -224,20 +227,23 @@ class Family(Generic[M]):
                 child = self._children.get(key)
                 if child is None:
                     child = self._factory()
+                    self._shown[key] = tuple(redact_url(v) if "://" in v else v for v in key)
                     self._children[key] = child
         return child
 
     def remove(self, **labels: str) -> None:
         """Forget a series (a removed queue or a lost shard), so it stops being exported."""
-        self._children.pop(tuple(str(labels[n]) for n in self.labelnames), None)
+        key = tuple(str(labels[n]) for n in self.labelnames)
+        self._children.pop(key, None)
+        self._shown.pop(key, None)
 
     def series(self) -> Iterator[tuple[dict[str, str], M]]:
-        for key, child in list(self._children.items()):
+        for key, child in self.items():
             yield dict(zip(self.labelnames, key, strict=True)), child
 
     def items(self) -> list[tuple[tuple[str, ...], M]]:
-        """(label values, series) pairs, for exporters."""
-        return list(self._children.items())
+        """(label values as exported, series) pairs, for exporters."""
+        return [(self._shown.get(key, key), child) for key, child in list(self._children.items())]
 
 
 AnyFamily = Family[Counter] | Family[Gauge] | Family[Histogram]
