@@ -1,13 +1,17 @@
 # The two set-up commands are `make run` and `make test`; both build .venv on first use.
+# `make run` installs only what running needs (awsd and the embedded moto endpoint); `make test`
+# (and `make install`) add the development tools to the same venv.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 PYTEST_ARGS ?=
 
 .PHONY: run test tools lint typecheck imports pytest bench docs install clean
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/awsd run --config configs/local.toml
 
 test: $(STAMP) tools lint typecheck imports pytest
@@ -51,11 +55,22 @@ docs: $(STAMP)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+define make_venv
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "awsd needs Python >= 3.11 (set PYTHON=python3.11)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,local]'
+endef
+
+# No byte-compiling at install (--no-compile): it took half of a first `make run`, for thousands of
+# modules (botocore's, moto's) awsd never imports; Python compiles the ones it imports on first use.
+$(RUN_STAMP): pyproject.toml
+	$(make_venv)
+	test $(STAMP) -nt pyproject.toml || $(PIP) --no-compile -e '.[local]'
 	touch $@
+
+$(STAMP): pyproject.toml
+	$(make_venv)
+	$(PIP) -e '.[dev,local]'
+	touch $@ $(RUN_STAMP)
 
 clean:
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache *.egg-info
