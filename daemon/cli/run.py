@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     configure_logging(loaded.config.log)
     set_context(env=loaded.config.env, config_version=loaded.version)
-    return run_async(Daemon(loaded, catalog=CATALOG, local=early).run())
+    return run_async(Daemon(loaded, catalog=CATALOG, local=early, process_title=True).run())
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from daemon.base.fields import Entrypoint, HttpUrl, Name, Section
 from daemon.config.cloudwatch_logs import CloudWatchLogsConfig
@@ -18,7 +18,7 @@ from daemon.config.kinesis import KinesisConfig
 from daemon.config.messaging import SnsPublisherConfig, SqsPollerConfig
 from daemon.config.metrics import MetricsConfig
 from daemon.config.outbox import OutboxConfig
-from daemon.config.probes import ProbesConfig
+from daemon.config.probes import ProbesConfig, resolve_self_urls
 from daemon.config.resources import ResourcesConfig
 
 AwsService = Literal["sns", "sqs", "kinesis", "s3", "dynamodb", "cloudwatch", "logs", "sts", "iam"]
@@ -99,6 +99,18 @@ class HealthConfig(Section):
 
     port: int = Field(default=9180, ge=0, le=65535)
     """TCP port; 0 disables the server."""
+
+    @property
+    def url(self) -> str:
+        """Where a client on this machine reaches it (`http://127.0.0.1:9180`)."""
+        return local_url(self.host, self.port)
+
+
+def local_url(host: str, port: int) -> str:
+    """`http://HOST:PORT` for a client on this machine of a server listening on `host`: a
+    wildcard address (`0.0.0.0`, `::`) is reached on loopback; IPv6 addresses get brackets."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
 class RuntimeConfig(Section):
@@ -194,6 +206,21 @@ class Config(Section):
 
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     """HTTP, TCP and DNS uptime probes, their conditions, and alerts through SNS and SMS."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_self_urls(cls, data: Any) -> Any:
+        """`self:/PATH` probe URLs, once the health server's address is known."""
+        if not isinstance(data, dict):
+            return data
+        health = data.get("health", {})
+        if not isinstance(health, HealthConfig):
+            try:
+                health = HealthConfig.model_validate(health)
+            except ValidationError:
+                return data  # [health]'s own errors are reported by the validation
+        return resolve_self_urls(data, health.url if health.port else None)
+
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     """Declared AWS resources (topics, queues, streams, buckets, log groups, alarms, tables)
     and how the reconciler keeps them as declared."""
