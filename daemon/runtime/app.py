@@ -149,6 +149,7 @@ class Daemon:
             config=str(self.loaded.path),
             loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
             python=sys.version.split()[0],
+            overrides=[f"{path} <- {var}" for path, var in self.loaded.overrides] or None,
         )
         try:
             self._take_pid_file()
