@@ -106,8 +106,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """The settings of the chosen config, even when the file has errors elsewhere: `awsd stop`
     and `awsd status` must work while the file is being edited (with a warning); ConfigError
     only when the settings themselves are wrong or the file cannot be read."""
+    from daemon.config import load_config  # noqa: PLC0415 - the models only: no worker checks
+
     try:
-        loaded = load_from_args(args)
+        path = select_config_file(config=args.config, env=args.env, config_dir=args.config_dir)
+        loaded = load_config(path)
     except ConfigError as exc:
         found = _lenient(args, exc)
         print(

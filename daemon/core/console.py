@@ -66,7 +66,8 @@ class ConsoleRenderer:
         self.worker_width = worker_width
         """Width of the worker column: grows to the longest name seen, up to the max."""
         self.worker_width_max = worker_width_max
-        self._context: tuple[tuple[str, str], ...] | None = None
+        self._context: dict[str, str] = {}
+        self._day: str | None = None
 
     def __call__(self, _: WrappedLogger, method: str, event: EventDict) -> str:
         fields = dict(event)
@@ -88,18 +89,21 @@ class ConsoleRenderer:
         return "\n".join(lines)
 
     def _context_line(self, context: tuple[tuple[str, str], ...], when: datetime | None) -> str:
-        day = when.strftime("%Y-%m-%d") if when else ""
-        key = (*context, ("day", day))
-        if key == self._context:
+        """The context line, when this event's context differs from the last one shown (an
+        event without context keys, such as a library's, changes nothing)."""
+        day = when.strftime("%Y-%m-%d") if when else self._day or ""
+        changed = {k: v for k, v in context if self._context.get(k) != v}
+        if self._day is not None and day == self._day and not changed:
             return ""
-        self._context = key
+        self._context.update(changed)
+        self._day = day
         names = {"env": "env", "config_version": "config"}
-        parts = ["awsd", *(f"{names.get(k, k)} {v}" for k, v in context), f"host {self.host}"]
+        parts = ["awsd", *(f"{names.get(k, k)} {v}" for k, v in self._context.items())]
+        parts.append(f"host {self.host}")
         if when:
             offset = when.strftime("%z")
             parts.append(f"{day}, times UTC{offset[:3]}:{offset[3:]}")
-        text = f"── {' · '.join(parts)} ──"
-        return self._paint(text, _DIM)
+        return self._paint(f"── {' · '.join(parts)} ──", _DIM)
 
     def _line(
         self, when: datetime | None, level: str, worker: str, name: str, fields: dict[str, Any]
