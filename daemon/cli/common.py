@@ -158,6 +158,8 @@ class Found:
     """How it was found: "pid file" or "health port"; "" when not running."""
     problem: str = ""
     """Why it was not found (not running; files this user may not read)."""
+    starting: bool = False
+    """Running, but it has not said where it listens yet."""
 
     @property
     def running(self) -> bool:
@@ -172,7 +174,13 @@ def find_daemon(settings: Settings) -> Found:
     except NotReadable as exc:
         return _through_health_port(settings, str(exc))
     if running is not None:
-        return Found(running.pid, running.health_url, running.aws_endpoint, "pid file")
+        return Found(
+            running.pid,
+            running.health_url,
+            running.aws_endpoint,
+            "pid file",
+            starting=running.starting,
+        )
     return Found(None, None, None, "", f"not running (no awsd holds {settings.state_dir}/awsd.pid)")
 
 

@@ -96,10 +96,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not found.running:
         print(_not_running(settings, found))
         return EX_NOT_RUNNING
+    if found.starting:
+        print(f"awsd ({settings.env}) is starting as pid {found.pid}")
+        return 0
     status = get_json(f"{found.health_url}/status") if found.health_url else None
     if not isinstance(status, dict):
-        why = "its health server is off" if not found.health_url else "/status does not answer"
-        print(f"awsd ({settings.env}) runs as pid {found.pid}, but {why} ({found.health_url})")
+        why = (
+            f"/status does not answer on {found.health_url}"
+            if found.health_url
+            else "its health server is off (health.port = 0): nothing more to show"
+        )
+        print(f"awsd ({settings.env}) runs as pid {found.pid}, but {why}")
         return 1
     if args.json:
         print(json.dumps(status, indent=2))

@@ -288,6 +288,7 @@ class Daemon:
                 aws_endpoint=self.local_endpoint,
                 env=self.config.env,
                 config=str(self.loaded.path.absolute()),
+                started_at=self.started_at,
             )
         except OSError as exc:
             log.warning(

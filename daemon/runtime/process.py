@@ -168,6 +168,8 @@ class Running:
     env: str | None
     config: str | None
     started_at: str | None
+    starting: bool = False
+    """It has not said where it listens yet (no endpoints.json of its pid)."""
 
 
 class NotReadable(Exception):
@@ -185,7 +187,13 @@ class RunFiles:
         return self.dir / TASKS_FILE
 
     def write_endpoints(
-        self, *, health_url: str | None, aws_endpoint: str | None, env: str, config: str
+        self,
+        *,
+        health_url: str | None,
+        aws_endpoint: str | None,
+        env: str,
+        config: str,
+        started_at: float,
     ) -> None:
         info = {
             "pid": os.getpid(),
@@ -193,7 +201,7 @@ class RunFiles:
             "aws_endpoint": aws_endpoint,
             "env": env,
             "config": config,
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at)),
         }
         write_private(self.dir / ENDPOINTS_FILE, json.dumps(info, indent=2) + "\n")
 
@@ -230,6 +238,7 @@ class RunFiles:
             env=info.get("env"),
             config=info.get("config"),
             started_at=info.get("started_at"),
+            starting=not info,
         )
 
     def _endpoints(self, pid: int) -> dict[str, Any]:
