@@ -76,6 +76,7 @@ endef
 # modules (botocore's, moto's) awsd never imports; Python compiles the ones it imports on first use.
 $(RUN_STAMP): pyproject.toml
 	$(make_venv)
+	@test $(STAMP) -nt pyproject.toml || echo "make: installing awsd and its local AWS endpoint (moto) into $(VENV): only what running needs, once"
 	test $(STAMP) -nt pyproject.toml || $(PIP) --no-compile -e '.[local]'
 	touch $@
 

@@ -74,6 +74,8 @@ def set_process_title(title: str, name: str = "awsd") -> bool:
     size = end - start
     if start <= 0 or size < 2:
         return False
+    # One argument, spaces included (`systemctl status` shows it quoted): sysvinit's pidof, as
+    # Debian has it, finds `awsd: prod` by its name only while argv[0] holds the whole title.
     text = title.encode(errors="replace")[: size - 1]
     ctypes.memmove(start, text + b"\0" * (size - len(text)), size)
     return True

@@ -457,7 +457,7 @@ def test_live_install_starts_the_service_as_the_awsd_user(machine: Machine) -> N
     pid = machine.main_pid()
     assert machine.sh("cat", f"/proc/{pid}/comm").stdout.strip() == "awsd"
     shown = machine.sh("systemctl", "status", "--no-pager", "--lines=0", "awsd").stdout
-    assert f"Main PID: {pid} (awsd)" in shown and f"{pid} awsd: local" in shown, shown
+    assert f"Main PID: {pid} (awsd)" in shown and f'{pid} "awsd: local"' in shown, shown
     summary = machine.sh("sh", "-c", "cd /var/lib/awsd && /opt/awsd/bin/awsd status").stdout
     assert f"pid {pid}" in summary and "alerts open" in summary, summary
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +70,9 @@ def test_commands_find_the_daemon_of_their_config_wherever_an_override_moved_it(
     # The process: named awsd for pidof and pgrep -x, titled `awsd: ENV` for ps and systemctl.
     assert Path(f"/proc/{proc.pid}/comm").read_text().strip() == "awsd"
     assert Path(f"/proc/{proc.pid}/cmdline").read_bytes().rstrip(b"\0") == b"awsd: test"
+    if shutil.which("pidof"):
+        pidof = subprocess.run(["pidof", "awsd"], capture_output=True, text=True, check=False)
+        assert str(proc.pid) in pidof.stdout.split()
 
     # Its run files, private to its user, say where it listens (the overridden port).
     state = tmp_path / "state"
