@@ -86,8 +86,6 @@ class Settings:
     health_url: str | None
     """The configured health server (None: `health.port = 0`)."""
     shutdown_timeout: float
-    local: bool
-    local_port: int
 
     @classmethod
     def of(cls, path: Path, config: Config) -> Settings:
@@ -97,8 +95,6 @@ class Settings:
             state_dir=Path(config.runtime.state_dir).absolute(),
             health_url=config.health.url if config.health.port else None,
             shutdown_timeout=config.runtime.shutdown_timeout,
-            local=config.aws.local,
-            local_port=config.aws.local_port,
         )
 
 
@@ -126,14 +122,13 @@ def _lenient(args: argparse.Namespace, error: ConfigError) -> Settings:
     from pydantic import ValidationError  # noqa: PLC0415
 
     from daemon.config.loader import read_unvalidated  # noqa: PLC0415
-    from daemon.config.models import AwsConfig, HealthConfig, RuntimeConfig  # noqa: PLC0415
+    from daemon.config.models import HealthConfig, RuntimeConfig  # noqa: PLC0415
 
     path = select_config_file(config=args.config, env=args.env, config_dir=args.config_dir)
     data = read_unvalidated(path)
     try:
         runtime = RuntimeConfig.model_validate(data.get("runtime", {}))
         health = HealthConfig.model_validate(data.get("health", {}))
-        aws = AwsConfig.model_validate(data.get("aws", {}))
     except ValidationError:
         raise error from None
     return Settings(
@@ -142,8 +137,6 @@ def _lenient(args: argparse.Namespace, error: ConfigError) -> Settings:
         state_dir=Path(runtime.state_dir).absolute(),
         health_url=health.url if health.port else None,
         shutdown_timeout=runtime.shutdown_timeout,
-        local=aws.local,
-        local_port=aws.local_port,
     )
 
 
@@ -172,7 +165,7 @@ def find_daemon(settings: Settings) -> Found:
     try:
         running = RunFiles(settings.state_dir).running()
     except NotReadable as exc:
-        return _through_health_port(settings, str(exc))
+        return ask_health_port(settings, str(exc))
     if running is not None:
         return Found(
             running.pid,
@@ -184,7 +177,9 @@ def find_daemon(settings: Settings) -> Found:
     return Found(None, None, None, "", f"not running (no awsd holds {settings.state_dir}/awsd.pid)")
 
 
-def _through_health_port(settings: Settings, unreadable: str) -> Found:
+def ask_health_port(settings: Settings, unreadable: str) -> Found:
+    """The daemon answering on the configured health port, if its /status names the state
+    directory of `settings` (used when this user may not read that directory)."""
     url = settings.health_url
     status = get_json(f"{url}/status") if url else None
     if not isinstance(status, dict):

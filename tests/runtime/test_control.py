@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from daemon.cli.common import Settings, _through_health_port, find_daemon
+from daemon.cli.common import Settings, ask_health_port, find_daemon
 from daemon.core.local_aws import free_port
 from daemon.runtime.process import AlreadyRunning, PidFile, RunFiles
 from tests.conftest import ConfigFactory
@@ -158,11 +158,11 @@ def test_the_health_port_is_asked_only_for_the_daemon_of_the_same_state_director
     url = f"http://127.0.0.1:{port}"
 
     def settings(state_dir: Path) -> Settings:
-        return Settings(Path("x.toml"), "test", state_dir, url, 10.0, False, 0)
+        return Settings(Path("x.toml"), "test", state_dir, url, 10.0)
 
-    found = _through_health_port(settings(tmp_path / "state"), "unreadable")
+    found = ask_health_port(settings(tmp_path / "state"), "unreadable")
     assert (found.pid, found.via) == (proc.pid, "health port")
-    other = _through_health_port(settings(tmp_path / "elsewhere"), "unreadable")
+    other = ask_health_port(settings(tmp_path / "elsewhere"), "unreadable")
     assert other.pid is None
     assert f"(pid {proc.pid}) runs with state directory {tmp_path / 'state'}" in other.problem
     assert proc.stop() == 0
@@ -172,7 +172,7 @@ def test_a_stale_pid_file_is_not_a_running_daemon_and_is_taken_over(tmp_path: Pa
     state = tmp_path / "state"
     state.mkdir()
     (state / "awsd.pid").write_text("4194303\n")  # left by a daemon that was SIGKILLed
-    settings = Settings(Path("x.toml"), "test", state, None, 10.0, False, 0)
+    settings = Settings(Path("x.toml"), "test", state, None, 10.0)
     found = find_daemon(settings)
     assert not found.running and "not running" in found.problem
 
