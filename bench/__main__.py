@@ -7,7 +7,16 @@ import sys
 import time
 
 # Module names under bench/, in the order `make bench` runs them.
-BENCHES: list[str] = ["footprint", "kinesis", "metrics", "outbox", "probes", "reconciler", "sqs"]
+BENCHES: list[str] = [
+    "footprint",
+    "kinesis",
+    "metrics",
+    "outbox",
+    "probes",
+    "reconciler",
+    "sqs",
+    "first_run",
+]
 
 
 def main(argv: list[str]) -> int:

@@ -75,18 +75,23 @@ def _run(args: argparse.Namespace, body: Any) -> int:
 
 
 async def _local_endpoint(config: Config) -> str | None:
+    """AWS_ENDPOINT_URL, else the endpoint the running daemon of this config uses (wherever it
+    listens), else a moto server on `aws.local_port`."""
     if not config.aws.local:
         return None
+    from daemon.cli.common import running_aws_endpoint  # noqa: PLC0415
     from daemon.core.local_aws import answers  # noqa: PLC0415
 
     if os.environ.get("AWS_ENDPOINT_URL"):
         return os.environ["AWS_ENDPOINT_URL"]
-    endpoint = f"http://127.0.0.1:{config.aws.local_port}"
-    if config.aws.local_port and await answers(endpoint):
-        return endpoint
+    port = config.aws.local_port
+    for endpoint in (running_aws_endpoint(config), f"http://127.0.0.1:{port}" if port else None):
+        if endpoint and await answers(endpoint):
+            return endpoint
     print(
-        f"awsd: no local AWS endpoint answers on {endpoint}; start the daemon first "
-        "(make run), or set AWS_ENDPOINT_URL",
+        f"awsd: no local AWS endpoint answers (the daemon of this config is not running, and "
+        f"nothing answers on port {config.aws.local_port}); start it first (make run), or set "
+        "AWS_ENDPOINT_URL",
         file=sys.stderr,
     )
     return None

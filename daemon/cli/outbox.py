@@ -49,13 +49,19 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"moved {moved} dead letters back into the outbox; the daemon delivers them "
                 "after its next start or reload"
+                if moved
+                else "no dead letters to move"
             )
             return 0
-        count, size = store.totals()
-        rows = store.listing("dead" if args.dead else "outbox", args.limit)
-        if not args.dead:
+        if args.dead:
+            total = store.dead_total()
+            shown = f" (the first {args.limit} below)" if total > args.limit else ""
+            head = f"{total} dead letters{shown}" if total else "no dead letters"
+            print(f"# {head} in {path}", file=sys.stderr)
+        else:
+            count, size = store.totals()
             print(f"# {count} waiting, {size} bytes, in {path}", file=sys.stderr)
-        for row in rows:
+        for row in store.listing("dead" if args.dead else "outbox", args.limit):
             print(json.dumps(_readable(row), ensure_ascii=False))
     finally:
         store.close()

@@ -116,9 +116,11 @@ def run(args: argparse.Namespace) -> int:
     token = _token(config)
     if isinstance(token, int):
         return token
-    host = config.health.host
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    base = f"http://{'[' + host + ']' if ':' in host else host}:{config.health.port}"
+    from daemon.cli.common import Settings, find_daemon  # noqa: PLC0415
+
+    # The running daemon of this config says where it listens (whatever port an override gave
+    # it); else the configured port, and the error below if nothing answers there.
+    base = find_daemon(Settings.of(loaded.path, config)).health_url or config.health.url
     timeout = config.outbox.block_timeout + 10.0
     status, answer = _request(base + "/publish", json.dumps(payload).encode(), timeout, token)
     if status is None:

@@ -4,9 +4,10 @@ Exit codes, like Terraform's `plan -detailed-exitcode`: `plan` 0 no changes, 2 c
 error (a resource that cannot be read, a blocked change), 78 an invalid config. `apply` 0 when
 everything applied (or nothing had to), 1 otherwise.
 
-With `aws.local = true` the commands attach to the moto server the running daemon started on
-`aws.local_port` (4566 in configs/local.toml), so they see the same account as `make run`. When
-nothing answers there, they start an empty one for the command and say so.
+With `aws.local = true` the commands attach to the moto server the running daemon of the config
+uses (its run files say where, whatever port it got; else `aws.local_port`, 4566 in
+configs/local.toml), so they see the same account as `make run`. When nothing answers there,
+they start an empty one for the command and say so.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from daemon.cli.common import (
     config_failure,
     load_from_args,
     run_async,
+    running_aws_endpoint,
 )
 from daemon.config import ConfigError
 from daemon.config.models import Config, LogConfig
@@ -133,12 +135,15 @@ def cmd_iam_policy(args: argparse.Namespace) -> int:
 async def session(config: Config) -> AsyncIterator[Context]:
     """A started `Context` on the account the config points at (attaching to local moto)."""
     from daemon.core.aws import AwsClients  # noqa: PLC0415
-    from daemon.core.local_aws import attach_or_start  # noqa: PLC0415
+    from daemon.core.local_aws import answers, attach_or_start  # noqa: PLC0415
     from daemon.reconcile.context import Context  # noqa: PLC0415
     from daemon.workers import CATALOG  # noqa: PLC0415
 
     endpoint, local = None, None
-    if config.aws.local:
+    running = running_aws_endpoint(config)
+    if running and await answers(running):
+        endpoint = running
+    elif config.aws.local:
         endpoint, local = await attach_or_start(config.aws.local_port)
         if local is not None:
             print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from daemon import __version__
 from daemon.cli.common import add_config_args, config_failure, load_from_args, run_async
@@ -52,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     configure_logging(loaded.config.log)
     set_context(env=loaded.config.env, config_version=loaded.version)
-    return run_async(Daemon(loaded, catalog=CATALOG, local=early).run())
+    return run_async(Daemon(loaded, catalog=CATALOG, local=early, process_title=True).run())
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -65,12 +66,27 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
         configure_redaction(loaded.config.log.redact_query)
         files = " <- ".join(str(f) for f in loaded.files)
+        resolved = redact(loaded.config.model_dump(mode="json"))
         print(
             f"# awsd {__version__}: configuration OK (env {loaded.config.env}, "
             f"config_version {loaded.version})\n# files: {files}"
         )
-        print(json.dumps(redact(loaded.config.model_dump(mode="json")), indent=2))
+        if loaded.overrides:
+            print("# set by the environment (over the files):")
+            for path, variable in loaded.overrides:
+                shown = json.dumps(_at(resolved, path), default=str)
+                print(f"#   {path} = {shown}  <- {variable}")
+        print(json.dumps(resolved, indent=2))
     return 0
+
+
+def _at(data: Any, dotted: str) -> Any:
+    """The value at a dotted path of the resolved config (as check-config prints it)."""
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return "(not a config value)"
+        data = data[part]
+    return data
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -16,8 +16,19 @@ from daemon.config.partition import PartitionKeyConfig
 from daemon.resources.kind import Problem, ResourceRef
 
 
+class LogSummaryConfig(Section):
+    """One `records` event per window instead of one event per record: how many, from which
+    shards or queues, the first and last ids, the partition keys, and the last body whole."""
+
+    seconds: float = Field(default=10.0, gt=0, le=3600)
+    """Longest window: the summary is logged this long after the window's first record."""
+
+    records: int = Field(default=1000, ge=1, le=1_000_000)
+    """Most records in one window: the summary is logged as soon as this many arrived."""
+
+
 class LogHandlerConfig(Section):
-    """Write each record as one structured log event."""
+    """Write each record as one structured log event (or a summary per window)."""
 
     kind: Literal["log"]
     """Handler kind."""
@@ -27,6 +38,10 @@ class LogHandlerConfig(Section):
 
     max_chars: int = Field(default=2000, ge=0, le=1_000_000)
     """Longest body text logged; longer bodies are cut with a marker."""
+
+    summary: LogSummaryConfig | None = None
+    """Log a summary per window (`{ seconds = 10 }`) instead of every record: for a busy
+    stream shown on a terminal. Unset: one `record` event per record."""
 
 
 class PythonHandlerConfig(Section):

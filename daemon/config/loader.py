@@ -73,6 +73,9 @@ class LoadedConfig:
     while or after loading is always noticed by the watcher."""
     version: str
     """Short hash of the resolved config: shown in logs, status and STATUS=."""
+    overrides: tuple[tuple[str, str], ...] = ()
+    """(dotted path, environment variable) of every value an `AWSD__...` override set, for
+    `check-config` and the startup log."""
 
 
 def select_config_file(
@@ -130,6 +133,11 @@ def load_config(
     issues += _interpolate(data, prov, (), environ, str(top))
     if issues:
         raise ConfigError(issues)
+    overrides = tuple(
+        (_dotted(loc), source.removeprefix("environment "))
+        for loc, source in sorted(prov.items(), key=lambda item: _dotted(item[0]))
+        if source.startswith(f"environment {ENV_PREFIX}")
+    )
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -143,7 +151,18 @@ def load_config(
     ]
     if cross:
         raise ConfigError(cross)
-    return LoadedConfig(config, top, tuple(files), tuple(stamps), config_version(config))
+    return LoadedConfig(config, top, tuple(files), tuple(stamps), config_version(config), overrides)
+
+
+def read_unvalidated(path: str | Path, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """The file's data as `load_config` would validate it (the `extends` chain, environment
+    overrides, interpolation), without validating it: for commands that must find a running
+    daemon through a few settings (`runtime.state_dir`, `[health]`) while the file has errors
+    elsewhere. Raises ConfigError only when the files cannot be read at all."""
+    data, prov = _load_layers(Path(path), (), [], [])
+    _apply_env_overrides(data, prov, environ)
+    _interpolate(data, prov, (), environ, str(path))
+    return data
 
 
 def config_version(config: BaseModel) -> str:

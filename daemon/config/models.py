@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, ValidationError, model_validator
 
 from daemon.base.fields import Entrypoint, Host, HttpUrl, Name, Section, StateDir
 from daemon.config.cloudwatch_logs import CloudWatchLogsConfig
@@ -19,7 +19,7 @@ from daemon.config.kinesis import KinesisConfig
 from daemon.config.messaging import SnsPublisherConfig, SqsPollerConfig
 from daemon.config.metrics import MetricsConfig
 from daemon.config.outbox import OutboxConfig
-from daemon.config.probes import ProbesConfig
+from daemon.config.probes import ProbesConfig, resolve_self_urls
 from daemon.config.resources import ResourcesConfig
 
 AwsService = Literal["sns", "sqs", "kinesis", "s3", "dynamodb", "cloudwatch", "logs", "sts", "iam"]
@@ -121,6 +121,18 @@ class HealthConfig(Section):
     """Seconds a request body (POST /publish) may take to arrive; then the request is answered
     408 and the connection closed."""
 
+    @property
+    def url(self) -> str:
+        """Where a client on this machine reaches it (`http://127.0.0.1:9180`)."""
+        return local_url(self.host, self.port)
+
+
+def local_url(host: str, port: int) -> str:
+    """`http://HOST:PORT` for a client on this machine of a server listening on `host`: a
+    wildcard address (`0.0.0.0`, `::`) is reached on loopback; IPv6 addresses get brackets."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
 
 class RuntimeConfig(Section):
     """Supervisor, shutdown, reload and state settings."""
@@ -219,6 +231,21 @@ class Config(Section):
 
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     """HTTP, TCP and DNS uptime probes, their conditions, and alerts through SNS and SMS."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_self_urls(cls, data: Any) -> Any:
+        """`self:/PATH` probe URLs, once the health server's address is known."""
+        if not isinstance(data, dict):
+            return data
+        health = data.get("health", {})
+        if not isinstance(health, HealthConfig):
+            try:
+                health = HealthConfig.model_validate(health)
+            except ValidationError:
+                return data  # [health]'s own errors are reported by the validation
+        return resolve_self_urls(data, health.url if health.port else None)
+
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     """Declared AWS resources (topics, queues, streams, buckets, log groups, alarms, tables)
     and how the reconciler keeps them as declared."""

@@ -75,9 +75,14 @@ def _zone(value: str) -> str:
 
 
 def _probe_url(value: str) -> str:
+    if value.startswith("self:"):  # left unresolved: the health server is off
+        raise ValueError(
+            f"{value!r} names this daemon's own health server, which is off (health.port = 0); "
+            "self: URLs are for [probes.endpoints] only"
+        )
     scheme = value.partition("://")[0]
     if scheme not in ("http", "https", "tcp", "dns"):
-        raise ValueError(f"{value!r}: the scheme must be http, https, tcp or dns")
+        raise ValueError(f"{value!r}: the scheme must be http, https, tcp, dns or self")
     if scheme == "dns" and not any(c.isspace() for c in value):
         name = (urlsplit(value).hostname or urlsplit(value).path.strip("/")).rstrip(".")
         problem = host_problem(name) if name else f"a dns probe needs dns://NAME, not {value!r}"
@@ -94,6 +99,30 @@ def _probe_url(value: str) -> str:
 
 ProbeUrl = Annotated[str, AfterValidator(_probe_url)]
 """`http(s)://...` (HTTP probe), `tcp://host:port` (TCP connect), `dns://name` (resolution)."""
+
+SELF = "self:"
+
+
+def resolve_self_urls(data: Any, health_url: str | None) -> Any:
+    """The config's data with every `[probes.endpoints]` URL `self:/PATH` turned into the
+    daemon's own health server (`health_url` + PATH), from the resolved `[health]` (files and
+    environment overrides), so a self-probe follows the port wherever it moves. With the
+    health server off (`health_url` None) the URL stays, and validation says why it cannot be."""
+    if not health_url or not isinstance(data, dict):
+        return data
+    probes = data.get("probes")
+    if not isinstance(probes, dict) or not isinstance(probes.get("endpoints"), dict):
+        return data
+    endpoints: dict[str, Any] = probes["endpoints"]
+    resolved = {}
+    for name, endpoint in endpoints.items():
+        url = endpoint.get("url") if isinstance(endpoint, dict) else None
+        if isinstance(url, str) and url.startswith(SELF):
+            path = "/" + (url[len(SELF) :].lstrip("/") or "healthz")
+            resolved[name] = {**endpoint, "url": health_url + path}
+        else:
+            resolved[name] = endpoint
+    return {**data, "probes": {**probes, "endpoints": resolved}}
 
 
 class TlsConfig(Section):
@@ -269,8 +298,9 @@ class EndpointConfig(ProbeSettings):
     """One endpoint to probe; unset fields come from `[probes.defaults]`."""
 
     url: ProbeUrl
-    """What to probe: `https://host/path` (HTTP), `tcp://host:port` (TCP connect) or
-    `dns://name` (name resolution)."""
+    """What to probe: `https://host/path` (HTTP), `tcp://host:port` (TCP connect),
+    `dns://name` (name resolution), or `self:/healthz`: this daemon's own health server,
+    wherever `[health]` (or an `AWSD__HEALTH__PORT` override) puts it."""
 
     tags: list[str] = Field(default_factory=list)
     """Free labels (team, tier), shown in status and notifications."""

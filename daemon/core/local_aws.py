@@ -145,9 +145,9 @@ async def attach_or_start(
                 port=port,
                 endpoint=local.endpoint,
                 consequence=(
-                    f"commands that look for the endpoint on port {port} (`awsd plan --env "
-                    f"local`, `aws --endpoint-url http://127.0.0.1:{port}`) will not find this "
-                    "one: free the port, or change aws.local_port"
+                    "awsd's commands find it (the daemon writes where it listens into its "
+                    f"state directory), other tools on port {port} (`aws --endpoint-url "
+                    f"http://127.0.0.1:{port}`) do not: free the port, or change aws.local_port"
                 ),
             )
             return await local.start(), local

@@ -1,4 +1,5 @@
-"""Structured logging: one JSON object per line for journald, or a console layout for people.
+"""Structured logging: one JSON object per line for journald, or a console layout for people
+(`daemon.core.console`: on a terminal, or `log.format = "console"`).
 
 Everything that logs goes through one pipeline: structlog loggers, and the stdlib loggers of
 botocore, aiohttp and asyncio (at `log.library_level`). Every event is redacted before it is
@@ -20,6 +21,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from daemon.base.redact import configure_redaction, redact
 from daemon.config.models import LogConfig
+from daemon.core.console import ConsoleRenderer, colors_wanted
 
 Sink = Callable[[EventDict], None]
 
@@ -134,20 +136,19 @@ def _with_priority(render: Processor) -> Processor:
 def _renderer(cfg: LogConfig, stream: TextIO) -> Processor:
     console = cfg.format == "console" or (cfg.format == "auto" and stream.isatty())
     if console:
-        return structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        return ConsoleRenderer(colors=colors_wanted(stream))  # daemon/core/console.py
     return _with_priority(_render_json) if _to_journal(stream) else _render_json
 
 
-def _shared_processors(console: bool) -> list[Processor]:
-    chain: list[Processor] = [
+def _shared_processors() -> list[Processor]:
+    return [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         _add_static,
+        structlog.processors.format_exc_info,
+        _redact,
+        _fan_out,
     ]
-    if not console:
-        chain.append(structlog.processors.format_exc_info)
-    chain += [_redact, _fan_out]
-    return chain
 
 
 def configure_logging(cfg: LogConfig, *, stream: TextIO | None = None) -> None:
@@ -155,10 +156,9 @@ def configure_logging(cfg: LogConfig, *, stream: TextIO | None = None) -> None:
     out = stream or sys.stdout
     configure_redaction(cfg.redact_query)
     renderer = _renderer(cfg, out)
-    console = isinstance(renderer, structlog.dev.ConsoleRenderer)
     processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
-        *_shared_processors(console),
+        *_shared_processors(),
         renderer,
     ]
     structlog.configure(
@@ -177,7 +177,7 @@ def configure_logging(cfg: LogConfig, *, stream: TextIO | None = None) -> None:
         foreign_pre_chain=[
             structlog.contextvars.merge_contextvars,
             structlog.stdlib.add_logger_name,
-            *_shared_processors(console),
+            *_shared_processors(),
         ],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )

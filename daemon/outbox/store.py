@@ -137,6 +137,10 @@ class Store:
         ).fetchone()
         return int(count), int(size)
 
+    def dead_total(self) -> int:
+        """How many messages the dead-letter table holds."""
+        return int(self.conn.execute("SELECT COUNT(*) FROM dead").fetchone()[0])
+
     def targets(self) -> list[tuple[str, str, int]]:
         """Each destination with waiting messages, and how many wait."""
         rows = self.conn.execute("SELECT kind, target, COUNT(*) FROM outbox GROUP BY kind, target")

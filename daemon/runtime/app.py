@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from daemon import __version__
@@ -33,7 +34,15 @@ from daemon.outbox import Outbox
 from daemon.outbox.core import outbox_path
 from daemon.runtime.health import HealthSite
 from daemon.runtime.notify import Notifier
-from daemon.runtime.process import dump_tasks, hard_exit, settle_memory
+from daemon.runtime.process import (
+    AlreadyRunning,
+    PidFile,
+    RunFiles,
+    dump_tasks,
+    hard_exit,
+    set_process_title,
+    settle_memory,
+)
 from daemon.runtime.supervisor import Supervisor
 from daemon.services import Services
 from daemon.sns.ingest import Ingest
@@ -60,6 +69,7 @@ class Daemon:
         catalog: Catalog,
         environ: Mapping[str, str] = os.environ,
         local: LocalAws | None = None,
+        process_title: bool = False,
     ) -> None:
         self.loaded = loaded
         self.catalog = catalog
@@ -85,6 +95,14 @@ class Daemon:
         self.local: LocalAws | None = local
         """The embedded moto child: spawned early by `awsd run`, or started in `_startup`."""
         self.local_endpoint: str | None = None
+        self.process_title = process_title
+        """Whether the daemon is the whole process (`awsd run`): then it titles it `awsd: ENV`
+        (not when embedded in another program, such as a test)."""
+        self.state_dir = Path(loaded.config.runtime.state_dir).absolute()
+        """The state directory it started with: the outbox's, and where the run files are (a
+        reload that changes runtime.state_dir takes effect at the next start)."""
+        self.pid_file = PidFile(self.state_dir)
+        self.run_files = RunFiles(self.state_dir)
         self.state = "starting"
         self.started_at = time.time()
         self.reload_ok = 0
@@ -137,6 +155,8 @@ class Daemon:
         """Run until SIGTERM/SIGINT; return the process exit code."""
         self._stop, self._reload = asyncio.Event(), asyncio.Event()
         self._install_signals()
+        if self.process_title:
+            set_process_title(f"awsd: {self.config.env}")
         # Buffering log events for CloudWatch Logs starts now, so the startup lines are shipped.
         self.log_shipper.attach(self.config)
         log.info(
@@ -146,8 +166,10 @@ class Daemon:
             config=str(self.loaded.path),
             loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
             python=sys.version.split()[0],
+            overrides=[f"{path} <- {var}" for path, var in self.loaded.overrides] or None,
         )
         try:
+            self._take_pid_file()
             await self._startup()
         except (StartupError, ConfigError) as exc:
             log.error("startup failed", error=str(exc))
@@ -191,6 +213,7 @@ class Daemon:
             self.services = self._build_services(self.config, None)
         await self._apply_telemetry(self.config, self.services)
         await self._start_health(self.config)
+        self._write_endpoints()
         loop = asyncio.get_running_loop()
         try:
             specs = self.catalog.specs(self.config)
@@ -255,11 +278,42 @@ class Daemon:
         await self.health.stop()
         if self.local is not None:
             await self.local.stop()
+        if self.pid_file.held:  # not when another daemon's pid file stopped this one
+            self.run_files.remove()
+            self.pid_file.release()
         hard_stop.cancel()
         self.notifier.close()
         log.info("stopped", duration_s=round(loop.time() - began, 3))
 
     # --- parts -----------------------------------------------------------------------------------
+
+    def _take_pid_file(self) -> None:
+        try:
+            self.pid_file.acquire()
+        except AlreadyRunning as exc:
+            raise StartupError(str(exc)) from None
+        except OSError as exc:
+            raise StartupError(
+                f"cannot write {self.pid_file.path}: {exc.strerror or exc} (runtime.state_dir)"
+            ) from None
+
+    def _write_endpoints(self) -> None:
+        """Say where this daemon listens, for the commands (`awsd status`, `awsd plan -e
+        local`): after startup and after every reload (the ports may have moved)."""
+        try:
+            self.run_files.write_endpoints(
+                health_url=self.health.url,
+                aws_endpoint=self.local_endpoint,
+                env=self.config.env,
+                config=str(self.loaded.path.absolute()),
+                started_at=self.started_at,
+            )
+        except OSError as exc:
+            log.warning(
+                "cannot write the endpoints file; commands fall back to the configured ports",
+                path=str(self.state_dir),
+                reason=exc.strerror or str(exc),
+            )
 
     async def _warm_clients(self, services: Services) -> None:
         for service in sorted(self.catalog.aws_services(services.config)):
@@ -340,7 +394,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self.request_reload, "SIGHUP")
-        loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
+        loop.add_signal_handler(signal.SIGUSR1, dump_tasks, self.run_files.tasks)
 
     def request_stop(self, reason: str = "request") -> None:
         assert self._stop is not None
@@ -430,7 +484,10 @@ class Daemon:
         if previous is not None and previous.clients is not services.clients:
             await previous.clients.close()
         await self.health.move(new.health)
+        if self.process_title and new.env != old.env:
+            set_process_title(f"awsd: {new.env}")
         self.loaded = loaded
+        self._write_endpoints()
         self.events.publish(ConfigReloaded(source="daemon", version=loaded.version))
         self.reload_ok += 1
         self.last_reload_errors = []
@@ -528,7 +585,11 @@ class Daemon:
                 "last_errors": self.last_reload_errors,
             },
             "health": {"listening": self.health.address},
-            "state_dir": {**self.storage.describe(), "open_to_others": self.state_dir_open},
+            "state_dir": {
+                **self.storage.describe(),
+                "path": str(self.state_dir),
+                "open_to_others": self.state_dir_open,
+            },
             "aws": {
                 "region": self.services.clients.region if self.services else None,
                 "local_endpoint": self.local_endpoint,

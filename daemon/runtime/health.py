@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from daemon.base.redact import redact
-from daemon.config.models import HealthConfig
+from daemon.config.models import HealthConfig, local_url
 from daemon.core.http import Handler
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Registry
@@ -148,6 +148,12 @@ class HealthSite:
         """`host:port` it listens on, or None when off."""
         server = self.server
         return f"{server.host}:{server.bound_port}" if server else None
+
+    @property
+    def url(self) -> str | None:
+        """Where a client on this machine reaches it (`http://127.0.0.1:9180`), or None."""
+        server = self.server
+        return local_url(server.host, server.bound_port or server.port) if server else None
 
     async def start(self, cfg: HealthConfig) -> None:
         """Listen (port 0: stay off); OSError when it cannot."""

@@ -428,3 +428,46 @@ def test_a_stream_reading_refuses_sns_settings(tmp_path: Path):
     )
     [error] = errors_of(path)
     assert "sns.readings.t" in error and "subject: SNS settings" in error
+
+
+def test_check_config_shows_which_values_came_from_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    path = write(tmp_path, "c.toml", 'env = "x"\n[health]\nport = 9180\n')
+    monkeypatch.setenv("AWSD__HEALTH__PORT", "9190")
+    monkeypatch.setenv("AWSD__LOG__LEVEL", "debug")
+    assert cli.main(["check-config", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "# set by the environment (over the files):" in out
+    assert "#   health.port = 9190  <- AWSD__HEALTH__PORT" in out
+    assert '#   log.level = "debug"  <- AWSD__LOG__LEVEL' in out
+    monkeypatch.delenv("AWSD__HEALTH__PORT")
+    monkeypatch.delenv("AWSD__LOG__LEVEL")
+    assert cli.main(["check-config", "-c", str(path)]) == 0
+    assert "set by the environment" not in capsys.readouterr().out
+
+
+def self_probe(tmp_path: Path, health: str = "") -> Path:
+    return write(
+        tmp_path,
+        "self.toml",
+        f'env = "x"\n{health}\n[probes.endpoints.me]\nurl = "self:/healthz"\n'
+        '[probes.endpoints.status]\nurl = "self:status"\n',
+    )
+
+
+def test_a_self_url_names_the_daemons_own_health_server_after_overrides(tmp_path: Path):
+    path = self_probe(tmp_path, '[health]\nhost = "0.0.0.0"\nport = 9180')
+    endpoints = load_config(path, {}).config.probes.endpoints
+    assert endpoints["me"].url == "http://127.0.0.1:9180/healthz"
+    assert endpoints["status"].url == "http://127.0.0.1:9180/status"
+    moved = load_config(path, {"AWSD__HEALTH__PORT": "9290", "AWSD__HEALTH__HOST": "::1"})
+    assert moved.config.probes.endpoints["me"].url == "http://[::1]:9290/healthz"
+
+
+def test_a_self_url_with_the_health_server_off_is_a_clear_config_error(tmp_path: Path):
+    path = self_probe(tmp_path, "[health]\nport = 0")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    text = caught.value.render()
+    assert "probes.endpoints.me.url" in text and "health.port = 0" in text

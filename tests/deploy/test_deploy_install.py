@@ -452,6 +452,14 @@ def test_live_install_starts_the_service_as_the_awsd_user(machine: Machine) -> N
     assert status["aws"]["local_endpoint"] == "http://127.0.0.1:4566"  # moto, in the sandbox
     owner = machine.sh("stat", "--format=%U %a", "/var/lib/awsd").stdout.split()
     assert owner == ["awsd", "700"]
+    # The service's process is named awsd and titled `awsd: ENV` (systemctl status shows both),
+    # and `awsd status` finds it through its pid file (state under the unit's working directory).
+    pid = machine.main_pid()
+    assert machine.sh("cat", f"/proc/{pid}/comm").stdout.strip() == "awsd"
+    shown = machine.sh("systemctl", "status", "--no-pager", "--lines=0", "awsd").stdout
+    assert f"Main PID: {pid} (awsd)" in shown and f'{pid} "awsd: local"' in shown, shown
+    summary = machine.sh("sh", "-c", "cd /var/lib/awsd && /opt/awsd/bin/awsd status").stdout
+    assert f"pid {pid}" in summary and "alerts open" in summary, summary
 
 
 def test_live_security_exposure_is_within_the_limit(machine: Machine) -> None:

@@ -118,7 +118,9 @@ def test_two_daemons_share_a_stream_and_fail_over(
     )
     data = {"kinesis": {"readers": {"r": reader}}, "resources": declared(stream)}
     a_path = configs.write(data, name="a.toml")
-    b_path = configs.write(data, name="b.toml")
+    # Two machines: each its own state (a daemon refuses a state directory another one holds).
+    elsewhere = {"runtime": {"state_dir": str(configs.tmp_path / "state-b")}}
+    b_path = configs.write({**data, **elsewhere}, name="b.toml")
     a = awsd(a_path)
     a.wait_ready()
     wait_leases(a, 4)  # alone, it takes every shard

@@ -202,3 +202,29 @@ def test_sigkill_loses_no_accepted_message(
     again.stop()
     got = {int(b.removeprefix("msg-")) for b in bodies}
     assert accepted <= got, f"lost: {sorted(accepted - got)[:10]}"
+
+
+def test_awsd_outbox_says_when_there_are_no_dead_letters(
+    offline_configs: ConfigFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from daemon.cli import main as cli
+    from daemon.outbox.outcomes import Fate, MessageStatus
+    from daemon.outbox.store import NewMessage
+
+    path = str(offline_configs.write())
+    store = Store(str(tmp_path / "state" / "outbox.sqlite3"), durability="normal")
+    try:
+        assert cli.main(["outbox", "-c", path, "--dead"]) == 0
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("# no dead letters in ")
+        assert cli.main(["outbox", "-c", path, "--requeue-dead"]) == 0
+        assert capsys.readouterr().out == "no dead letters to move\n"
+
+        [item] = store.insert([NewMessage("sns", "t", {"message": "m"}, "test", 1)])
+        dead = MessageStatus(item, Fate.DEAD, "InvalidParameter: refused")
+        store.settle([dead], {}, keep_dead=100, keep_outcomes=100)
+        assert cli.main(["outbox", "-c", path, "--dead"]) == 0
+        out, err = capsys.readouterr()
+        assert err.startswith("# 1 dead letters in ") and "InvalidParameter" in out
+    finally:
+        store.close()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ConfigFactory
-from tests.support.proc import Awsd, NotifySocket
+from tests.support.proc import Awsd, NotifySocket, awsd_cli
 from tests.support.workers import LEAKED_SECRETS
 
 pytestmark = pytest.mark.slow
@@ -345,10 +345,14 @@ def test_local_mode_with_a_fixed_port_held_by_something_else_uses_a_free_port(
             port=port,
         )
         assert warning["level"] == "warning"
-        assert "awsd plan --env local" in warning["consequence"]
+        assert "awsd's commands find it" in warning["consequence"]
         endpoint = proc.http("/status")[1]["aws"]["local_endpoint"]
         assert endpoint == warning["endpoint"] and not endpoint.endswith(f":{port}")
         proc.logs.wait_for("local AWS endpoint started", endpoint=endpoint)
+        # The commands of this config find the endpoint the daemon uses, not the taken port.
+        metrics = awsd_cli("cloudwatch", "metrics", "--config", str(proc.config))
+        assert metrics.returncode == 0, metrics.stderr
+        assert "no metrics in namespace 'awsd'" in metrics.stdout
         assert proc.stop() == 0
 
 
