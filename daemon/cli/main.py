@@ -6,9 +6,9 @@ import argparse
 import gc
 
 from daemon import __version__
-from daemon.cli import cloudwatch, outbox, probe, publish, resources, run
+from daemon.cli import cloudwatch, invalidate, outbox, probe, publish, resources, run
 
-COMMANDS = (run, publish, outbox, probe, cloudwatch, resources)
+COMMANDS = (run, publish, outbox, probe, cloudwatch, resources, invalidate)
 """Every command module; each has `register(subparsers)` adding its subcommands."""
 
 
