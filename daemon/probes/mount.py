@@ -261,7 +261,7 @@ class MountProber:
                 f"the file operation of an earlier check is still stuck after {stuck_for:.0f}s "
                 f"(a hung file server): not started again until it returns"
             )
-            return Reason.TIMEOUT, detail, details, ()
+            return Reason.TIMEOUT, detail, dataclasses.replace(details, stuck=True), ()
         future = self._start(os.path.join(cfg.path or "/", cfg.probe_dir))
         self._running[name] = _Stuck(future, loop.time())
         try:
@@ -269,7 +269,7 @@ class MountProber:
         except TimeoutError:
             self.stuck_total += 1
             detail = f"write, fsync, read and delete did not finish within {cfg.timeout:g}s"
-            return Reason.TIMEOUT, detail, details, ()
+            return Reason.TIMEOUT, detail, dataclasses.replace(details, stuck=True), ()
         except StepError as exc:
             self._running.pop(name, None)
             reason = Reason.READ_ONLY if exc.errno == errno.EROFS else Reason.IO_ERROR

@@ -94,6 +94,9 @@ class MountDetails:
     fs_id: str | None = None
     """The EFS file system id, when the source (or amazon-efs-utils' state) tells it."""
     read_only: bool = False
+    stuck: bool = False
+    """A file operation of this endpoint has not returned within its timeout (and is still
+    running, in its own thread)."""
     phases: tuple[tuple[str, float], ...] = ()
     """Seconds per file operation: write, fsync, read, delete (those that ran)."""
 
