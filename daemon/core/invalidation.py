@@ -37,6 +37,7 @@ from daemon.resources.distributions import find_distribution
 
 if TYPE_CHECKING:
     from daemon.core.aws import AwsClients
+    from daemon.core.iam import Grant, Scope
     from daemon.core.targets import Targets
 
 MAX_PATHS = 3000
@@ -46,6 +47,27 @@ BUSY_CODES = frozenset({"TooManyInvalidationsInProgress"})
 BACKOFF = Backoff(initial=1.0, maximum=30.0)
 ATTEMPTS = 6
 _ID = re.compile(r"^E[A-Z0-9]{5,20}$|^[A-Z0-9]{13,14}$")
+
+
+def grants(component: str, distributions: Sequence[str], scope: Scope) -> list[Grant]:
+    """What `component` needs to invalidate on `distributions` (a worker's `grants` adds it):
+    finding a declared one by its CallerReference, and making and reading invalidations. A
+    distribution's id is assigned by AWS, so a declared one is granted as the account's
+    distributions (`distribution/*`)."""
+    from daemon.core.iam import Grant  # noqa: PLC0415
+
+    if not distributions:
+        return []
+    arns = tuple(sorted({scope.arn_of("distributions", d) for d in distributions}))
+    return [
+        Grant(
+            component,
+            ("cloudfront:CreateInvalidation", "cloudfront:GetInvalidation",
+             "cloudfront:GetDistributionConfig"),
+            arns,
+        ),
+        Grant(component, ("cloudfront:ListDistributions",), ("*",)),
+    ]  # fmt: skip
 
 
 class DistributionNotFound(LookupError):

@@ -13,9 +13,11 @@ it again and call that drift. So the archive has:
 - no `__pycache__` directories nor `.pyc` files (the interpreter writes them next to the
   sources whenever they are run locally).
 
-A `.zip` file is taken as it is (its own bytes are the digest). Directories are walked again
-only when a file's size, time or mode changed (`digest` caches by those), so a pass over an
-unchanged function costs a `stat` per file.
+A `.zip` file is taken as it is (its own bytes are the digest); any other file is zipped alone.
+`python:package.module` names code shipped as an importable Python module (zipped alone) or
+package (its directory), wherever it is installed, like the demo function of
+`configs/local.toml`. Directories are walked again only when a file's size, time or mode
+changed (`digest` caches by those), so a pass over an unchanged function costs a `stat` per file.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import importlib.util
 import io
 import os
 import stat
@@ -57,6 +60,31 @@ def _files(root: Path) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
+PYTHON = "python:"
+
+
+def resolve(code: str) -> Path:
+    """The file or directory a function's `code` names (see the module docstring);
+    FileNotFoundError when there is none."""
+    if not code.startswith(PYTHON):
+        path = Path(code)
+        if not path.exists():
+            raise FileNotFoundError(f"function code not found: {code}")
+        return path
+    name = code[len(PYTHON) :]
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise FileNotFoundError(f"no importable Python module {name!r}")
+    if spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    if spec.origin is None:
+        raise FileNotFoundError(f"Python module {name!r} has no file")
+    return Path(spec.origin)
+
+
 def _fingerprint(path: Path) -> tuple[tuple[str, int, int, int], ...]:
     if path.is_file():
         info = path.stat()
@@ -69,12 +97,14 @@ def _fingerprint(path: Path) -> tuple[tuple[str, int, int, int], ...]:
 
 
 def archive(path: Path) -> bytes:
-    """The zip of a directory (see the module docstring), or a `.zip` file's bytes."""
-    if path.is_file():
+    """The zip of a directory or a single file (see the module docstring), or a `.zip` file's
+    bytes."""
+    if path.is_file() and zipfile.is_zipfile(path):
         return path.read_bytes()
+    files = [(path.name, path)] if path.is_file() else _files(path)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zipped:
-        for name, file in _files(path):
+        for name, file in files:
             entry = zipfile.ZipInfo(name, date_time=FIXED_TIME)
             executable = file.stat().st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
             entry.external_attr = (stat.S_IFREG | (0o755 if executable else 0o644)) << 16
@@ -96,21 +126,19 @@ def _digest(path: str, fingerprint: tuple[tuple[str, int, int, int], ...]) -> Di
     return Digest(sha256_of(data), len(data))
 
 
-def digest(path: Path) -> Digest:
-    """The digest of `path`'s archive (cached while no file changes); FileNotFoundError when
-    the path does not exist."""
-    if not path.exists():
-        raise FileNotFoundError(f"function code not found: {path}")
+def digest(code: str) -> Digest:
+    """The digest of a function's code archive (cached while no file changes);
+    FileNotFoundError when the code does not exist."""
+    path = resolve(code)
     return _digest(str(path.resolve()), _fingerprint(path))
 
 
-def check_code_path(value: str) -> str | None:
-    """Why `value` cannot be a function's code; None when it can."""
-    path = Path(value)
-    if not path.exists():
-        return f"{value!r} does not exist (a directory, or a .zip file)"
-    if path.is_file() and not zipfile.is_zipfile(path):
-        return f"{value!r} is a file but not a zip archive"
+def check_code(code: str) -> str | None:
+    """Why `code` cannot be a function's code; None when it can."""
+    try:
+        path = resolve(code)
+    except FileNotFoundError as exc:
+        return f"{exc} (a directory, a file, a .zip, or python:package.module)"
     if path.is_dir() and not _files(path):
-        return f"{value!r} is an empty directory"
+        return f"{code!r} is an empty directory"
     return None

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -35,7 +34,7 @@ from daemon.base.fields import Section
 from daemon.base.redact import Masked, is_secret_name
 from daemon.resources.alarms import AlarmConfig
 from daemon.resources.diff import Entries, Required
-from daemon.resources.function_code import archive, check_code_path, digest
+from daemon.resources.function_code import archive, check_code, digest, resolve
 from daemon.resources.function_parts import (
     delete_role,
     read_permissions,
@@ -153,8 +152,9 @@ class FunctionConfig(ResourceBase):
     """A Lambda function."""
 
     code: str = Field(min_length=1)
-    """A directory (zipped reproducibly) or a `.zip` file; relative paths are from the
-    directory awsd runs in (systemd: its WorkingDirectory)."""
+    """A directory (zipped reproducibly), a single file (zipped alone), a `.zip` file, or
+    `python:package.module` (an importable module or package, wherever it is installed).
+    Relative paths are from the directory awsd runs in (systemd: its WorkingDirectory)."""
 
     runtime: Runtime
     """The Lambda runtime."""
@@ -307,7 +307,7 @@ class FunctionKind(Kind[FunctionConfig]):
     def problems(self, declared: dict[str, FunctionConfig], all_declared: Any) -> list[Problem]:
         problems = []
         for name, spec in declared.items():
-            reason = check_code_path(spec.code)
+            reason = check_code(spec.code)
             if reason:
                 problems.append((f"resources.functions.{name}.code", reason))
             for i, source in enumerate(spec.sources):
@@ -362,7 +362,7 @@ class FunctionKind(Kind[FunctionConfig]):
         spec = res.spec
         assert isinstance(spec, FunctionConfig)
         out: dict[str, Any] = {
-            "code": digest(Path(spec.code)).sha256,
+            "code": digest(spec.code).sha256,
             "runtime": spec.runtime,
             "handler": spec.handler,
             "memory": spec.memory,
@@ -502,7 +502,7 @@ class FunctionKind(Kind[FunctionConfig]):
             await write_role(
                 ctx, role_name(res.physical), desired["role"], None, dict(desired["tags"])
             )
-        code = await asyncio.to_thread(archive, Path(spec.code))
+        code = await asyncio.to_thread(archive, resolve(spec.code))
         params: dict[str, Any] = {
             "FunctionName": res.physical,
             "Runtime": desired["runtime"],
@@ -543,7 +543,7 @@ class FunctionKind(Kind[FunctionConfig]):
         if "role" in changed and not isinstance(spec.role, str):
             await write_role(ctx, role_name(name), desired["role"], role, dict(desired["tags"]))
         if changed & {"code", "architecture"}:
-            code = await asyncio.to_thread(archive, Path(spec.code))
+            code = await asyncio.to_thread(archive, resolve(spec.code))
             await ctx.call(
                 "lambda",
                 "update_function_code",

@@ -49,7 +49,8 @@ def table(tmp_path: Path, *lines: str) -> str:
 async def test_a_mounted_writable_file_system_is_up_with_its_type_source_and_io_phases(tmp_path):
     share = tmp_path / "efs"
     share.mkdir()
-    info = table(tmp_path, mountinfo_line(str(share), "nfs4", f"{FS}.efs.eu-west-1.amazonaws.com:/"))
+    source = f"{FS}.efs.eu-west-1.amazonaws.com:/"
+    info = table(tmp_path, mountinfo_line(str(share), "nfs4", source))
     prober = Prober(mount=MountProber(mountinfo=info))
     try:
         result = await prober.check("efs", endpoint(share, fs_type=["nfs4"], fs_id=FS))
@@ -69,7 +70,7 @@ async def test_a_mounted_writable_file_system_is_up_with_its_type_source_and_io_
     [
         (None, {}, Reason.NOT_MOUNTED),
         (("ext4", "/dev/sda1"), {"fs_type": ["nfs4"]}, Reason.WRONG_FILESYSTEM),
-        (("nfs4", "fs-99999999.efs.eu-west-1.amazonaws.com:/"), {"fs_id": FS}, Reason.WRONG_FILESYSTEM),
+        (("nfs4", "fs-99999999.efs.x.amazonaws.com:/"), {"fs_id": FS}, Reason.WRONG_FILESYSTEM),
         (("nfs4", "server:/export", "ro"), {}, Reason.READ_ONLY),
     ],
     ids=["nothing-mounted", "other-type", "other-efs", "read-only"],
@@ -228,7 +229,7 @@ def test_real_mounts_in_a_private_namespace(tmp_path):
         d.mkdir()
     shell = (
         f"mount -t tmpfs -o size=1m tmpfs {rw} && mount --bind {rw} {ro} && "
-        f"mount -o remount,bind,ro {ro} && exec {sys.executable} -c \"$0\" {rw} {ro} {bare}"
+        f'mount -o remount,bind,ro {ro} && exec {sys.executable} -c "$0" {rw} {ro} {bare}'
     )
     done = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", shell, SCRIPT],
