@@ -98,7 +98,7 @@ class ResourcePlan:
         return self.action != "no-op" and not self.blocked
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "resource": self.resource,
             "kind": self.kind,
             "name": self.name,
@@ -108,8 +108,10 @@ class ResourcePlan:
             "note": self.note,
             "blocked": self.blocked,
             "used_by": list(self.used_by),
-            "outputs": dict(self.outputs),
         }
+        if self.outputs:
+            out["outputs"] = dict(self.outputs)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
