@@ -168,18 +168,25 @@ async def _mount_targets(ctx: Session, fs_id: str) -> list[dict[str, Any]]:
         params["Marker"] = page["NextMarker"]  # type: ignore[index]
 
 
+def _matches(ref: str, target: dict[str, Any]) -> bool:
+    """Whether a mount target is the one a subnet reference declares: by subnet id, or for
+    `default.<zone>` by zone (EFS allows one mount target per zone), so reading needs no EC2
+    call."""
+    if ref.startswith("subnet-"):
+        return bool(target.get("SubnetId") == ref)
+    return bool(target.get("AvailabilityZoneName") == ref.split(".", 1)[1])
+
+
 async def read_mount_targets(
     ctx: Session, fs_id: str, physical: str, spec: Any, group_id: str | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(subnet reference -> settings, subnet reference -> {"subnet", "id"}) of the declared
-    mount targets that exist (and the subnet of those that do not)."""
-    by_subnet = {t["SubnetId"]: t for t in await _mount_targets(ctx, fs_id)}
+    mount targets that exist."""
+    existing = await _mount_targets(ctx, fs_id)
     state: dict[str, Any] = {}
     handles: dict[str, Any] = {}
     for target in spec.mount_targets:
-        subnet = await resolve_subnet(ctx, target.subnet)
-        handles[target.subnet] = {"subnet": subnet["SubnetId"]}
-        found = by_subnet.get(subnet["SubnetId"])
+        found = next((t for t in existing if _matches(target.subnet, t)), None)
         if found is None:
             continue
         groups = await ctx.call(
@@ -193,7 +200,7 @@ async def read_mount_targets(
             "security_groups": sorted(named),
             "ip_address": found.get("IpAddress"),
         }
-        handles[target.subnet]["id"] = found["MountTargetId"]
+        handles[target.subnet] = {"subnet": found["SubnetId"], "id": found["MountTargetId"]}
     return state, handles
 
 
@@ -211,9 +218,7 @@ async def write_mount_targets(
             groups.append(group_id)
         current = have.get(target.subnet)
         if current is None:
-            subnet = handles.get(target.subnet, {}).get("subnet")
-            if subnet is None:
-                subnet = (await resolve_subnet(ctx, target.subnet))["SubnetId"]
+            subnet = (await resolve_subnet(ctx, target.subnet))["SubnetId"]
             params: dict[str, Any] = {"FileSystemId": fs_id, "SubnetId": subnet}
             if groups:
                 params["SecurityGroups"] = groups
