@@ -121,20 +121,24 @@ class Applier:
         self.converge_timeout = (
             ctx.config.resources.converge_timeout if converge_timeout is None else converge_timeout
         )
-        self._learned = False
+        self._learned: set[str] = set()
 
     async def apply(
         self, plan: Plan, *, select: Callable[[ResourcePlan], bool] | None = None
     ) -> ApplyReport:
         report = await self._apply(plan, select)
-        if not self._learned:
+        # A resource whose ARN holds an id AWS assigned was created: the resources it refers to
+        # generate content from that ARN (the bucket policy letting one distribution read), so
+        # they are planned again, now with it, and applied in the same run.
+        again = {
+            (ref.kind, ref.value)
+            for ref in self.ctx.references
+            if ref.user in self._learned and not ref.external
+        }
+        self._learned = set()
+        if not again:
             return report
-        # A resource whose ARN holds an id AWS assigned was created: what other resources
-        # generate from that ARN (the bucket policy letting one distribution read) is planned
-        # again, now with it, and applied in the same run.
-        self._learned = False
-        again = await make_plan(self.ctx, prune=False)
-        more = await self._apply(again, select)
+        more = await self._apply(await make_plan(self.ctx, prune=False, only=again), select)
         return ApplyReport(report.outcomes + more.outcomes)
 
     async def _apply(
@@ -277,7 +281,7 @@ class Applier:
             if created:
                 self._check_owner(observed)
             if self.ctx.learn(declared.kind, declared.name, observed.arn):
-                self._learned = True
+                self._learned.add(declared.address)
             changes = diff(want, observed.state, ignore=declared.spec.ignore)
             if changes and not state["updated"]:
                 state["updated"] = True

@@ -179,10 +179,17 @@ class Plan:
         }
 
 
-async def make_plan(ctx: Context, *, prune: bool | None = None) -> Plan:
-    """Read every declared resource (and, with prune, list the account) and compare."""
+async def make_plan(
+    ctx: Context, *, prune: bool | None = None, only: set[tuple[str, str]] | None = None
+) -> Plan:
+    """Read every declared resource (`only` some: (kind, logical name)) and, with prune, list
+    the account; compare."""
     config = ctx.config
-    declared = [ctx.declared(kind, name) for kind, name, _ in config.resources.declared()]
+    declared = [
+        ctx.declared(kind, name)
+        for kind, name, _ in config.resources.declared()
+        if only is None or (kind, name) in only
+    ]
     users = used_by(ctx.references)
     # Kinds whose ARNs hold ids AWS assigns are read first: what the others generate (a bucket
     # policy letting one distribution read) names their real ARNs.
