@@ -9,7 +9,7 @@ through `Invalidator.invalidate_on(distribution, paths)`; it takes the shared `A
                                            reference=content_hash)
 
 - A distribution is named by a declared distribution's logical name (found by its
-  CallerReference, `daemon.resources.distributions.find_distribution`, then cached), its id
+  CallerReference, `daemon.resources.distribution_config.find_distribution`, then cached), its id
   (`E2QWRUHEXAMPLE`) or its ARN.
 - Paths start with `/`, are URL-encoded where CloudFront needs it, and deduplicated; no path
   means `/*`. CloudFront bills invalidations per path (a wildcard counts as one) and holds at
@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 from daemon.base.awserrors import error_code, is_throttle
 from daemon.base.retry import Backoff, retry
-from daemon.resources.distributions import find_distribution
+from daemon.resources.distribution_config import find_distribution
 
 if TYPE_CHECKING:
     from daemon.core.aws import AwsClients
