@@ -218,6 +218,11 @@ class DistributionKind(Kind[DistributionConfig]):
         # The id is assigned by AWS: until it is read, the account's distributions.
         return f"arn:{ctx.partition}:cloudfront::{ctx.account}:distribution/*"
 
+    def arn_patterns(self, physical: str, ctx: Place) -> list[str]:
+        # Ids are assigned by AWS: the account's distributions and origin access controls.
+        base = f"arn:{ctx.partition}:cloudfront::{ctx.account}"
+        return [f"{base}:distribution/*", f"{base}:origin-access-control/*"]
+
     def references(
         self, name: str, spec: DistributionConfig, all_declared: Any
     ) -> list[ResourceRef]:

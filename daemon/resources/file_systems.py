@@ -212,7 +212,11 @@ class FileSystemKind(Kind[FileSystemConfig]):
         "elasticfilesystem:DescribeAccessPoints",
         "elasticfilesystem:ListTagsForResource",
     )
-    unscoped_read_actions = ("ec2:DescribeSubnets", "ec2:DescribeSecurityGroups")
+    unscoped_read_actions = (
+        "ec2:DescribeSubnets",
+        "ec2:DescribeSecurityGroups",
+        "ec2:DescribeNetworkInterfaceAttribute",  # DescribeMountTargetSecurityGroups needs it
+    )
     write_actions = (
         "elasticfilesystem:CreateFileSystem",
         "elasticfilesystem:UpdateFileSystem",
@@ -228,6 +232,7 @@ class FileSystemKind(Kind[FileSystemConfig]):
         # CreateMountTarget makes a network interface with the caller's permissions.
         "ec2:DescribeNetworkInterfaces",
         "ec2:CreateNetworkInterface",
+        "ec2:ModifyNetworkInterfaceAttribute",  # ModifyMountTargetSecurityGroups needs it
         "ec2:CreateSecurityGroup",
         "ec2:CreateTags",
         "ec2:AuthorizeSecurityGroupIngress",

@@ -293,7 +293,9 @@ class FunctionKind(Kind[FunctionConfig]):
         # The function, its versions and aliases, and the role awsd makes for it.
         arn = self.arn(physical, ctx)
         role = f"arn:{ctx.partition}:iam::{ctx.account}:role/awsd/{role_name(physical)}"
-        return [arn, f"{arn}:*", role]
+        # Event source mappings are named by ids Lambda assigns.
+        mappings = f"arn:{ctx.partition}:lambda:{ctx.region}:{ctx.account}:event-source-mapping:*"
+        return [arn, f"{arn}:*", role, mappings]
 
     def references(self, name: str, spec: FunctionConfig, all_declared: Any) -> list[ResourceRef]:
         user = f"function.{name}"
