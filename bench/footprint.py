@@ -286,16 +286,28 @@ bench.footprint.clients_child(report)
 
 def clients_child(report: Any) -> None:
     """The second half of STEPS_CHILD: load local.toml, then each AWS client it uses."""
-    from daemon.core.iam import services
-    from daemon.workers import load_config
+    from daemon.core.iam import CLIENT_OF
+    from daemon.workers import CATALOG, load_config
 
     loaded = load_config(LOCAL, {"AWSD_STATE_DIR": tempfile.mkdtemp()})
     report("load configs/local.toml (its entrypoints, cross-checks)")
-    wanted = sorted(services(loaded.config))
+    # Every service the config's policy names: those warmed at startup and those built on
+    # first use (the reconciler's Lambda, CloudFront, EFS, EC2 and IAM calls).
+    document = CATALOG.policy(loaded.config)
+    prefixes = {
+        action.split(":", 1)[0]
+        for statement in document["Statement"]
+        for action in (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+    }
+    wanted = sorted({CLIENT_OF.get(p, p) for p in prefixes})
     asyncio.run(_clients_child(loaded.config, wanted, report))
 
 
 async def _clients_child(config: Any, wanted: list[str], report: Any) -> None:
+    from botocore import xform_name
+
     from daemon.core.aws import AwsClients
 
     with socket.socket() as closed:  # a loopback port nobody listens on: refused at once
@@ -307,7 +319,7 @@ async def _clients_child(config: Any, wanted: list[str], report: Any) -> None:
     async def first_request(client: Any) -> None:
         # Builds the client's HTTP connector and TLS context, as its first real call would.
         name = client.meta.service_model.operation_names[0]
-        call = getattr(client, re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower())
+        call = getattr(client, xform_name(name))
         with contextlib.suppress(Exception):  # refused, or invalid without arguments: either
             await call()
 

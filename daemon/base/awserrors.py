@@ -122,6 +122,8 @@ BAD_REQUEST_CODES = frozenset(
         "SerializationException",
         "InvalidAttributeValue",
         "InvalidParameterCombination",
+        "InvalidRequestContentException",  # Lambda: the payload is not JSON
+        "RequestTooLargeException",  # Lambda: the payload is too large
     }
 )
 

@@ -17,7 +17,10 @@ configured), since every output of the process must agree on them.
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import re
+import secrets
 from collections.abc import Iterable
 from typing import Any
 
@@ -210,3 +213,31 @@ def redact(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list | tuple):
         return [redact(v, depth + 1) for v in value]
     return value
+
+
+_MASK_KEY = secrets.token_bytes(16)
+
+
+class Masked:
+    """A secret inside compared state (a function's secret environment variable): equal to
+    another by content, shown as `***:` and four hex digits wherever it is printed, logged or
+    dumped. The digits come from a keyed hash whose key is random per process: within one plan
+    two different values show different digits (so a changed secret shows as changed), and
+    nothing outside the process can test a guess against them."""
+
+    __slots__ = ("_digest", "_shown")
+
+    def __init__(self, value: str) -> None:
+        self._digest = hashlib.sha256(value.encode()).digest()
+        self._shown = f"{MASK}:{hmac.new(_MASK_KEY, value.encode(), 'sha256').hexdigest()[:4]}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Masked) and other._digest == self._digest
+
+    def __hash__(self) -> int:
+        return hash(self._digest)
+
+    def __repr__(self) -> str:
+        return self._shown
+
+    __str__ = __repr__

@@ -6,9 +6,9 @@ import argparse
 import gc
 
 from daemon import __version__
-from daemon.cli import cloudwatch, control, outbox, probe, publish, resources, run
+from daemon.cli import cloudwatch, control, invalidate, outbox, probe, publish, resources, run
 
-COMMANDS = (run, control, publish, outbox, probe, cloudwatch, resources)
+COMMANDS = (run, control, publish, outbox, probe, cloudwatch, resources, invalidate)
 """Every command module; each has `register(subparsers)` adding its subcommands."""
 
 

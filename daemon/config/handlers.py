@@ -55,10 +55,16 @@ class PythonHandlerConfig(Section):
     """The function, as `package.module:function`."""
 
 
+DESTINATIONS = ("sns", "sqs", "kinesis", "function", "url")
+FIELD_KINDS = {"function": "lambda"}
+"""The outbox kind of a `forward` field, where the two names differ."""
+
+
 class ForwardHandlerConfig(Section):
-    """Forward each record: to an SNS topic, an SQS queue or a Kinesis stream through the durable
-    outbox (the source acks only once the outbox committed it), or to an HTTP webhook (the source
-    acks once the webhook answered 2xx). Set exactly one of `sns`, `sqs`, `kinesis`, `url`."""
+    """Forward each record: to an SNS topic, an SQS queue, a Kinesis stream or a Lambda function
+    through the durable outbox (the source acks only once the outbox committed it), or to an
+    HTTP webhook (the source acks once the webhook answered 2xx). Set exactly one of `sns`,
+    `sqs`, `kinesis`, `function`, `url`."""
 
     kind: Literal["forward"]
     """Handler kind."""
@@ -71,6 +77,10 @@ class ForwardHandlerConfig(Section):
 
     kinesis: StreamRef | None = None
     """Stream: a declared stream's logical name, or its ARN."""
+
+    function: str | None = None
+    """Lambda function, invoked asynchronously (`InvocationType=Event`): a declared function's
+    logical name, or its ARN. It gets the record as JSON (see `payload`)."""
 
     url: HttpUrl | None = None
     """Webhook URL: the record is POSTed (see `payload`)."""
@@ -102,7 +112,8 @@ class ForwardHandlerConfig(Section):
     """Webhook request headers (use `${ENV}` for tokens: they are masked in logs)."""
 
     payload: Literal["body", "record"] = "body"
-    """Webhook body: `body` sends the record's body as is (Content-Type from its kind); `record`
+    """Webhook body, or a function's event: `body` sends the record's body as is (Content-Type
+    from its kind; to a function, a body that is not JSON goes as a JSON string); `record`
     sends JSON with id, kind, body (text, or base64 for bytes), data, attributes and meta."""
 
     timeout: float = Field(default=10.0, gt=0, le=300)
@@ -117,10 +128,10 @@ class ForwardHandlerConfig(Section):
 
     @model_validator(mode="after")
     def _one_destination(self) -> ForwardHandlerConfig:
-        chosen = [n for n in ("sns", "sqs", "kinesis", "url") if getattr(self, n)]
+        chosen = [n for n in DESTINATIONS if getattr(self, n)]
         if len(chosen) != 1:
             raise ValueError(
-                "set exactly one destination: sns, sqs, kinesis or url"
+                "set exactly one destination: sns, sqs, kinesis, function or url"
                 + (f" (got {', '.join(chosen)})" if chosen else "")
             )
         if self.partition_key is not None and not self.kinesis:
@@ -128,12 +139,15 @@ class ForwardHandlerConfig(Section):
         return self
 
     @property
-    def destination(self) -> tuple[Literal["sns", "sqs", "kinesis", "url"], str]:
-        for name in ("sns", "sqs", "kinesis", "url"):
-            value = getattr(self, name)
-            if value:
-                return name, value
-        raise AssertionError("validated: one destination is set")
+    def destination_field(self) -> str:
+        """The destination field that is set (`sns`, `function`, `url`, ...)."""
+        return next(name for name in DESTINATIONS if getattr(self, name))
+
+    @property
+    def destination(self) -> tuple[Literal["sns", "sqs", "kinesis", "lambda", "url"], str]:
+        """(outbox kind, target), or ("url", the webhook)."""
+        field = self.destination_field
+        return FIELD_KINDS.get(field, field), getattr(self, field)  # type: ignore[return-value]
 
 
 class CommandHandlerConfig(Section):
@@ -188,7 +202,12 @@ HandlerConfig = Annotated[
 HandlerUse = tuple[str, str, HandlerConfig]
 """Where a handler is configured (dotted path), the worker running it, and its config."""
 
-OUTBOX_KIND_RESOURCES: dict[str, str] = {"sns": "topics", "sqs": "queues", "kinesis": "streams"}
+OUTBOX_KIND_RESOURCES: dict[str, str] = {
+    "sns": "topics",
+    "sqs": "queues",
+    "kinesis": "streams",
+    "lambda": "functions",
+}
 """The resource kind an outbox destination of each kind names."""
 
 
@@ -197,8 +216,9 @@ def handler_references(uses: Iterable[HandlerUse]) -> list[ResourceRef]:
     refs = []
     for path, user, handler in uses:
         if isinstance(handler, ForwardHandlerConfig) and handler.url is None:
-            field, value = handler.destination
-            refs.append(ResourceRef(OUTBOX_KIND_RESOURCES[field], value, f"{path}.{field}", user))
+            kind, value = handler.destination
+            where = f"{path}.{handler.destination_field}"
+            refs.append(ResourceRef(OUTBOX_KIND_RESOURCES[kind], value, where, user))
     return refs
 
 

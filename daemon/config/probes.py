@@ -297,18 +297,68 @@ class ProbeSettings(Section):
 class EndpointConfig(ProbeSettings):
     """One endpoint to probe; unset fields come from `[probes.defaults]`."""
 
-    url: ProbeUrl
-    """What to probe: `https://host/path` (HTTP), `tcp://host:port` (TCP connect),
-    `dns://name` (name resolution), or `self:/healthz`: this daemon's own health server,
-    wherever `[health]` (or an `AWSD__HEALTH__PORT` override) puts it."""
+    kind: Literal["url", "mount"] = "url"
+    """What is checked: `url` (HTTP, TCP or DNS, by the scheme of `url`), or `mount` (a file
+    system mounted on this host, at `path`)."""
+
+    url: ProbeUrl | None = None
+    """`kind = "url"`: what to probe: `https://host/path` (HTTP), `tcp://host:port` (TCP
+    connect), `dns://name` (name resolution), or `self:/healthz`: this daemon's own health
+    server, wherever `[health]` (or an `AWSD__HEALTH__PORT` override) puts it."""
+
+    path: str | None = None
+    """`kind = "mount"`: the mount point (absolute, as `/proc/self/mountinfo` lists it: the
+    path itself must be a mount point; symbolic links are not followed)."""
+
+    fs_type: list[str] = Field(default_factory=list)
+    """`kind = "mount"`: accepted file system types (`["nfs4"]` for EFS and NFS, `["ext4",
+    "vfat"]` for a USB disk); empty: any."""
+
+    fs_id: str | None = Field(default=None, pattern=r"^fs-[0-9a-f]{8,17}$")
+    """`kind = "mount"`: the EFS file system id the mount must be (from the mount source, or
+    amazon-efs-utils' state for a TLS mount)."""
+
+    probe_dir: str = Field(default=".awsd-probe", min_length=1)
+    """`kind = "mount"`: the directory under `path` where a small file is written, synced,
+    read and deleted on every check (created when missing)."""
 
     tags: list[str] = Field(default_factory=list)
     """Free labels (team, tier), shown in status and notifications."""
 
     @property
-    def kind(self) -> Literal["http", "tcp", "dns"]:
-        scheme = urlsplit(self.url).scheme
+    def check(self) -> Literal["http", "tcp", "dns", "mount"]:
+        """What a result of this endpoint says it is (`ProbeResult.kind`)."""
+        if self.kind == "mount":
+            return "mount"
+        scheme = urlsplit(self.target).scheme
         return "http" if scheme in ("http", "https") else scheme  # type: ignore[return-value]
+
+    @property
+    def target(self) -> str:
+        """What is probed, as a URL: the `url`, or `mount://<path>`."""
+        if self.kind == "mount":
+            return f"mount://{self.path}"
+        assert self.url is not None  # validated
+        return self.url
+
+    @model_validator(mode="after")
+    def _fields_of_its_kind(self) -> EndpointConfig:
+        mount_fields = {"path", "fs_type", "fs_id", "probe_dir"} & self.model_fields_set
+        if self.kind == "url":
+            if self.url is None:
+                raise ValueError('an endpoint needs a `url` (or kind = "mount" and a `path`)')
+            if mount_fields:
+                raise ValueError(
+                    f'{", ".join(sorted(mount_fields))} go with kind = "mount", not a url'
+                )
+            return self
+        if self.url is not None:
+            raise ValueError('kind = "mount" checks a `path`, not a `url`')
+        if not self.path or not self.path.startswith("/"):
+            raise ValueError('kind = "mount" needs an absolute `path` (the mount point)')
+        if self.probe_dir.startswith("/") or ".." in self.probe_dir.split("/"):
+            raise ValueError("probe_dir is a relative directory under `path`")
+        return self
 
     @model_validator(mode="after")
     def _timeout_below_interval(self) -> EndpointConfig:
@@ -321,7 +371,7 @@ class EndpointConfig(ProbeSettings):
 
     @model_validator(mode="after")
     def _family_fits_a_literal_address(self) -> EndpointConfig:
-        host = urlsplit(self.url).hostname or ""
+        host = urlsplit(self.url or "").hostname or ""
         try:
             version = ipaddress.ip_address(host).version
         except ValueError:

@@ -23,6 +23,7 @@ from those fields.
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
@@ -30,6 +31,9 @@ from pydantic import Field, field_validator
 from daemon.base.fields import Name, Section, TableRef
 from daemon.resources.alarms import ALARMS, AlarmConfig
 from daemon.resources.buckets import BUCKETS, BucketConfig
+from daemon.resources.distributions import DISTRIBUTIONS, DistributionConfig
+from daemon.resources.file_systems import FILE_SYSTEMS, FileSystemConfig
+from daemon.resources.functions import FUNCTIONS, FunctionConfig
 from daemon.resources.kind import Kind, Problem, ResourceBase, ResourceRef
 from daemon.resources.log_groups import LOG_GROUPS, LogGroupConfig
 from daemon.resources.queues import QUEUES, QueueConfig
@@ -119,8 +123,21 @@ class ResourcesConfig(Section):
     streams: Annotated[dict[Name, StreamConfig], STREAMS] = Field(default_factory=dict)
     """Kinesis data streams by logical name."""
 
+    functions: Annotated[dict[Name, FunctionConfig], FUNCTIONS] = Field(default_factory=dict)
+    """Lambda functions by logical name (with their execution roles, log groups and alarms)."""
+
     alarms: Annotated[dict[Name, AlarmConfig], ALARMS] = Field(default_factory=dict)
     """CloudWatch alarms by logical name."""
+
+    distributions: Annotated[dict[Name, DistributionConfig], DISTRIBUTIONS] = Field(
+        default_factory=dict
+    )
+    """CloudFront distributions by logical name."""
+
+    file_systems: Annotated[dict[Name, FileSystemConfig], FILE_SYSTEMS] = Field(
+        default_factory=dict
+    )
+    """EFS file systems by logical name (with their mount targets and access points)."""
 
     @field_validator("name_template")
     @classmethod
@@ -131,8 +148,38 @@ class ResourcesConfig(Section):
         return value
 
     def of_kind(self, kind: str) -> dict[str, ResourceBase]:
-        declared: dict[str, ResourceBase] = getattr(self, kind)
-        return declared
+        """The resources of a kind: those the file declares, and those other declared resources
+        imply (`Kind.derived`: a function's log group and alarms)."""
+        return self._with_derived[kind]
+
+    @cached_property
+    def _with_derived(self) -> dict[str, dict[str, ResourceBase]]:
+        out: dict[str, dict[str, ResourceBase]] = {
+            k.name: dict(getattr(self, k.name)) for k in KINDS
+        }
+        for kind in KINDS:
+            for name, spec in getattr(self, kind.name).items():
+                for other, derived_name, derived_spec in kind.derived(
+                    name, spec, self.name_template
+                ):
+                    out[other].setdefault(derived_name, derived_spec)
+        return out
+
+    def _derived_problems(self) -> list[Problem]:
+        """A derived resource must not take the logical name of one the file declares."""
+        problems = []
+        for kind in KINDS:
+            for name, spec in getattr(self, kind.name).items():
+                for other, derived_name, _ in kind.derived(name, spec, self.name_template):
+                    if derived_name in getattr(self, other):
+                        problems.append(
+                            (
+                                f"resources.{other}.{derived_name}",
+                                f"resources.{kind.name}.{name} implies a {KIND[other].singular} "
+                                f"of this name; rename one of them",
+                            )
+                        )
+        return problems
 
     def declared(self) -> list[tuple[str, str, ResourceBase]]:
         """Every declared resource as (kind, logical name, spec), in build order."""
@@ -169,7 +216,7 @@ class ResourcesConfig(Section):
 
     def problems(self, env: str) -> list[Problem]:
         """What AWS would refuse across resources: names, pairs that cannot work together."""
-        problems = self._name_problems(env)
+        problems = self._name_problems(env) + self._derived_problems()
         for kind in KINDS:
             problems += kind.problems(self.of_kind(kind.name), self)
         problem = lease_table_problem(self, self.lease_table)

@@ -167,7 +167,12 @@ def policy_size(document: dict[str, Any]) -> int:
 
 # --- botocore operation -> IAM action ------------------------------------------------------------
 
-_PREFIX = {"logs": "logs", "cloudwatch": "cloudwatch", "monitoring": "cloudwatch"}
+_PREFIX = {
+    "logs": "logs",
+    "cloudwatch": "cloudwatch",
+    "monitoring": "cloudwatch",
+    "efs": "elasticfilesystem",
+}
 
 _ACTIONS: dict[tuple[str, str], str | None] = {
     ("sts", "GetCallerIdentity"): None,  # needs no permission
@@ -199,6 +204,8 @@ _ACTIONS: dict[tuple[str, str], str | None] = {
     ("sqs", "DeleteMessageBatch"): "sqs:DeleteMessage",
     ("sqs", "ChangeMessageVisibilityBatch"): "sqs:ChangeMessageVisibility",
     ("sns", "PublishBatch"): "sns:Publish",
+    ("lambda", "Invoke"): "lambda:InvokeFunction",
+    ("cloudfront", "CreateDistributionWithTags"): "cloudfront:CreateDistribution",
 }
 
 

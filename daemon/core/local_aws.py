@@ -188,6 +188,11 @@ def main(argv: list[str]) -> None:
         # handler would stop serving at once: the endpoint must outlive the daemon's graceful
         # stop, which still flushes to it. It goes when the daemon closes our stdin (or dies).
         server.signal_handler = _ignore_signal
+    from moto.core.config import default_user_config  # noqa: PLC0415
+
+    # No Docker here: Lambda invocations (SNS deliveries, asynchronous invokes) are accepted and
+    # answered at once instead of failing to start a container.
+    default_user_config["lambda"] = {**default_user_config.get("lambda", {}), "use_docker": False}
     moto_main = server.main
 
     time.sleep(0)  # let the watcher thread start before the server blocks

@@ -74,7 +74,10 @@ class Names:
     def physical_of(self, kind: str, ref: str) -> str:
         """The AWS name a reference stands for."""
         if ref.startswith("arn:"):
-            return ref.split(":", 5)[5].rsplit("/", 1)[-1]
+            resource = ref.split(":", 5)[5]
+            if resource.startswith("function:"):  # Lambda: function:NAME[:QUALIFIER]
+                return resource.split(":")[1]
+            return resource.rsplit("/", 1)[-1]
         if ref not in self.config.resources.of_kind(kind):
             return ref
         return self.declared(kind, ref).physical

@@ -1,4 +1,5 @@
-"""The `forward` handler: pass each record on to SNS, SQS or Kinesis, or to an HTTP webhook.
+"""The `forward` handler: pass each record on to SNS, SQS, Kinesis or a Lambda function
+(asynchronous invocation), or to an HTTP webhook.
 
 To AWS it goes through the durable outbox: `handle` returns only once the outbox has committed
 the message, so the source may ack its input and nothing is lost between the two, whatever
@@ -14,12 +15,13 @@ record at once.
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import aiohttp
 
 from daemon.base.retry import Backoff, retry
-from daemon.config.handlers import ForwardHandlerConfig
+from daemon.config.handlers import OUTBOX_KIND_RESOURCES, ForwardHandlerConfig
 from daemon.handlers.base import Handler, HandlerError, Record
 from daemon.handlers.document import content_type, record_json
 
@@ -42,7 +44,7 @@ class ForwardHandler(Handler):
             return
         from daemon.outbox import InvalidMessage, Message, OutboxFull  # noqa: PLC0415
 
-        kind = {"sns": "topics", "sqs": "queues", "kinesis": "streams"}[self.to]
+        kind = OUTBOX_KIND_RESOURCES[self.to]
         target = await self.services.targets.aws_name(kind, self.target)
         message = Message(self.to, target, self.body_for(record), origin=self.name)
         try:
@@ -56,6 +58,8 @@ class ForwardHandler(Handler):
 
     def body_for(self, record: Record) -> dict[str, Any]:
         """The outbox body for `record` in the shape the destination's sender takes."""
+        if self.to == "lambda":
+            return {"payload": self._event(record)}
         key = str(record.meta.get("group_id") or record.meta.get("partition_key") or record.id)
         if self.to == "kinesis":
             if self.cfg.partition_key is not None:
@@ -86,6 +90,19 @@ class ForwardHandler(Handler):
         else:
             body["body"] = text
         return body
+
+    def _event(self, record: Record) -> str:
+        """A function's event: the record described as JSON (`payload = "record"`), or its
+        body when that is JSON, else the body as a JSON string (base64 for bytes)."""
+        if self.cfg.payload == "record":
+            return record_json(record).decode()
+        if record.text is not None:
+            try:
+                json.loads(record.text)
+            except ValueError:
+                return json.dumps(record.text)
+            return record.text
+        return json.dumps(base64.b64encode(record.body).decode("ascii"))
 
     # --- to a webhook ----------------------------------------------------------------------------
 

@@ -216,7 +216,7 @@ class AlertDelivery:
             notices,
             targets,
             env=self.env,
-            urls={n: ep.url for n, ep in self.endpoints.items()},
+            urls={n: ep.target for n, ep in self.endpoints.items()},
             tags={n: ep.tags for n, ep in self.endpoints.items() if ep.tags},
             origin=origin,
         )

@@ -24,7 +24,7 @@ def dns_name(url: str) -> str:
 
 async def probe_dns(name: str, cfg: EndpointConfig) -> ProbeResult:
     loop = asyncio.get_running_loop()
-    host = dns_name(cfg.url)
+    host = dns_name(cfg.target)
     started_wall, began = time.time(), loop.time()
     answers: list[str] = []
     reason: Reason | None = None
@@ -48,7 +48,7 @@ async def probe_dns(name: str, cfg: EndpointConfig) -> ProbeResult:
     return ProbeResult(
         endpoint=name,
         kind="dns",
-        target=cfg.url,
+        target=cfg.target,
         success=reason is None,
         reason=reason,
         detail=detail,

@@ -249,7 +249,7 @@ class ProbesWorker(Worker):
         state, last = self.states[name], self.last.get(name)
         history = self.book.get(name)
         return {
-            "url": self.endpoints[name].url,
+            "url": self.endpoints[name].target,
             "state": "unknown" if last is None else "up" if last.success else "down",
             "silenced": self.silenced.get(name),
             "alert": {

@@ -126,7 +126,7 @@ class _Attempt:
         return ProbeResult(
             endpoint=self.name,
             kind="http",
-            target=self.cfg.url,
+            target=self.cfg.target,
             success=False,
             reason=reason,
             detail=detail,
@@ -199,7 +199,7 @@ class HttpProber:
         return ProbeResult(
             endpoint=name,
             kind="http",
-            target=cfg.url,
+            target=cfg.target,
             success=verdict.reason is None,
             reason=verdict.reason,
             detail=verdict.detail or summary,
@@ -222,7 +222,7 @@ class HttpProber:
         session = self._session(_FAMILIES[cfg.ip_family])
         async with session.request(
             cfg.method,
-            cfg.url,
+            cfg.target,
             headers=cfg.headers or None,
             data=cfg.body.encode() if cfg.body is not None else None,
             allow_redirects=cfg.follow_redirects,

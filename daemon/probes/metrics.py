@@ -14,6 +14,7 @@ from daemon.probes.result import ProbeResult
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LATENESS_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
+MOUNT_PHASES = ("write", "fsync", "read", "delete")
 
 
 class _Series:
@@ -102,6 +103,19 @@ class ProbeMetrics:
             ("status",),
         )
         self.open = g("awsd_probe_alerts_open", "Alerts currently open").labels()
+        self.mount_phases = g(
+            "awsd_probe_mount_duration_seconds",
+            "Mount probes: duration of each file operation of the last check",
+            ("endpoint", "phase"),
+        )
+        self.mount_stuck = g(
+            "awsd_probe_mount_stuck",
+            "Mount probes: 1 while a file operation outlives its timeout (a hung file server)",
+            ep,
+        )
+        self.mount_stuck_total = c(
+            "awsd_probe_mount_stuck_total", "Mount probes: file operations that got stuck", ep
+        )
         self._series: dict[str, _Series] = {}
 
     def observe(self, result: ProbeResult) -> None:
@@ -113,6 +127,8 @@ class ProbeMetrics:
         s.latency.observe(result.duration)
         label = "success" if result.success else str(result.reason)
         self.checks.labels(endpoint=result.endpoint, result=label).inc()
+        if result.mount is not None:
+            self._observe_mount(result)
         if result.kind != "http":
             return
         h = s.http_series()
@@ -123,6 +139,16 @@ class ProbeMetrics:
             h.phases[name].set(seconds)
         if result.chain_expires_at is not None or result.cert_expires_at is not None:
             s.tls(result.chain_expires_at, result.cert_expires_at)
+
+    def _observe_mount(self, result: ProbeResult) -> None:
+        assert result.mount is not None
+        name = result.endpoint
+        stuck = self.mount_stuck.labels(endpoint=name)
+        if result.mount.stuck and not stuck.value:
+            self.mount_stuck_total.labels(endpoint=name).inc()
+        stuck.set(1.0 if result.mount.stuck else 0.0)
+        for phase, seconds in result.mount.phases:
+            self.mount_phases.labels(endpoint=name, phase=phase).set(seconds)
 
     def _new_series(self, result: ProbeResult) -> _Series:
         """The first result of an endpoint in this worker. The families outlive a reload, so a
@@ -141,6 +167,10 @@ class ProbeMetrics:
             family.remove(endpoint=endpoint)
         self._forget_http(endpoint)
         self._forget_tls(endpoint)
+        self.mount_stuck.remove(endpoint=endpoint)
+        self.mount_stuck_total.remove(endpoint=endpoint)
+        for phase in MOUNT_PHASES:
+            self.mount_phases.remove(endpoint=endpoint, phase=phase)
 
     def _forget_http(self, endpoint: str) -> None:
         for family in (self.status, self.length, self.redirects):

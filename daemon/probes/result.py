@@ -45,6 +45,14 @@ class Reason(enum.StrEnum):
     """A response header is missing or does not match."""
     ANSWER = "answer"
     """A DNS probe's answers lack an expected address."""
+    NOT_MOUNTED = "not_mounted"
+    """A mount probe's path is not a mount point (nothing is mounted there)."""
+    WRONG_FILESYSTEM = "wrong_filesystem"
+    """Something else is mounted there: another file system type, or another EFS id."""
+    READ_ONLY = "read_only"
+    """The file system is mounted read-only (or refused the write as such)."""
+    IO_ERROR = "io_error"
+    """Writing, syncing, reading or deleting the probe file failed (`detail` says which)."""
     ERROR = "error"
     """Anything else (a bug or an unusual local failure); `detail` says what."""
 
@@ -75,6 +83,25 @@ class Phases:
 
 
 @dataclass(frozen=True, slots=True)
+class MountDetails:
+    """What a mount probe found at its path."""
+
+    mounted: bool
+    fs_type: str | None = None
+    """As `/proc/self/mountinfo` says (`nfs4`, `ext4`)."""
+    source: str | None = None
+    """The mount source (`fs-0123.efs.eu-west-1.amazonaws.com:/`, `/dev/sda1`)."""
+    fs_id: str | None = None
+    """The EFS file system id, when the source (or amazon-efs-utils' state) tells it."""
+    read_only: bool = False
+    stuck: bool = False
+    """A file operation of this endpoint has not returned within its timeout (and is still
+    running, in its own thread)."""
+    phases: tuple[tuple[str, float], ...] = ()
+    """Seconds per file operation: write, fsync, read, delete (those that ran)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Check:
     """One condition and how it went, for people reading a result."""
 
@@ -89,7 +116,7 @@ class ProbeResult:
 
     endpoint: str
     kind: str
-    """`http`, `tcp` or `dns`."""
+    """`http`, `tcp`, `dns` or `mount`."""
     target: str
     """The URL probed."""
     success: bool
@@ -115,6 +142,8 @@ class ProbeResult:
     chain_expires_at: float | None = None
     """Earliest notAfter in the verified chain (epoch seconds), `probe_ssl_earliest_cert_expiry`."""
     checks: tuple[Check, ...] = ()
+    mount: MountDetails | None = None
+    """Mount probes: what is mounted at the path and how long each file operation took."""
 
     @property
     def latency_ms(self) -> int:
@@ -123,4 +152,6 @@ class ProbeResult:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["reason"] = str(self.reason) if self.reason else None
+        if self.mount is not None:
+            data["mount"]["phases"] = dict(self.mount.phases)
         return data

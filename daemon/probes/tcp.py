@@ -17,7 +17,7 @@ _FAMILIES = {"auto": socket.AF_UNSPEC, "ip4": socket.AF_INET, "ip6": socket.AF_I
 async def probe_tcp(name: str, cfg: EndpointConfig) -> ProbeResult:
     """Resolve, connect, close. Never raises (cancellation aside)."""
     loop = asyncio.get_running_loop()
-    parts = urlsplit(cfg.url)
+    parts = urlsplit(cfg.target)
     host, port = parts.hostname or "", parts.port or 0
     started_wall, began = time.time(), loop.time()
     dns = connect = 0.0
@@ -61,7 +61,7 @@ async def probe_tcp(name: str, cfg: EndpointConfig) -> ProbeResult:
         return ProbeResult(
             endpoint=name,
             kind="tcp",
-            target=cfg.url,
+            target=cfg.target,
             success=reason is None,
             reason=reason,
             detail=detail,
@@ -74,7 +74,7 @@ async def probe_tcp(name: str, cfg: EndpointConfig) -> ProbeResult:
     return ProbeResult(
         endpoint=name,
         kind="tcp",
-        target=cfg.url,
+        target=cfg.target,
         success=False,
         reason=reason,
         detail=detail,

@@ -32,9 +32,16 @@ from daemon.base.retry import Backoff, retry
 from daemon.base.stop import Stopped
 from daemon.config.resources import KIND, KINDS
 from daemon.reconcile.context import Context, explain
-from daemon.reconcile.plan import Action, Plan, PlanItem, ResourcePlan, ownership
+from daemon.reconcile.plan import Action, Plan, PlanItem, ResourcePlan, make_plan, ownership
 from daemon.resources.diff import Change, diff, top_level
-from daemon.resources.kind import Declared, Found, Observed, ResourceFailed, RetryAfter
+from daemon.resources.kind import (
+    Declared,
+    DeletePending,
+    Found,
+    Observed,
+    ResourceFailed,
+    RetryAfter,
+)
 
 Result = Literal["done", "pending", "failed", "skipped", "blocked"]
 CONVERGE_BACKOFF = Backoff(initial=0.1, maximum=3.0)
@@ -114,9 +121,28 @@ class Applier:
         self.converge_timeout = (
             ctx.config.resources.converge_timeout if converge_timeout is None else converge_timeout
         )
+        self._learned: set[str] = set()
 
     async def apply(
         self, plan: Plan, *, select: Callable[[ResourcePlan], bool] | None = None
+    ) -> ApplyReport:
+        report = await self._apply(plan, select)
+        # A resource whose ARN holds an id AWS assigned was created: the resources it refers to
+        # generate content from that ARN (the bucket policy letting one distribution read), so
+        # they are planned again, now with it, and applied in the same run.
+        again = {
+            (ref.kind, ref.value)
+            for ref in self.ctx.references
+            if ref.user in self._learned and not ref.external
+        }
+        self._learned = set()
+        if not again:
+            return report
+        more = await self._apply(await make_plan(self.ctx, prune=False, only=again), select)
+        return ApplyReport(report.outcomes + more.outcomes)
+
+    async def _apply(
+        self, plan: Plan, select: Callable[[ResourcePlan], bool] | None
     ) -> ApplyReport:
         todo = [r for r in plan.changes if select is None or select(r)]
         deletes = [r for r in todo if r.action == "delete"]
@@ -159,6 +185,8 @@ class Applier:
             outcome = Outcome(res.resource, res.action, "skipped", "stopping", loop.time() - began)
         except _Blocked as exc:
             outcome = Outcome(res.resource, res.action, "blocked", str(exc), loop.time() - began)
+        except DeletePending as exc:  # a first step done; a later pass finishes the deletion
+            outcome = Outcome(res.resource, res.action, "pending", str(exc), loop.time() - began)
         except Exception as exc:  # noqa: BLE001 - one resource failing never stops the others
             outcome = Outcome(res.resource, res.action, "failed", explain(exc), loop.time() - began)
         else:
@@ -252,6 +280,8 @@ class Applier:
                 raise _Unconverged([Change("", "exists", None)])
             if created:
                 self._check_owner(observed)
+            if self.ctx.learn(declared.kind, declared.name, observed.arn):
+                self._learned.add(declared.address)
             changes = diff(want, observed.state, ignore=declared.spec.ignore)
             if changes and not state["updated"]:
                 state["updated"] = True

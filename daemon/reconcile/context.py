@@ -49,6 +49,20 @@ class Context(Names):
         """Waits the applier makes for AWS's own timing (QueueDeletedRecently); injectable so
         tests check the decision without waiting a minute. Returns False when stopped."""
         self._limits: dict[str, asyncio.Semaphore] = {}
+        self.assigned: dict[tuple[str, str], str] = {}
+        """ARNs read from AWS of declared resources whose ARN holds an id AWS assigned
+        (`Kind.assigns_ids`), by (kind, logical name): what `arn_of` gives for them."""
+
+    def arn_of(self, kind: str, ref: str) -> str:
+        known = self.assigned.get((kind, ref))
+        return known if known is not None else super().arn_of(kind, ref)
+
+    def learn(self, kind: str, name: str, arn: str | None) -> bool:
+        """Remember the ARN AWS reports for a declared resource; True when it is new."""
+        if arn is None or self.assigned.get((kind, name)) == arn:
+            return False
+        self.assigned[(kind, name)] = arn
+        return True
 
     async def start(self) -> None:
         """Resolve the region and the account id (ARNs need both), through the config's one

@@ -93,6 +93,8 @@ class ReconcilerWorker(Worker):
         if self.reconciler is not None:
             now = asyncio.get_running_loop().time()
             out["contested"] = [c.resource for c in self.reconciler.flaps.active(now)]
+            if self.reconciler.outputs:
+                out["outputs"] = self.reconciler.outputs
         return out
 
 

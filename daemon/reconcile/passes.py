@@ -76,6 +76,9 @@ class Reconciler:
         self.seen: set[str] = set()
         """Resources this reconciler saw as declared (in sync, or after applying them)."""
         self._reported: dict[str, str] = {}
+        self.outputs: dict[str, dict[str, str]] = {}
+        """What AWS reports about each declared resource beyond its config (`Observed.outputs`),
+        as of the last pass: a distribution's `status` going `InProgress` -> `Deployed`."""
         self._ctx: Context | None = None
         m = services.metrics
         self._passes = m.counter(
@@ -167,6 +170,7 @@ class Reconciler:
             self.log.error(
                 "resource cannot be read", resource=failure.resource, error=failure.error
             )
+        self._watch_outputs(plan)
         for res in plan.resources:
             if res.action == "no-op":
                 self.seen.add(res.resource)
@@ -193,6 +197,26 @@ class Reconciler:
             if contest is not None:
                 found.contested.append(res.resource)
         return found
+
+    def _watch_outputs(self, plan: Plan) -> None:
+        """Log what changed in the outputs since the last pass: apply returns once AWS took a
+        change (a distribution update), and this is where its deployment is seen finishing."""
+        for res in plan.resources:
+            if not res.outputs or res.observed is None:
+                continue
+            now = dict(res.outputs)
+            before = self.outputs.get(res.resource)
+            self.outputs[res.resource] = now
+            for name, value in now.items():
+                old = (before or {}).get(name)
+                if before is not None and old != value:
+                    self.log.info(
+                        f"{res.resource} {name}: {old} -> {value}",
+                        resource=res.resource,
+                        output=name,
+                        before=old,
+                        after=value,
+                    )
 
     def _is_drift(self, res: ResourcePlan) -> bool:
         """In detect mode every difference is drift (nothing else will act on it). In enforce

@@ -37,6 +37,7 @@ from daemon.resources.kind import (
 )
 
 Action = Literal["create", "update", "replace", "delete", "no-op"]
+KNOWN_AFTER_APPLY = "(known after apply)"
 ACTIONS: tuple[Action, ...] = ("create", "update", "replace", "delete", "no-op")
 
 
@@ -84,6 +85,9 @@ class ResourcePlan:
     blocked: str = ""
     """Why this change will not be applied; empty when it will."""
     used_by: tuple[str, ...] = ()
+    outputs: tuple[tuple[str, str], ...] = ()
+    """(name, value) of what AWS assigned or reports (`Observed.outputs`): a file system's DNS
+    name, a distribution's domain name and status. Never compared."""
     declared: Declared | None = field(default=None, compare=False, repr=False)
     observed: Observed | None = field(default=None, compare=False, repr=False)
     found: Found | None = field(default=None, compare=False, repr=False)
@@ -94,7 +98,7 @@ class ResourcePlan:
         return self.action != "no-op" and not self.blocked
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "resource": self.resource,
             "kind": self.kind,
             "name": self.name,
@@ -105,6 +109,9 @@ class ResourcePlan:
             "blocked": self.blocked,
             "used_by": list(self.used_by),
         }
+        if self.outputs:
+            out["outputs"] = dict(self.outputs)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,12 +179,27 @@ class Plan:
         }
 
 
-async def make_plan(ctx: Context, *, prune: bool | None = None) -> Plan:
-    """Read every declared resource (and, with prune, list the account) and compare."""
+async def make_plan(
+    ctx: Context, *, prune: bool | None = None, only: set[tuple[str, str]] | None = None
+) -> Plan:
+    """Read every declared resource (`only` some: (kind, logical name)) and, with prune, list
+    the account; compare."""
     config = ctx.config
-    declared = [ctx.declared(kind, name) for kind, name, _ in config.resources.declared()]
+    declared = [
+        ctx.declared(kind, name)
+        for kind, name, _ in config.resources.declared()
+        if only is None or (kind, name) in only
+    ]
     users = used_by(ctx.references)
-    planned = await asyncio.gather(*(_plan_one(ctx, res, users) for res in declared))
+    # Kinds whose ARNs hold ids AWS assigns are read first: what the others generate (a bucket
+    # policy letting one distribution read) names their real ARNs.
+    first = [res for res in declared if KIND[res.kind].assigns_ids]
+    planned = list(await asyncio.gather(*(_plan_one(ctx, res, users) for res in first)))
+    for done in planned:
+        if isinstance(done, ResourcePlan) and done.observed is not None:
+            ctx.learn(done.kind, done.name, done.observed.arn)
+    rest = [res for res in declared if not KIND[res.kind].assigns_ids]
+    planned += await asyncio.gather(*(_plan_one(ctx, res, users) for res in rest))
     resources = [p for p in planned if isinstance(p, ResourcePlan)]
     failures = [p for p in planned if isinstance(p, ReadFailure)]
     if config.resources.prune if prune is None else prune:
@@ -201,9 +223,10 @@ async def _plan_one(
         kind=res.kind,
         name=res.name,
         physical=res.physical,
-        arn=res.arn,
+        arn=(observed.arn if observed is not None else None) or res.arn,
         action="no-op",
         used_by=users.get((res.kind, res.name), ()),
+        outputs=tuple(sorted(observed.outputs.items())) if observed is not None else (),
         declared=res,
         observed=observed,
         desired=desired,
@@ -214,7 +237,8 @@ async def _plan_one(
             for key, value in desired.items()
             if _worth_showing(key, value)
         )
-        return dataclasses.replace(base, action="create", items=items)
+        later = tuple((name, KNOWN_AFTER_APPLY) for name in adapter.outputs_after_create)
+        return dataclasses.replace(base, action="create", items=items, outputs=later)
     compared = adapter.compared(res)
     want = {k: v for k, v in desired.items() if k in compared}
     changes = diff(want, observed.state, ignore=res.spec.ignore)
@@ -280,6 +304,7 @@ async def _plan_deletes(
                 continue
             address = f"{KIND[found.kind].singular}.{found.physical}"
             item = PlanItem(address, "delete", "", None, found.arn)
+            steps = KIND[found.kind].delete_note(found)
             deletes.append(
                 ResourcePlan(
                     resource=address,
@@ -289,7 +314,8 @@ async def _plan_deletes(
                     arn=found.arn,
                     action="delete",
                     items=(item,),
-                    note=f"owned by awsd (env {ctx.env}) and no longer declared",
+                    note=f"owned by awsd (env {ctx.env}) and no longer declared"
+                    + (f"; {steps}" if steps else ""),
                     found=found,
                 )
             )

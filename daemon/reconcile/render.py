@@ -102,8 +102,22 @@ def render_plan(plan: Plan) -> str:
         lines += [*_resource_lines(res), ""]
     for failure in sorted(plan.failures, key=lambda f: f.resource):
         lines += [f"  ? {failure.resource}", f"{INDENT}# cannot be read: {failure.error}", ""]
+    lines += _outputs_lines(plan)
     lines.append(summary_line(plan))
     return "\n".join(lines) + "\n"
+
+
+def _outputs_lines(plan: Plan) -> list[str]:
+    """What AWS assigned to the declared resources (DNS names, deployment status), so the plan
+    also tells where to point a mount or a browser."""
+    shown = sorted((r for r in plan.resources if r.outputs and r.action != "delete"), key=_order)
+    if not shown:
+        return []
+    lines = ["Outputs:"]
+    for res in shown:
+        values = ", ".join(f"{name} = {value}" for name, value in res.outputs)
+        lines.append(f"  {res.resource}: {values}")
+    return [*lines, ""]
 
 
 def summary_line(plan: Plan) -> str:
@@ -139,6 +153,8 @@ def render_progress(
     if outcome is None or outcome.result == "done":
         seconds = f" [{outcome.seconds:.1f}s]" if outcome else ""
         return f"{res.resource}: {done}{seconds}"
+    if outcome.result == "pending" and res.action == "delete":
+        return f"{res.resource}: deletion started: {outcome.detail}"
     if outcome.result == "pending":
         return f"{res.resource}: {done}, not yet visible: {outcome.detail}"
     return f"{res.resource}: {res.action} {outcome.result}: {outcome.detail}"
@@ -146,12 +162,14 @@ def render_progress(
 
 def render_apply_summary(report: ApplyReport) -> str:
     done = {a: report.count("done", a) + report.count("pending", a) for a in ACTIONS}
+    deleting = report.count("pending", "delete")
+    done["delete"] -= deleting
     text = (
         f"{done['create']} created, {done['update']} updated, {done['replace']} replaced, "
         f"{done['delete']} deleted"
     )
     failed, skipped = report.count("failed"), report.count("skipped")
-    pending, blocked = report.count("pending"), report.count("blocked")
+    pending, blocked = report.count("pending") - deleting, report.count("blocked")
     extra = []
     if failed:
         extra.append(f"{failed} failed")
@@ -161,5 +179,7 @@ def render_apply_summary(report: ApplyReport) -> str:
         extra.append(f"{skipped} skipped")
     if pending:
         extra.append(f"{pending} not yet visible (the next plan checks again)")
+    if deleting:
+        extra.append(f"{deleting} deletion(s) started (a later pass completes them)")
     head = "Apply complete" if report.ok else "Apply finished with errors"
     return f"{head}: {text}" + (f"; {', '.join(extra)}." if extra else ".")

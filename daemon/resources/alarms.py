@@ -52,6 +52,11 @@ class AlarmConfig(ResourceBase):
     """Metric dimensions, all of which the metric must carry: for a probe metric
     `{ endpoint = "home", environment = "prod", host = "pi-1" }`."""
 
+    function: str | None = None
+    """A declared function (logical name) whose metric this is: adds the dimension
+    `FunctionName` = its AWS name (set `namespace = "AWS/Lambda"`). A function's
+    `alarm = { ... }` declares such alarms itself."""
+
     statistic: Literal["Average", "Sum", "Minimum", "Maximum", "SampleCount"] = "Average"
     """Statistic over each period."""
 
@@ -129,11 +134,15 @@ class AlarmKind(Kind[AlarmConfig]):
     list_actions = ("cloudwatch:DescribeAlarms",)
 
     def references(self, name: str, spec: AlarmConfig, all_declared: Any) -> list[ResourceRef]:
-        return [
+        refs = [
             ResourceRef("topics", target, f"resources.alarms.{name}.{field}[{i}]", f"alarm.{name}")
             for field in ("alarm_actions", "ok_actions", "insufficient_data_actions")
             for i, target in enumerate(getattr(spec, field))
         ]
+        if spec.function is not None:
+            path = f"resources.alarms.{name}.function"
+            refs.append(ResourceRef("functions", spec.function, path, f"alarm.{name}"))
+        return refs
 
     def arn(self, physical: str, ctx: Place) -> str:
         return f"arn:{ctx.partition}:cloudwatch:{ctx.region}:{ctx.account}:alarm:{physical}"
@@ -144,7 +153,7 @@ class AlarmKind(Kind[AlarmConfig]):
         out: dict[str, Any] = {
             "metric": spec.metric,
             "namespace": spec.namespace,
-            "dimensions": dict(spec.dimensions),
+            "dimensions": _dimensions(spec, ctx),
             "statistic": spec.statistic,
             "comparison": spec.comparison,
             "threshold": spec.threshold,
@@ -234,6 +243,13 @@ class AlarmKind(Kind[AlarmConfig]):
             if not page.get("NextToken"):
                 return owned
             params["NextToken"] = page["NextToken"]
+
+
+def _dimensions(spec: AlarmConfig, ctx: Session) -> dict[str, str]:
+    dimensions = dict(spec.dimensions)
+    if spec.function is not None:
+        dimensions["FunctionName"] = ctx.physical_of("functions", spec.function)
+    return dimensions
 
 
 ALARMS = AlarmKind(AlarmConfig)

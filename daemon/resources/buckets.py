@@ -248,7 +248,7 @@ class BucketKind(Kind[BucketConfig]):
                 out[field] = getattr(spec, field)
         if spec.block_public_access is not None:
             out["block_public_access"] = spec.block_public_access
-        policy = _policy(spec, res.arn, _log_delivery(res, ctx))
+        policy = _policy(spec, res.arn, _log_delivery(res, ctx) + _distribution_reads(res, ctx))
         if policy is not None:
             out["policy"] = policy
         if spec.cors is not None:
@@ -383,6 +383,31 @@ def _log_delivery(res: Declared, ctx: Session) -> list[dict[str, Any]]:
                     "ArnLike": {"aws:SourceArn": ctx.arn_of("buckets", name)},
                     "StringEquals": {"aws:SourceAccount": ctx.account},
                 },
+            }
+        )
+    return statements
+
+
+def _distribution_reads(res: Declared, ctx: Session) -> list[dict[str, Any]]:
+    """Statements letting CloudFront read objects for each declared distribution whose origin
+    is this bucket, from that distribution's ARN only (origin access control, AWS's recommended
+    form). A distribution not created yet has no ARN: its statement comes once it exists (the
+    apply that creates it plans again, `daemon.reconcile.apply`)."""
+    statements = []
+    for name, dist in ctx.config.resources.distributions.items():
+        if dist.origin.bucket != res.name:
+            continue
+        arn = ctx.arn_of("distributions", name)
+        if arn.endswith("/*"):
+            continue
+        statements.append(
+            {
+                "Sid": "awsdCloudFront" + re.sub(r"[^A-Za-z0-9]", "", name.title()),
+                "Effect": "Allow",
+                "Principal": {"Service": "cloudfront.amazonaws.com"},
+                "Action": "s3:GetObject",
+                "Resource": f"{res.arn}{dist.origin.path}/*",
+                "Condition": {"StringEquals": {"AWS:SourceArn": arn}},
             }
         )
     return statements

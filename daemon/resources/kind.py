@@ -148,6 +148,11 @@ class ResourceFailed(Exception):
     """An operation on a resource cannot succeed as things stand (a clear reason for people)."""
 
 
+class DeletePending(Exception):
+    """A deletion AWS takes in steps across passes: the first step is done (a CloudFront
+    distribution disabled), and a later pass finishes it once AWS allows (deployed)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Observed:
     """A resource as read from AWS: `state` in the config's vocabulary (with `tags`), and the
@@ -155,6 +160,12 @@ class Observed:
 
     state: dict[str, Any]
     handle: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    """What AWS assigned or reports and the config does not say (a file system's DNS name, a
+    distribution's domain name and deployment status): shown by `awsd plan`, never compared."""
+    arn: str | None = None
+    """The ARN as AWS reports it, for kinds whose ARN holds an id AWS assigns (EFS, CloudFront);
+    None: `Declared.arn`."""
 
     @property
     def tags(self) -> dict[str, str]:
@@ -229,7 +240,9 @@ class Session(Place, Protocol):
         """Re-check with backoff until `check()` is true; ResourceFailed after `budget` s."""
 
     def arn_of(self, kind: str, ref: str) -> str:
-        """The ARN a reference stands for (a declared logical name, or an ARN as given)."""
+        """The ARN a reference stands for (a declared logical name, or an ARN as given). For a
+        kind that `assigns_ids`, the ARN read from AWS, or the kind's wildcard form (ending in
+        `/*`) while it does not exist."""
 
     def physical_of(self, kind: str, ref: str) -> str:
         """The AWS name a reference stands for."""
@@ -261,6 +274,15 @@ class Kind(abc.ABC, Generic[M]):
 
     always_compared: ClassVar[frozenset[str]] = frozenset({"tags"})
     """Attributes compared even when the config did not write them (generated ones)."""
+
+    assigns_ids: ClassVar[bool] = False
+    """AWS names the resource by an id it assigns (`fs-...`, `E2QWRUHEXAMPLE`), so its ARN is
+    known only once it exists: planning reads these kinds first (`Session.arn_of` then gives the
+    real ARN to the resources that name it), and an apply that created one plans once more."""
+
+    outputs_after_create: ClassVar[tuple[str, ...]] = ()
+    """Outputs (see `Observed.outputs`) AWS assigns on creation: a planned create shows them as
+    known after apply."""
 
     # IAM actions this kind's calls need; `daemon.reconcile.iam` turns them into grants.
     read_actions: ClassVar[tuple[str, ...]] = ()
@@ -313,6 +335,12 @@ class Kind(abc.ABC, Generic[M]):
         `ResourcesConfig`); field-level rules belong on the model."""
         return []
 
+    def derived(self, name: str, spec: M, name_template: str) -> list[Derived]:
+        """Resources of other kinds this one implies (a function's log group and alarms), so
+        they are planned, ordered, granted and pruned as their own kinds do it, written once.
+        `name_template` is `resources.name_template`, for names that follow this resource's."""
+        return []
+
     # --- the adapter ------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -345,7 +373,13 @@ class Kind(abc.ABC, Generic[M]):
 
     @abc.abstractmethod
     async def delete(self, ctx: Session, found: Found) -> None:
-        """Delete a resource (ownership was checked by the caller)."""
+        """Delete a resource (ownership was checked by the caller). Raise DeletePending when
+        AWS needs more than one pass for it."""
+
+    def delete_note(self, found: Found) -> str:
+        """What the plan says about deleting `found` beyond "no longer declared" (steps AWS
+        imposes); empty when nothing."""
+        return ""
 
     @abc.abstractmethod
     async def discover(self, ctx: Session) -> list[Found]:
@@ -353,7 +387,12 @@ class Kind(abc.ABC, Generic[M]):
 
     def found(self, res: Declared, observed: Observed) -> Found:
         """The Found form of a declared resource, for replacing it."""
-        return Found(res.kind, res.physical, res.arn, observed.tags, dict(observed.handle))
+        arn = observed.arn or res.arn
+        return Found(res.kind, res.physical, arn, observed.tags, dict(observed.handle))
+
+
+Derived = tuple[str, str, ResourceBase]
+"""(kind, logical name, spec) of a resource another one implies (see `Kind.derived`)."""
 
 
 def duplicates(values: Iterable[str]) -> list[str]:

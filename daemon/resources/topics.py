@@ -58,7 +58,8 @@ class SubscriptionConfig(Section):
 
     endpoint: str = Field(min_length=1)
     """Where to deliver: for `sqs` a declared queue's logical name or a queue ARN; for `lambda`
-    a function ARN; for `http`/`https` a URL; for `email` an address; for `sms` a phone number
+    a declared function's logical name (awsd adds the permission letting this topic invoke it)
+    or a function ARN; for `http`/`https` a URL; for `email` an address; for `sms` a phone number
     in E.164 form (`+14155550100`)."""
 
     filter_policy: dict[str, Any] | None = None
@@ -80,10 +81,8 @@ class SubscriptionConfig(Section):
             problem = url_problem(e, (p,))
             if problem:
                 raise ValueError(f"a {p} subscription needs a {p}:// URL: {problem}")
-        if p == "lambda":
-            if not e.startswith("arn:"):
-                raise ValueError(f"a lambda subscription needs a function ARN, not {e!r}")
-            Arn.parse(e, "lambda")
+        if p == "lambda" and e.startswith("arn:"):
+            Arn.parse(e, "lambda")  # else a declared function's name
         if p == "sqs" and e.startswith("arn:"):
             Arn.parse(e, "sqs")
         elif p == "sqs" and not _QUEUE_NAME.match(e):
@@ -190,10 +189,9 @@ class TopicKind(Kind[TopicConfig]):
         refs = []
         for i, sub in enumerate(spec.subscriptions):
             base = f"resources.topics.{name}.subscriptions[{i}]"
-            if sub.protocol == "sqs":
-                refs.append(
-                    ResourceRef("queues", sub.endpoint, f"{base}.endpoint", f"topic.{name}")
-                )
+            if sub.protocol in ("sqs", "lambda"):
+                kind = "queues" if sub.protocol == "sqs" else "functions"
+                refs.append(ResourceRef(kind, sub.endpoint, f"{base}.endpoint", f"topic.{name}"))
             if sub.dead_letter_queue:
                 path = f"{base}.dead_letter_queue"
                 refs.append(ResourceRef("queues", sub.dead_letter_queue, path, f"topic.{name}"))
@@ -239,7 +237,9 @@ class TopicKind(Kind[TopicConfig]):
         return super().compared(res) - {"fifo"}
 
     def _key(self, sub: SubscriptionConfig, ctx: Session) -> str:
-        endpoint = ctx.arn_of("queues", sub.endpoint) if sub.protocol == "sqs" else sub.endpoint
+        endpoint = sub.endpoint
+        if sub.protocol in ("sqs", "lambda"):
+            endpoint = ctx.arn_of("queues" if sub.protocol == "sqs" else "functions", endpoint)
         return subscription_key(sub.protocol, endpoint)
 
     def _sub_desired(self, sub: SubscriptionConfig, ctx: Session) -> Required:

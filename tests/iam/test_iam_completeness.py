@@ -1,7 +1,8 @@
 """`awsd iam-policy` covers every call of every component `make run` starts, on the resources
 each call names: `configs/local.toml` (reconciler, SQS poller, SNS publisher with a reading and
 `notify`, Kinesis demo producer, reader and S3 archive, probes with an alert topic, CloudWatch
-metrics, the CloudWatch Logs shipper, the outbox) runs in this process on the moto server with
+metrics, the CloudWatch Logs shipper, the outbox; the reconciler's Lambda function with its role,
+CloudFront distribution and EFS file system) runs in this process on the moto server with
 short intervals until each component has done its job; every botocore call is recorded with its
 parameters and must be allowed by the generated policy for that config: its IAM action
 (`daemon.core.iam.action_for`), its resource ARN and, for PutMetricData, the `cloudwatch:namespace`
@@ -43,6 +44,11 @@ def jobs_done(recorder: CallRecorder, env: str) -> dict[str, bool]:
     topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:{env}-"
     return {
         "reconciler": bool(recorder.made("cloudwatch", "PutMetricAlarm")),
+        "functions": bool(recorder.made("lambda", "AddPermission")),
+        "distributions": bool(
+            recorder.made("s3", "PutBucketPolicy", Bucket=f"awsd-{env}-site-{ACCOUNT}")
+        ),
+        "file_systems": bool(recorder.made("efs", "CreateAccessPoint")),
         "publisher": bool(recorder.made("sns", "PublishBatch", TopicArn=f"{topic}readings")),
         "poller": bool(recorder.made("sqs", "DeleteMessageBatch")),
         "producer": bool(recorder.made("kinesis", "PutRecords")),

@@ -377,8 +377,8 @@ def test_endpoints_inherit_defaults_and_override_key_by_key():
         }
     )
     a, b = cfg.endpoints["a"], cfg.endpoints["b"]
-    assert a.interval == 30 and a.alert.topic == "alerts" and a.kind == "http"
-    assert b.alert.topic == "alerts" and b.alert.failure_threshold == 5 and b.kind == "tcp"
+    assert a.interval == 30 and a.alert.topic == "alerts" and a.check == "http"
+    assert b.alert.topic == "alerts" and b.alert.failure_threshold == 5 and b.check == "tcp"
 
 
 def test_config_errors_name_the_endpoint_and_field(tmp_path):

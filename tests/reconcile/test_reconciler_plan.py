@@ -458,4 +458,7 @@ def test_shipped_local_config_declares_what_make_run_needs():
     config = load_config(Path("configs/local.toml")).config
     assert config.resources.mode == "enforce"
     kinds = {kind for kind, _, _ in config.resources.declared()}
-    assert kinds == {"topics", "queues", "streams", "buckets", "log_groups", "alarms", "tables"}
+    assert kinds == {
+        "topics", "queues", "streams", "buckets", "log_groups", "alarms", "tables",
+        "functions", "distributions", "file_systems",
+    }  # fmt: skip

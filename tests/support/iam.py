@@ -33,6 +33,9 @@ moto/iam/access_control.py; moto 5.2), which `moto_view` adapts the policy to:
 - **Signatures over compressed bodies fail.** moto verifies a signature over the body after
   decompressing it, so a gzipped request (PutMetricData above 1 KiB, the log shipper's
   batches) gets SignatureDoesNotMatch; tests running under enforcement turn compression off.
+- **Signatures of REST services are wrong in moto**: it recomputes SigV4 wrongly for Lambda, EFS
+  and CloudFront requests (SignatureDoesNotMatch even for an administrator), so the server here
+  is `tests.support.moto_iam`, which skips recomputing those three; their actions are checked.
 - STS GetCallerIdentity is always allowed, as in AWS.
 """
 
@@ -195,7 +198,49 @@ def _cloudwatch(operation: str, p: dict[str, Any], prefix: str) -> str | None:
     return f"{prefix}alarm:{p['AlarmName']}" if "AlarmName" in p else None
 
 
+def _lambda(operation: str, p: dict[str, Any], prefix: str) -> str | None:
+    if "Resource" in p:  # tags
+        return str(p["Resource"])
+    name = p.get("FunctionName")
+    if name is None:
+        return None  # event source mappings by UUID: granted on `*`
+    return name if name.startswith("arn:") else f"{prefix}function:{name}"
+
+
+def _cloudfront(operation: str, p: dict[str, Any], prefix: str) -> str | None:
+    account = prefix.split(":")[4]
+    if "Resource" in p:
+        return str(p["Resource"])
+    if operation in ("CreateInvalidation", "GetInvalidation"):
+        return f"arn:aws:cloudfront::{account}:distribution/{p['DistributionId']}"
+    if "OriginAccessControl" in operation:
+        return None  # granted on `*`
+    if "Id" in p:
+        return f"arn:aws:cloudfront::{account}:distribution/{p['Id']}"
+    return None
+
+
+def _efs(operation: str, p: dict[str, Any], prefix: str) -> str | None:
+    base = prefix.replace(":efs:", ":elasticfilesystem:")
+    resource = p.get("FileSystemId") or p.get("ResourceId")
+    if resource and resource.startswith("fs-"):
+        return f"{base}file-system/{resource}"
+    if "AccessPointId" in p:
+        return f"{base}access-point/{p['AccessPointId']}"
+    return None
+
+
+def _iam(operation: str, p: dict[str, Any], prefix: str) -> str | None:
+    account = prefix.split(":")[4]
+    # awsd's roles live under the path /awsd/ (daemon.resources.function_parts)
+    return f"arn:aws:iam::{account}:role/awsd/{p['RoleName']}" if "RoleName" in p else None
+
+
 _RESOURCE_OF = {
+    "lambda": _lambda,
+    "cloudfront": _cloudfront,
+    "efs": _efs,
+    "iam": _iam,
     "sqs": _sqs,
     "sns": _sns,
     "kinesis": _kinesis,
@@ -269,7 +314,9 @@ def _merge(into: dict[str, Any], overlay: dict[str, Any]) -> None:
 
 class IamMoto:
     def __init__(self) -> None:
-        self.server = MotoServer(INITIAL_NO_AUTH_ACTION_COUNT=str(SETUP_CALLS))
+        self.server = MotoServer(
+            "tests.support.moto_iam", INITIAL_NO_AUTH_ACTION_COUNT=str(SETUP_CALLS)
+        )
         self.url = self.server.url
         self.admin: dict[str, str] = {}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from daemon.core.iam import Grant, Scope
 from daemon.outbox.sender import Sender
 from daemon.outbox.senders.kinesis import KinesisSender
+from daemon.outbox.senders.lambda_ import LambdaSender
 from daemon.outbox.senders.sms import SmsSender
 from daemon.outbox.senders.sns import SnsSender
 from daemon.outbox.senders.sqs import SqsSender
@@ -20,6 +21,7 @@ SENDERS: dict[str, type[Sender]] = {
     SqsSender.kind: SqsSender,
     SnsSender.kind: SnsSender,
     SmsSender.kind: SmsSender,
+    LambdaSender.kind: LambdaSender,
 }
 
 
