@@ -281,7 +281,9 @@ def local_config(
         "health": {"port": health_port},
         "runtime": {"state_dir": str(tmp_path / "state"), "shutdown_timeout": 10.0,
                     "watch_config": False},
-        "metrics": {"flush_interval": 0.5},
+        # moto stores a distribution's Counts as that many data points, one by one: after a
+        # denied minute the backlog takes it longer than the read timeout (AWS takes it at once).
+        "metrics": {"flush_interval": 0.5, "histograms": "statistic_set"},
         "outbox": {"retry_initial": 0.2, "retry_max": 1.0},
         "custom": {"kinesis-demo": {"options": {"every": 0.3}}},
         "kinesis": {"readers": {"clicks": {
