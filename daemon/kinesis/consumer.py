@@ -38,6 +38,9 @@ from daemon.kinesis.records import Unit, units
 
 Outcome = Literal["ended", "stopped"]
 _END = object()
+YIELD_EVERY = 0.02
+"""Seconds of handling after which a shard lets the event loop run others (a handler that never
+awaits would otherwise hold it for a whole buffer: lease renewals, other shards, health)."""
 
 
 class ShardBuffer:
@@ -212,6 +215,7 @@ class ShardConsumer:
         self._arn = {"StreamARN": stream} if stream.startswith("arn:") else {}
         self._deadline: float | None = None
         self._timed_out = False
+        self._yielded = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -424,7 +428,11 @@ class ShardConsumer:
                     if unit.last
                     else Checkpoint(unit.sequence, unit.sub + 1)
                 )
-            await self._maybe_commit(loop.time())
+            now = loop.time()
+            await self._maybe_commit(now)
+            if now - self._yielded >= YIELD_EVERY:
+                await asyncio.sleep(0)
+                self._yielded = loop.time()
         return True
 
     def _skip_resumed(self, sequence: str, batch_units: list[Unit]) -> list[Unit]:
