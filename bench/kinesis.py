@@ -171,6 +171,7 @@ def run_rtt(
     moto: subprocess.Popen[bytes],
     endpoint: str,
     stream: str,
+    *,
     count: int,
     rtt: float,
     ak: str | None,
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
         stream = f"bench-{uuid.uuid4().hex[:8]}"
         _preload(endpoint, stream, args.records)
         for rtt in rtts:
-            run_rtt(moto, endpoint, stream, args.records, rtt, ak_python)
+            run_rtt(moto, endpoint, stream, count=args.records, rtt=rtt, ak=ak_python)
     finally:
         assert moto.stdin is not None
         moto.stdin.close()

@@ -1,8 +1,8 @@
 """A network round trip on loopback: a TCP proxy that holds every chunk for the one-way delay.
 
 The benchmarks' local AWS endpoint (moto) answers in well under a millisecond of network time,
-while a call to AWS from an instance in its region costs 10–30 ms and from a home network
-30–100 ms. The kernel here has no netem, so this proxy stands in for the network: each chunk
+while a call to AWS from an instance in its region costs 10-30 ms and from a home network
+30-100 ms. The kernel here has no netem, so this proxy stands in for the network: each chunk
 read from one side is written to the other `rtt / 2` seconds after it arrived, in order, without
 serialising the delays (a response of several chunks arrives after one one-way delay, not one per
 chunk: a pipe, not a stop-and-wait). Opening a connection costs nothing extra: moto closes every
@@ -75,7 +75,7 @@ class _Pipe:
                 self.arrived.clear()
                 await self.arrived.wait()
                 continue
-            due, data = self.held[0]
+            due = self.held[0][0]
             wait = due - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)

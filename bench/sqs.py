@@ -4,7 +4,7 @@ awsd, side by side on one moto server and one latency proxy per round trip.
     python -m bench sqs [--rtt 0,20,60]
 
 Every client reaches moto through `bench/latency.py`, a TCP proxy holding each chunk for half
-the round trip each way (real AWS calls cost 10–30 ms from an instance in the region, 30–100 ms
+the round trip each way (real AWS calls cost 10-30 ms from an instance in the region, 30-100 ms
 from a home network); both sides of each comparison go through the same proxy.
 
 Consume: the simple consumer loop (boto3 resource, `queue.receive_messages()` with its defaults:

@@ -39,12 +39,15 @@ from daemon.kinesis.leasing import ShardLeases, lease_state
 
 
 class _Running:
-    __slots__ = ("consumer", "stop", "task")
+    __slots__ = ("consumer", "lost", "stop", "task")
 
     def __init__(self, consumer: ShardConsumer, task: asyncio.Task[str], stop: StopToken) -> None:
         self.consumer = consumer
         self.task = task
         self.stop = stop
+        self.lost = False
+        """Cancelled because its lease was lost (`task.cancelling()` cannot tell: a timeout
+        inside the consumer cancels its task for a moment too)."""
 
 
 class Report(Protocol):
@@ -242,6 +245,8 @@ class Shards:
             del self.running[key]
             running.consumer.m.forget()
             if running.task.cancelled():
+                if not running.lost:
+                    self.log.warning("shard consumer was cancelled; restarting it", shard=key)
                 continue
             exc = running.task.exception()
             if exc is None:
@@ -330,12 +335,13 @@ class Shards:
         self._lost.inc()
         running = self.running.get(key)
         if running is not None:
+            running.lost = True
             running.task.cancel()
         self._discard(key)
         self.log.warning("lease lost; shard stopped", shard=key, reason=why)
 
     async def _abort_lost(self) -> None:
-        cancelled = [r.task for r in self.running.values() if r.task.cancelling()]
+        cancelled = [r.task for r in self.running.values() if r.lost and not r.task.done()]
         if not cancelled:
             return
         # Bounded: the lease loop must keep renewing the other leases whatever a shard does.
