@@ -222,6 +222,14 @@ class ShardLeases:
         self.workers = len(counts)
         target = 1 if self.workers >= len(live) else math.ceil(len(live) / self.workers)
         self.target = target = min(target, self.max_leases)
+        # A hand-off its owner left unanswered for failover_time: `take` steals it.
+        overdue = [
+            self.view[key]
+            for key, (owner, since) in self.requested.items()
+            if now - since >= self.failover_time and self.view[key].owner == owner
+        ]
+        if overdue:
+            return overdue
         needed = target - counts[self.owner]
         if needed <= 0:
             return []
@@ -229,13 +237,7 @@ class ShardLeases:
             self._rng.shuffle(available)
             return available[:needed]
         if self.requested:
-            # One steal at a time: the last one is still being handed over, or its owner left
-            # the request unanswered for failover_time (then `take` steals it).
-            return [
-                self.view[key]
-                for key, (owner, since) in self.requested.items()
-                if now - since >= self.failover_time and self.view[key].owner == owner
-            ]
+            return []  # one steal at a time: the last one is still being handed over
         return self._to_steal(live, counts, needed, target)
 
     def _to_steal(
