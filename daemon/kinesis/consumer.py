@@ -13,7 +13,11 @@ Promises:
   handlers finished (and, for a buffering handler such as the archive, only records its flush
   made durable); checkpoints are written every `every_records` records or `every_seconds`, at the
   end of the shard (`SHARD_END`) and on a graceful stop;
-- cancelled (the lease was lost), it stops at once and writes nothing.
+- stopped (the daemon stops, or another daemon asked for the shard's lease), it stops fetching at
+  once, finishes the record in hand, flushes the sinks and writes its checkpoint;
+- cancelled (the lease was lost), it stops at once and writes nothing;
+- it never holds the event loop for more than `YIELD_EVERY` of handling, even when the handler
+  never awaits (the lease renewals and the other shards must run).
 """
 
 from __future__ import annotations
