@@ -194,13 +194,14 @@ def run_rtt(
                 # moto and the proxy are read around the whole process; they idle while it
                 # starts up (imports), so their CPU is the read's, over the read's span.
                 "moto": moto_cpu / seconds,
+                "moto_us": moto_cpu / max(1, got["records"]) * 1e6,
                 "proxy": proxy_cpu / seconds,
             }
             results.append(row)
             print(
                 f"  {label:<58} {row['records']:>7} records {row['rate']:>9.0f} rec/s "
-                f"{row['cpu_us']:>8.1f} µs CPU/record  moto {min(row['moto'], 9.99) * 100:3.0f}%"
-                f"  proxy {min(row['proxy'], 9.99) * 100:3.0f}%",
+                f"{row['cpu_us']:>7.1f} µs CPU/rec  moto {min(row['moto'], 9.99) * 100:3.0f}% "
+                f"{row['moto_us']:5.1f} µs/rec  proxy {min(row['proxy'], 9.99) * 100:3.0f}%",
                 flush=True,
             )
     finally:
@@ -221,6 +222,12 @@ def run_rtt(
     simple = next(iter(by.values()))
     print(
         f"  awsd (defaults) / simple loop: {awsd_default['rate'] / simple['rate']:.0f}x records/s"
+    )
+    served = [r for r in results if r["name"] != "simple"]
+    moto_us = sum(r["moto_us"] for r in served) / max(1, len(served))
+    print(
+        f"  moto's ceiling: {moto_us:.0f} µs of its CPU per record served (mean of the readers),"
+        f" so at most {1e6 / moto_us:,.0f} records/s on one core (its Python uses one at a time)"
     )
     return results
 
