@@ -10,10 +10,10 @@ from a home network); both sides of each comparison go through the same proxy.
 Consume: the simple consumer loop (boto3 resource, `queue.receive_messages()` with its defaults:
 one message per receive; `message.delete()` per message) against the awsd poller (a real `awsd
 run` process with a no-op python handler, default settings: batch 10, 10 in flight, 20 s long
-polls; and with `max_in_flight = 20`), each on its own standard queue kept short by a producer
-process running alongside, straight to moto (SendMessageBatch, paused while the queue holds more
-than a few dozen messages: moto's receive cost grows with the queue's length). Steady state: a
-warm-up, then a fixed window.
+polls; and with `max_in_flight = 30`, three receives in flight at once), each on its own
+standard queue kept short by a producer process running alongside, straight to moto
+(SendMessageBatch, paused while the queue holds more than a few dozen messages: moto's receive
+cost grows with the queue's length). Steady state: a warm-up, then a fixed window.
 
 Publish: the simple publisher loop (one Publish per message, one after the other, for a fixed
 window) against the awsd publisher: messages POSTed to a running daemon (`POST /publish`, 50 per
@@ -50,6 +50,8 @@ PUBLISH_WINDOW = 10.0
 PUBLISH_COUNT = 3000
 INGEST_BATCH = 50
 TARGET_DEPTH = 30
+WIDE = 30
+"""`max_in_flight` of the second awsd run: room for three batches, so three receives at once."""
 
 
 async def noop(record: Any) -> None:
@@ -383,7 +385,7 @@ def run_rtt(moto: Moto, state: Path, rtt: float) -> dict[str, dict[str, float]]:
             "consume simple": consume_simple(moto, proxy, f"simple-{tag}"),
             "consume awsd": consume_awsd(moto, proxy, state, f"awsd-{tag}"),
             "consume awsd wide": consume_awsd(
-                moto, proxy, state, f"awsd-wide-{tag}", "max_in_flight = 20\n"
+                moto, proxy, state, f"awsd-wide-{tag}", f"max_in_flight = {WIDE}\n"
             ),
             "publish simple": publish_simple(moto, proxy, f"simple-pub-{tag}"),
             "publish awsd": publish_awsd(moto, proxy, state, f"awsd-pub-{tag}"),
@@ -399,7 +401,7 @@ def run_rtt(moto: Moto, state: Path, rtt: float) -> dict[str, dict[str, float]]:
     base = results["consume simple"]
     print(_row("simple loop (receive_messages + delete)", base, base))
     print(_row("awsd poller (defaults)", results["consume awsd"], base))
-    print(_row("awsd poller (max_in_flight = 20)", results["consume awsd wide"], base))
+    print(_row(f"awsd poller (max_in_flight = {WIDE})", results["consume awsd wide"], base))
     base = results["publish simple"]
     print("  publish:")
     print(_row("simple loop (publish per message)", base, base))
@@ -436,7 +438,9 @@ def main(argv: list[str] | None = None) -> None:
                 )
     finally:
         moto.stop()
-    print("\nratios awsd / simple loop (consume defaults, consume max_in_flight = 20, publish):")
+    print(
+        f"\nratios awsd / simple loop (consume defaults, consume max_in_flight = {WIDE}, publish):"
+    )
     for rtt, consume, wide, publish in summary:
         print(f"  {rtt:5g} ms: {consume:5.1f}x  {wide:5.1f}x  {publish:5.1f}x")
 
