@@ -6,11 +6,11 @@ what they save in records handled twice after a SIGKILL.
 For each setting: a real `awsd run` process reads a busy 4-shard stream on a local moto server
 (a producer process puts `--rate` records per second per shard), its handler appends every
 record's shard and sequence number to a file (unbuffered: what the handler did survives the
-kill); after `--seconds` the daemon is SIGKILLed, started again on the same state directory, and
-left to catch up. Reported per setting: checkpoint writes per shard per hour (the daemon's
-`awsd_kinesis_checkpoints_total` over its first run: SQLite writes, or with
-`store = "dynamodb"` one conditional UpdateItem each), and the records handled twice after the
-restart, per shard (the mean and the largest of the four shards). The restart repeats what each
+kill); after about `--seconds` the daemon is SIGKILLed and started again on the same state
+directory, three times, then left to catch up. Reported per setting: checkpoint writes per shard
+per hour (the daemon's `awsd_kinesis_checkpoints_total` over its runs: SQLite commits, or with
+`store = "dynamodb"` one conditional UpdateItem each), and the records each shard handled again
+after each restart (twelve samples: mean, median, largest). The restart repeats what each
 shard handled since its last checkpoint: at most `every_records`, or what arrives in
 `every_seconds`, whichever is fewer.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -33,6 +34,8 @@ from bench.sqs import Daemon, Moto, _boto, _env, _get
 
 REPO = Path(__file__).resolve().parents[1]
 SHARDS = 4
+KILLS = 3
+"""SIGKILLs per setting (each shard of each one is a sample)."""
 SETTINGS: list[tuple[int, float]] = [(100, 10.0), (1000, 1.0), (1000, 10.0), (10000, 10.0)]
 """(every_records, every_seconds); (1000, 10) are the defaults."""
 
@@ -116,65 +119,71 @@ def run_setting(
         cwd=REPO,
         env=_env(),
     )  # fmt: skip
-    daemon = _Awsd(moto.endpoint, sections, state / stream, out)
+    # Kills at different points of the checkpoint cycle (seeded: the same ones every run).
+    rng = random.Random(every_records * 1000 + int(every_seconds))
+    writes = ran = 0.0
+    ends: list[int] = []  # lines handled when each kill came
     try:
-        began = time.monotonic()
-        time.sleep(seconds)
-        writes = daemon.checkpoints()
-        ran = time.monotonic() - began
-        daemon.proc.send_signal(signal.SIGKILL)
-        daemon.proc.wait(10)
-        before = len(_lines(out))
-        again = _Awsd(moto.endpoint, sections, state / stream, out)
+        for _ in range(KILLS):
+            daemon = _Awsd(moto.endpoint, sections, state / stream, out)
+            began = time.monotonic()
+            time.sleep(seconds * rng.uniform(0.75, 1.25))
+            writes += daemon.checkpoints()
+            ran += time.monotonic() - began
+            daemon.proc.send_signal(signal.SIGKILL)
+            daemon.proc.wait(10)
+            ends.append(len(_lines(out)))
+        last = _Awsd(moto.endpoint, sections, state / stream, out)
         try:
             time.sleep(3.0)  # catch up with what arrived while it was down
             feeder.kill()
             feeder.wait()
-            settled, last = time.monotonic(), -1
-            while (count := len(_lines(out))) != last or time.monotonic() - settled < 2.0:
-                if count != last:
-                    settled, last = time.monotonic(), count
+            settled, count = time.monotonic(), -1
+            while (now := len(_lines(out))) != count or time.monotonic() - settled < 2.0:
+                if now != count:
+                    settled, count = time.monotonic(), now
                 time.sleep(0.2)
         finally:
-            again.stop()
+            last.stop()
     finally:
         if feeder.poll() is None:
             feeder.kill()
             feeder.wait()
     lines = _lines(out)
-    first, second = lines[:before], lines[before:]
-    handled_first = set(first)
-    twice = Counter(line.split()[0] for line in second if line in handled_first)
-    per_shard = [twice.get(f"shardId-{i:012d}", 0) for i in range(SHARDS)]
+    samples: list[int] = []
+    for kill, end in enumerate(ends):
+        before = set(lines[:end])
+        after = lines[end : ends[kill + 1] if kill + 1 < len(ends) else len(lines)]
+        twice = Counter(line.split()[0] for line in after if line in before)
+        samples += [twice.get(f"shardId-{i:012d}", 0) for i in range(SHARDS)]
+    samples.sort()
     return {
         "every_records": every_records,
         "every_seconds": every_seconds,
         "writes_per_shard_hour": writes / SHARDS / ran * 3600,
-        "twice_mean": sum(per_shard) / SHARDS,
-        "twice_max": max(per_shard),
-        "per_shard": per_shard,
-        "handled": len(set(lines)),
-        "lines": len(lines),
+        "twice_mean": sum(samples) / len(samples),
+        "twice_median": samples[len(samples) // 2],
+        "twice_max": samples[-1],
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench kinesis_checkpoints")
     parser.add_argument("--rate", type=float, default=200.0, help="records/s per shard")
-    parser.add_argument("--seconds", type=float, default=15.0, help="run time before SIGKILL")
+    parser.add_argument("--seconds", type=float, default=15.0, help="run time before a SIGKILL")
     args = parser.parse_args(argv or [])
     print(
         f"one moto server; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}; "
-        f"{SHARDS} shards, {args.rate:g} records/s per shard; SIGKILL after {args.seconds:g} s; "
-        "SQLite checkpoints",
+        f"{SHARDS} shards, {args.rate:g} records/s per shard; {KILLS} SIGKILLs per setting, "
+        f"each after {args.seconds * 0.75:g}-{args.seconds * 1.25:g} s; SQLite checkpoints",
         flush=True,
     )
     moto = Moto()
     try:
         with tempfile.TemporaryDirectory(prefix="awsd-bench-") as tmp:
             print(
-                f"  {'every_records':>13} {'every_seconds':>13} {'writes/shard/hour':>18} "
-                f"{'handled twice per shard: mean':>30} {'max':>6}  (each shard)"
+                f"  {'every_records':>13} {'every_seconds':>13} {'writes/shard/hour':>18}   "
+                f"records handled twice per shard and SIGKILL: mean, median, max"
             )
             for every_records, every_seconds in SETTINGS:
                 r = run_setting(
@@ -187,8 +196,8 @@ def main(argv: list[str] | None = None) -> None:
                 )
                 print(
                     f"  {r['every_records']:>13} {r['every_seconds']:>13g} "
-                    f"{r['writes_per_shard_hour']:>18.0f} {r['twice_mean']:>30.0f} "
-                    f"{r['twice_max']:>6}  {r['per_shard']}",
+                    f"{r['writes_per_shard_hour']:>18.0f}   {r['twice_mean']:6.0f} "
+                    f"{r['twice_median']:6} {r['twice_max']:6}",
                     flush=True,
                 )
     finally:
