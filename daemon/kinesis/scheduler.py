@@ -15,6 +15,7 @@ written its checkpoint.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from daemon.base.awserrors import describe_error
@@ -72,7 +73,7 @@ class Shards:
         leases: ShardLeases | None,
         report: Report,
         log: Any,
-        wake: Any = None,
+        wake: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.cfg = cfg
@@ -95,7 +96,7 @@ class Shards:
         shard not listed yet)."""
         self.lease_round_now = False
         """Run a lease round at once (a shard ended: its children's leases are free now)."""
-        self.wake: Any = wake or (lambda: None)
+        self.wake: Callable[[], None] = wake or (lambda: None)
         """Wakes the reader's loop (something above became due)."""
         if leases is not None:
             leases.on_handoff = self._handoff_requested
@@ -318,8 +319,9 @@ class Shards:
         write the checkpoint; `reap` then hands the lease over."""
         assert self.leases is not None
         running = self.running.get(key)
-        if running is None:
-            self.wake()  # not being read: the next lease round hands it over
+        if running is None:  # not being read: a lease round hands it over
+            self.lease_round_now = True
+            self.wake()
             return
         loop = asyncio.get_running_loop()
         running.stop.stop(loop.time() + self.leases.failover_time / 3)
