@@ -1,4 +1,4 @@
-"""The three consumers `bench/kinesis.py` compares, each run in its own process:
+"""The consumers `bench/kinesis.py` compares, each run in its own process:
 
     python -m bench.kinesis_consumers NAME ENDPOINT STREAM EXPECTED [EXTRA]
 
@@ -22,9 +22,9 @@ from typing import Any
 COUNT = [0]
 
 
-def course(endpoint: str, stream: str, expected: int, budget: float) -> dict[str, Any]:
-    """Lesson 22's consumer: get_records(Limit=2) in a loop, one shard after the other (the
-    lesson reads one shard), until each shard is drained or its share of the time budget ends."""
+def simple(endpoint: str, stream: str, expected: int, budget: float) -> dict[str, Any]:
+    """The simple loop: get_records(Limit=2) in a loop on one shard at a time, one shard after
+    the other, until each shard is drained or its share of the time budget ends."""
     import boto3
 
     kinesis = boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1")
@@ -39,8 +39,7 @@ def course(endpoint: str, stream: str, expected: int, budget: float) -> dict[str
         iterator = kinesis.get_shard_iterator(
             StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
         )["ShardIterator"]
-        # The lesson's first call has no Limit (it returns up to 10000 records); every call here
-        # uses the loop's Limit=2, which is how it reads a live stream once caught up.
+        # Every call uses Limit=2, the way such a loop reads a live stream once caught up.
         response = kinesis.get_records(ShardIterator=iterator, Limit=2)
         while "NextShardIterator" in response and time.perf_counter() < stop_at:
             for record in response["Records"]:
@@ -135,8 +134,8 @@ async def _awsd(endpoint: str, stream: str, expected: int, max_records: int) -> 
 def main(argv: list[str]) -> None:
     name, endpoint, stream, expected = argv[0], argv[1], argv[2], int(argv[3])
     extra = argv[4] if len(argv) > 4 else None
-    if name == "course":
-        result = course(endpoint, stream, expected, float(extra or 20))
+    if name == "simple":
+        result = simple(endpoint, stream, expected, float(extra or 20))
     elif name == "async-kinesis":
         result = asyncio.run(_async_kinesis(endpoint, stream, expected, int(extra or 1)))
     else:

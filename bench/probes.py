@@ -7,7 +7,7 @@ a separate process (its CPU is not counted), for AWSD_BENCH_PROBES_SECONDS (defa
 2. the same with 100 of them pointing at a listener that accepts and never answers (each of
    those checks runs into its timeout), to show the other endpoints' lateness does not move.
 Reports CPU % of one core of the probing process, CPU per check, and start lateness
-p50/p99/max; then the course's loop (`requests.get(url).elapsed`, one after the other) for the
+p50/p99/max; then the simple loop (`requests.get(url).elapsed`, one after the other) for the
 CPU per check it costs. Goals: at most 10 % of one core, lateness p99 at most 50 ms.
 """
 
@@ -152,7 +152,7 @@ async def _run_worker(port: int, hole: int, blackholed: int, state_dir: str) -> 
 
 
 def _baseline(port: int) -> float:
-    """The course's loop: `requests.get(domain).elapsed`, one after another; CPU ms per check."""
+    """The simple loop: `requests.get(domain).elapsed`, one after another; CPU ms per check."""
     try:
         import requests
     except ImportError:
@@ -200,9 +200,9 @@ def main() -> None:
             )
         base = _baseline(port)
         first = results["all healthy"]
-        print(f"  course loop (requests.get, sequential): {base:.2f} ms CPU/check")
+        print(f"  simple loop (requests.get, sequential): {base:.2f} ms CPU/check")
         if not math.isnan(base):
-            print(f"  CPU per check, course loop / awsd: {base / first['cpu_ms_per_check']:.2f}x")
+            print(f"  CPU per check, simple loop / awsd: {base / first['cpu_ms_per_check']:.2f}x")
         goal_cpu = all(r["cpu_pct"] <= 10 for r in results.values())
         goal_late = all(r["p99"] <= 50 for r in results.values())
         print(f"  goals: CPU <= 10% {'met' if goal_cpu else 'MISSED'}, "

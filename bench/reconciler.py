@@ -1,9 +1,9 @@
 """Reconciler: how long a drift check of declared resources takes, and what it costs in calls.
 
-Baseline: what a hand-written check script does (the course's way: one boto3 call after the
-other, a resource at a time). Both read the same 40 resources (queues, topics, log groups,
-alarms) through the same loopback path to a moto server, with 20 ms of added latency each way
-(a TCP delay proxy) standing in for the round trip to an AWS region.
+Baseline: what a hand-written check script does (one boto3 call after the other, a resource at
+a time). Both read the same 40 resources (queues, topics, log groups, alarms) through the same
+loopback path to a moto server, with 20 ms of added latency each way (`bench/latency.py`, a
+40 ms round trip) standing in for the round trip to an AWS region.
 
 Figures: seconds per pass (median of 3), API calls per pass, and the ratio.
 """
@@ -17,6 +17,7 @@ from typing import Any
 
 import boto3
 
+from bench.latency import Proxy
 from daemon.config.models import Config
 from daemon.core.aws import AwsClients
 from daemon.core.local_aws import LocalAws
@@ -25,7 +26,6 @@ from daemon.reconcile.apply import Applier
 from daemon.reconcile.context import Context
 from daemon.reconcile.plan import make_plan
 from daemon.workers import CATALOG
-from tests.support.proxy import FaultProxy
 
 LATENCY = 0.02
 PASSES = 3
@@ -106,9 +106,7 @@ def _script_pass(endpoint: str) -> tuple[float, int]:
 async def _run() -> None:
     local = LocalAws()
     endpoint = await local.start()
-    port = int(endpoint.rsplit(":", 1)[1])
-    proxy = FaultProxy("127.0.0.1", port).start()
-    proxy.set_mode("delay", LATENCY)
+    proxy = Proxy(endpoint, 2 * LATENCY * 1000)
     try:
         config = _config(proxy.url)
         awsd_times, awsd_calls = await _awsd_passes(config)

@@ -1,25 +1,35 @@
-"""SQS consume and SNS publish: the course's loops (lesson 21) against awsd, on one moto server.
+"""SQS consume and SNS publish behind an emulated network round trip: the simple loops against
+awsd, side by side on one moto server and one latency proxy per round trip.
 
-Consume: the course's `consumer.py` loop (boto3 resource, `queue.receive_messages()` with its
-defaults, `message.delete()` per message) against the awsd poller (a real `awsd run` process with
-a no-op python handler, default settings: batch 10, 10 in flight, 20 s long polls), each on its
-own standard queue kept short by a producer process running alongside (SendMessageBatch, paused
-while the queue holds more than a few hundred messages). Steady state: a warm-up, then a fixed
-window; messages/s, the ratio, the daemon's CPU time per message and the moto server's CPU use.
+    python -m bench sqs [--rtt 0,20,60]
 
-Publish: the course's `pub.py` loop without its 5 s sleep (one Publish per message) against the
-awsd publisher: messages POSTed to a running daemon (`POST /publish`, 50 per request), committed
-to the durable outbox (fsync: `durability = "full"`) and delivered with PublishBatch; measured
-from the first POST to the outbox being empty. Topics have no subscribers, so both measure
-publishing only.
+Every client reaches moto through `bench/latency.py`, a TCP proxy holding each chunk for half
+the round trip each way (real AWS calls cost 10-30 ms from an instance in the region, 30-100 ms
+from a home network); both sides of each comparison go through the same proxy.
 
-Every process runs on the same two cores as the moto server, which is single-threaded in effect
-(Python, GIL): the figures say how much work each client makes moto do, as much as how fast the
-client is.
+Consume: the simple consumer loop (boto3 resource, `queue.receive_messages()` with its defaults:
+one message per receive; `message.delete()` per message) against the awsd poller (a real `awsd
+run` process with a no-op python handler, default settings: batch 10, 10 in flight, 20 s long
+polls; and with `max_in_flight = 30`, three receives in flight at once), each on its own
+standard queue kept short by a producer process running alongside, straight to moto
+(SendMessageBatch, paused while the queue holds more than a few dozen messages: moto's receive
+cost grows with the queue's length). Steady state: a warm-up, then a fixed window.
+
+Publish: the simple publisher loop (one Publish per message, one after the other, for a fixed
+window) against the awsd publisher: messages POSTed to a running daemon (`POST /publish`, 50 per
+request, on loopback: only the AWS side crosses the proxy), committed to the durable outbox
+(fsync) and delivered with PublishBatch; measured from the first POST to the outbox being empty.
+Topics have no subscribers, so both measure publishing only.
+
+Reported per round trip: messages/s, the ratio, client CPU per message (the loop's process, or
+the whole daemon), API calls per message (every call, empty receives included), and the CPU use
+of moto and of the proxy over the window, as a share of one core: moto near 100 % means moto is
+the ceiling, not the client.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -30,14 +40,18 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench.latency import Proxy, cpu_seconds, parse_rtts
+
 REPO = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
 WARMUP = 3.0
 WINDOW = 15.0
-PUBLISH_COUNT = 2000
+PUBLISH_WINDOW = 10.0
+PUBLISH_COUNT = 3000
 INGEST_BATCH = 50
 TARGET_DEPTH = 30
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+WIDE = 30
+"""`max_in_flight` of the second awsd run: room for three batches, so three receives at once."""
 
 
 async def noop(record: Any) -> None:
@@ -65,11 +79,6 @@ def _free_port() -> int:
     return free_port()
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
 def _wait_http(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -82,9 +91,9 @@ def _wait_http(url: str, timeout: float = 30.0) -> None:
             time.sleep(0.05)
 
 
-def _get_json(url: str) -> Any:
+def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
+        return bytes(response.read())
 
 
 def _post_json(url: str, data: Any) -> Any:
@@ -121,6 +130,9 @@ class Moto:
         )
         _wait_http(f"{self.endpoint}/moto-api/")
 
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
     def stop(self) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
@@ -128,7 +140,7 @@ class Moto:
 
 
 class Daemon:
-    """A real `awsd run` process on the moto server."""
+    """A real `awsd run` process whose AWS endpoint is `endpoint`."""
 
     def __init__(self, endpoint: str, sections: str, state: Path) -> None:
         self.port = _free_port()
@@ -150,10 +162,23 @@ class Daemon:
         _wait_http(f"{self.base}/readyz")
 
     def status(self) -> dict[str, Any]:
-        return _get_json(f"{self.base}/status")  # type: ignore[no-any-return]
+        return json.loads(_get(f"{self.base}/status"))  # type: ignore[no-any-return]
+
+    def api_calls(self, service: str) -> float:
+        """AWS API calls the daemon made to `service` (its awsd_aws_api_calls_total)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = _get(f"{self.base}/metrics").decode()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "awsd_aws_api_calls"
+            for sample in family.samples
+            if sample.name == "awsd_aws_api_calls_total" and sample.labels["service"] == service
+        )
 
     def cpu(self) -> float:
-        return _cpu_seconds(self.proc.pid)
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -168,6 +193,22 @@ def _start_role(role: str, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+class Usage:
+    """CPU seconds of moto and of the proxy over a span, as shares of one core."""
+
+    def __init__(self, moto: Moto, proxy: Proxy) -> None:
+        self.moto, self.proxy = moto, proxy
+        self.began = time.monotonic()
+        self.moto_cpu, self.proxy_cpu = moto.cpu(), proxy.cpu()
+
+    def shares(self) -> dict[str, float]:
+        span = time.monotonic() - self.began
+        return {
+            "moto": (self.moto.cpu() - self.moto_cpu) / span,
+            "proxy": (self.proxy.cpu() - self.proxy_cpu) / span,
+        }
 
 
 # --- child roles ----------------------------------------------------------------------------------
@@ -186,7 +227,7 @@ def producer(endpoint: str, url: str) -> None:
             ]["ApproximateNumberOfMessages"]
         )
         if depth >= TARGET_DEPTH:
-            time.sleep(0.02)
+            time.sleep(0.05)  # (its own calls cost moto CPU too: not too often)
             continue
         for _ in range(min(3, (TARGET_DEPTH - depth + 9) // 10)):
             entries = [{"Id": str(i), "MessageBody": f"reading {n + i}"} for i in range(10)]
@@ -194,8 +235,8 @@ def producer(endpoint: str, url: str) -> None:
             n += 10
 
 
-def course_consumer(endpoint: str, name: str, warmup: str, window: str) -> None:
-    """lesson 21's consumer.py, timed: prints the count at the end of warm-up and of the window."""
+def simple_consumer(endpoint: str, name: str, warmup: str, window: str) -> None:
+    """The simple consumer loop, timed: prints its counts at the end of the window."""
     import boto3
 
     sqs = boto3.resource("sqs", endpoint_url=endpoint, region_name=REGION)
@@ -212,9 +253,21 @@ def course_consumer(endpoint: str, name: str, warmup: str, window: str) -> None:
                 count += 1
                 calls += 1
             if at_warm is None and time.monotonic() >= warm_end:
-                at_warm, calls_warm, cpu_warm = count, calls, _cpu_seconds(os.getpid())
-    cpu = _cpu_seconds(os.getpid()) - cpu_warm
+                at_warm, calls_warm, cpu_warm = count, calls, cpu_seconds(os.getpid())
+    cpu = cpu_seconds(os.getpid()) - cpu_warm
     print(json.dumps({"warm": at_warm, "end": count, "cpu": cpu, "calls": calls - calls_warm}))
+
+
+def simple_publisher(endpoint: str, arn: str, window: str) -> None:
+    """The simple publisher loop for `window` seconds: prints its count and CPU."""
+    sns = _boto("sns", endpoint)
+    sns.publish(TopicArn=arn, Message="warm-up")  # the client's first call loads its model
+    began, cpu, count = time.monotonic(), cpu_seconds(os.getpid()), 0
+    while time.monotonic() - began < float(window):
+        sns.publish(TopicArn=arn, Message=str(count))
+        count += 1
+    took = time.monotonic() - began
+    print(json.dumps({"count": count, "seconds": took, "cpu": cpu_seconds(os.getpid()) - cpu}))
 
 
 # --- the benchmark --------------------------------------------------------------------------------
@@ -224,22 +277,15 @@ def _queue(endpoint: str, name: str) -> str:
     return str(_boto("sqs", endpoint).create_queue(QueueName=name)["QueueUrl"])
 
 
-def _depth(endpoint: str, url: str) -> int:
-    attrs = _boto("sqs", endpoint).get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
-    )
-    return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
-
-
-def consume_course(moto: Moto) -> dict[str, float]:
-    url = _queue(moto.endpoint, "course")
+def consume_simple(moto: Moto, proxy: Proxy, name: str) -> dict[str, float]:
+    url = _queue(moto.endpoint, name)
     feeder = _start_role("producer", moto.endpoint, url)
     time.sleep(1.0)
-    moto_cpu = _cpu_seconds(moto.proc.pid)
-    consumer = _start_role("course_consumer", moto.endpoint, "course", str(WARMUP), str(WINDOW))
-    out, _ = consumer.communicate(timeout=WARMUP + WINDOW + 60)
-    moto_cpu = _cpu_seconds(moto.proc.pid) - moto_cpu
-    depth = _depth(moto.endpoint, url)
+    consumer = _start_role("simple_consumer", proxy.url, name, str(WARMUP), str(WINDOW))
+    time.sleep(WARMUP)
+    usage = Usage(moto, proxy)
+    out, _ = consumer.communicate(timeout=WARMUP + WINDOW + 120)
+    shares = usage.shares()
     feeder.kill()
     feeder.wait()
     result = json.loads(out.strip().splitlines()[-1])
@@ -248,61 +294,60 @@ def consume_course(moto: Moto) -> dict[str, float]:
         "rate": done / WINDOW,
         "calls_per_msg": result["calls"] / max(done, 1),
         "cpu_per_msg": result["cpu"] / max(done, 1),
-        "moto_cpu": moto_cpu / (WARMUP + WINDOW),
-        "depth": depth,
+        **shares,
     }
 
 
-def consume_awsd(moto: Moto, state: Path, label: str, extra: str = "") -> dict[str, float]:
+def consume_awsd(
+    moto: Moto, proxy: Proxy, state: Path, label: str, extra: str = ""
+) -> dict[str, float]:
     url = _queue(moto.endpoint, label)
     sections = (
         f'[sqs.bench]\nqueue = "{url}"\n{extra}'
         'handler = { kind = "python", entrypoint = "bench.sqs:noop" }\n'
     )
-    daemon = Daemon(moto.endpoint, sections, state / label)
+    daemon = Daemon(proxy.url, sections, state / label)
     feeder = _start_role("producer", moto.endpoint, url)
     try:
         time.sleep(WARMUP)
-        before = daemon.status()["workers"]["sqs:bench"]
-        cpu, moto_cpu = daemon.cpu(), _cpu_seconds(moto.proc.pid)
+        before = daemon.status()["workers"]["sqs:bench"]["processed"]
+        calls, cpu, usage = daemon.api_calls("sqs"), daemon.cpu(), Usage(moto, proxy)
         time.sleep(WINDOW)
-        after = daemon.status()["workers"]["sqs:bench"]
-        cpu, moto_cpu = daemon.cpu() - cpu, _cpu_seconds(moto.proc.pid) - moto_cpu
-        depth = _depth(moto.endpoint, url)
+        done = daemon.status()["workers"]["sqs:bench"]["processed"] - before
+        calls, cpu = daemon.api_calls("sqs") - calls, daemon.cpu() - cpu
+        shares = usage.shares()
     finally:
         feeder.kill()
         feeder.wait()
         daemon.stop()
-    done = after["processed"] - before["processed"]
-    calls = sum(after["api_calls"].values()) - sum(before["api_calls"].values())
-    calls -= after["api_calls"]["empty_receives"] - before["api_calls"]["empty_receives"]
     return {
         "rate": done / WINDOW,
         "calls_per_msg": calls / max(done, 1),
         "cpu_per_msg": cpu / max(done, 1),
-        "moto_cpu": moto_cpu / WINDOW,
-        "depth": depth,
+        **shares,
     }
 
 
-def publish_course(moto: Moto) -> dict[str, float]:
-    sns = _boto("sns", moto.endpoint)
-    arn = sns.create_topic(Name="course-pub")["TopicArn"]
-    began, cpu = time.monotonic(), _cpu_seconds(os.getpid())
-    for x in range(PUBLISH_COUNT):
-        sns.publish(TopicArn=arn, Message=str(x))
-    took = time.monotonic() - began
+def publish_simple(moto: Moto, proxy: Proxy, name: str) -> dict[str, float]:
+    arn = _boto("sns", moto.endpoint).create_topic(Name=name)["TopicArn"]
+    usage = Usage(moto, proxy)
+    publisher = _start_role("simple_publisher", proxy.url, arn, str(PUBLISH_WINDOW))
+    out, _ = publisher.communicate(timeout=PUBLISH_WINDOW + 120)
+    result = json.loads(out.strip().splitlines()[-1])
     return {
-        "rate": PUBLISH_COUNT / took,
-        "cpu_per_msg": (_cpu_seconds(os.getpid()) - cpu) / PUBLISH_COUNT,
+        "rate": result["count"] / result["seconds"],
+        "cpu_per_msg": result["cpu"] / max(result["count"], 1),
+        "calls_per_msg": 1.0,
+        **usage.shares(),
     }
 
 
-def publish_awsd(moto: Moto, state: Path) -> dict[str, float]:
-    arn = _boto("sns", moto.endpoint).create_topic(Name="awsd-pub")["TopicArn"]
-    daemon = Daemon(moto.endpoint, f'[sns]\ntopic = "{arn}"\n', state / "publish")
+def publish_awsd(moto: Moto, proxy: Proxy, state: Path, name: str) -> dict[str, float]:
+    arn = _boto("sns", moto.endpoint).create_topic(Name=name)["TopicArn"]
+    daemon = Daemon(proxy.url, f'[sns]\ntopic = "{arn}"\n', state / name)
     try:
-        began, cpu = time.monotonic(), daemon.cpu()
+        calls, cpu, usage = daemon.api_calls("sns"), daemon.cpu(), Usage(moto, proxy)
+        began = time.monotonic()
         for start in range(0, PUBLISH_COUNT, INGEST_BATCH):
             batch = [{"message": str(x)} for x in range(start, start + INGEST_BATCH)]
             _post_json(f"{daemon.base}/publish", {"messages": batch})
@@ -310,64 +355,100 @@ def publish_awsd(moto: Moto, state: Path) -> dict[str, float]:
         while daemon.status()["workers"]["outbox"]["outbox"]["waiting"]:
             time.sleep(0.01)
         took = time.monotonic() - began
-        cpu = daemon.cpu() - cpu
+        calls, cpu = daemon.api_calls("sns") - calls, daemon.cpu() - cpu
+        shares = usage.shares()
     finally:
         daemon.stop()
     return {
         "rate": PUBLISH_COUNT / took,
         "accept_rate": PUBLISH_COUNT / accepted,
         "cpu_per_msg": cpu / PUBLISH_COUNT,
+        "calls_per_msg": calls / PUBLISH_COUNT,
+        **shares,
     }
 
 
-def main() -> None:
+def _row(name: str, r: dict[str, float], base: dict[str, float]) -> str:
+    moto_ms = r["moto"] / max(r["rate"], 1e-9) * 1e3
+    return (
+        f"  {name:40} {r['rate']:7.1f} msg/s {r['rate'] / base['rate']:5.1f}x"
+        f"  {r['cpu_per_msg'] * 1e3:6.3f} ms CPU/msg  {r['calls_per_msg']:5.2f} calls/msg"
+        f"  moto {r['moto'] * 100:3.0f}% ({moto_ms:4.1f} ms/msg)  proxy {r['proxy'] * 100:3.0f}%"
+    )
+
+
+def run_rtt(moto: Moto, state: Path, rtt: float) -> dict[str, dict[str, float]]:
+    proxy = Proxy(moto.endpoint, rtt)
+    tag = f"rtt{rtt:g}"
+    try:
+        results = {
+            "consume simple": consume_simple(moto, proxy, f"simple-{tag}"),
+            "consume awsd": consume_awsd(moto, proxy, state, f"awsd-{tag}"),
+            "consume awsd wide": consume_awsd(
+                moto, proxy, state, f"awsd-wide-{tag}", f"max_in_flight = {WIDE}\n"
+            ),
+            "publish simple": publish_simple(moto, proxy, f"simple-pub-{tag}"),
+            "publish awsd": publish_awsd(moto, proxy, state, f"awsd-pub-{tag}"),
+        }
+    finally:
+        proxy.stop()
+    print(f"\nround trip {rtt:g} ms", flush=True)
     print(
-        f"one moto server; {os.cpu_count()} cores; warm-up {WARMUP:g} s, window {WINDOW:g} s; "
-        f"queues kept at <= {TARGET_DEPTH} messages by a producer process",
+        "  consume: messages/s, vs the simple loop, client CPU per message, API calls per message,"
+        " CPU of moto (share of one core, and per message: 1000 / that is its ceiling in msg/s)"
+        " and of the proxy"
+    )
+    base = results["consume simple"]
+    print(_row("simple loop (receive_messages + delete)", base, base))
+    print(_row("awsd poller (defaults)", results["consume awsd"], base))
+    print(_row(f"awsd poller (max_in_flight = {WIDE})", results["consume awsd wide"], base))
+    base = results["publish simple"]
+    print("  publish:")
+    print(_row("simple loop (publish per message)", base, base))
+    pub = results["publish awsd"]
+    print(_row("awsd publisher (outbox + PublishBatch)", pub, base))
+    print(f"  {'':40} (accepted into the outbox at {pub['accept_rate']:.0f} msg/s)", flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench sqs")
+    parser.add_argument("--rtt", default="0,20,60", help="round trips to emulate, in ms")
+    args = parser.parse_args(argv or [])
+    rtts = parse_rtts(args.rtt)
+    print(
+        f"one moto server; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}; "
+        f"round trips {', '.join(f'{r:g}' for r in rtts)} ms; warm-up {WARMUP:g} s, "
+        f"window {WINDOW:g} s; queues kept at <= {TARGET_DEPTH} messages by a producer process",
         flush=True,
     )
     moto = Moto()
+    summary = []
     try:
         with tempfile.TemporaryDirectory(prefix="awsd-bench-") as tmp:
-            state = Path(tmp)
-            course = consume_course(moto)
-            awsd = consume_awsd(moto, state, "awsd")
-            wide = consume_awsd(moto, state, "awsd-wide", "max_in_flight = 20\n")
-            print(
-                "\nconsume: messages/s, client CPU per message, API calls per message, "
-                "moto CPU use, final queue depth"
-            )
-            for name, r in (
-                ("course loop (receive_messages + delete)", course),
-                ("awsd poller (defaults)", awsd),
-                ("awsd poller (max_in_flight = 20)", wide),
-            ):
-                print(
-                    f"  {name:42} {r['rate']:7.1f} msg/s  {r['cpu_per_msg'] * 1e3:6.3f} ms CPU/msg"
-                    f"  {r['calls_per_msg']:5.2f} calls/msg  moto {r['moto_cpu'] * 100:3.0f}%"
-                    f"  depth {r['depth']:.0f}"
+            for rtt in rtts:
+                r = run_rtt(moto, Path(tmp), rtt)
+                summary.append(
+                    (
+                        rtt,
+                        r["consume awsd"]["rate"] / r["consume simple"]["rate"],
+                        r["consume awsd wide"]["rate"] / r["consume simple"]["rate"],
+                        r["publish awsd"]["rate"] / r["publish simple"]["rate"],
+                    )
                 )
-            print(
-                f"  ratio awsd/course: {awsd['rate'] / course['rate']:.1f}x (defaults), "
-                f"{wide['rate'] / course['rate']:.1f}x (max_in_flight = 20)"
-            )
-            pub_course = publish_course(moto)
-            pub_awsd = publish_awsd(moto, state)
-            print(f"\npublish {PUBLISH_COUNT} messages (messages/s)")
-            print(
-                f"  {'course loop (publish per message)':42} {pub_course['rate']:8.1f} msg/s  "
-                f"{pub_course['cpu_per_msg'] * 1e3:6.3f} ms CPU/msg"
-            )
-            print(
-                f"  {'awsd publisher (outbox + PublishBatch)':42} {pub_awsd['rate']:8.1f} msg/s  "
-                f"{pub_awsd['cpu_per_msg'] * 1e3:6.3f} ms CPU/msg  "
-                f"(accepted into the outbox at {pub_awsd['accept_rate']:.0f} msg/s)"
-            )
-            print(f"  ratio awsd/course: {pub_awsd['rate'] / pub_course['rate']:.1f}x")
     finally:
         moto.stop()
+    print(
+        f"\nratios awsd / simple loop (consume defaults, consume max_in_flight = {WIDE}, publish):"
+    )
+    for rtt, consume, wide, publish in summary:
+        print(f"  {rtt:5g} ms: {consume:5.1f}x  {wide:5.1f}x  {publish:5.1f}x")
 
 
 if __name__ == "__main__":
-    roles = {"producer": producer, "course_consumer": course_consumer}
+    roles = {
+        "producer": producer,
+        "simple_consumer": simple_consumer,
+        "simple_publisher": simple_publisher,
+    }
     roles[sys.argv[1]](*sys.argv[2:])

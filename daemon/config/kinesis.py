@@ -32,8 +32,9 @@ class CheckpointConfig(Section):
     """Write a shard's checkpoint after this many processed records..."""
 
     every_seconds: float = Field(default=10.0, gt=0, le=3600)
-    """...or after this many seconds with processed records, whichever comes first. A restart
-    re-reads at most what was processed since the last checkpoint."""
+    """...or after this many seconds with processed records, whichever comes first. After a
+    crash (or a lease taken from a daemon that looked dead) a shard repeats at most what was
+    processed since its last checkpoint: fewer records repeated cost more checkpoint writes."""
 
     path: StateFile | None = None
     """SQLite file; unset: `kinesis-checkpoints.sqlite3` in `runtime.state_dir`."""
@@ -52,7 +53,9 @@ class LeasesConfig(Section):
 
     failover_time: float = Field(default=10.0, ge=0.5, le=600)
     """Seconds a lease's counter may stay unchanged (as seen by this daemon) before it counts as
-    expired and another daemon takes it. Leases are renewed every third of it."""
+    expired and another daemon takes it. Leases are renewed every third of it. A daemon that
+    wants a lease to balance the fleet asks its owner to hand it over; unanswered for this
+    long, it takes it."""
 
     max_leases: int = Field(default=1000, ge=1, le=100_000)
     """Most shards this daemon reads at once, whatever the balance says."""

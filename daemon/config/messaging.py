@@ -39,7 +39,9 @@ class SqsPollerConfig(Section):
     """Most messages being handled at once, independent of `batch_size`: the poller receives
     only when a slot is free, asking for no more messages than there are free slots. A slot is
     free once its message's ack is queued; acks waiting for SQS are bounded by the same number
-    (so at most twice this many messages are invisible because of this poller)."""
+    (so at most twice this many messages are invisible because of this poller). On a standard
+    queue with room for several batches, up to `max_in_flight // batch_size` receives are in
+    flight at once: behind a long round trip, that many batches arrive per round trip."""
 
     visibility_timeout: int | None = Field(default=None, ge=1, le=MAX_VISIBILITY)
     """Seconds a received message stays invisible, asked for on receive and renewed by the

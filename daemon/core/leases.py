@@ -7,7 +7,11 @@ daemons can never both believe they hold a lease:
 - take (or steal): anyone sets itself as owner and increments the counter, on condition that the
   counter is still the one it observed;
 - update (a checkpoint): only on condition that it still owns the lease, so a daemon that lost a
-  lease can never write its checkpoint.
+  lease can never write its checkpoint;
+- hand-off: anyone may ask the owner to hand a lease over (`request_handoff`, conditional on the
+  owner it saw and on no other request pending); the owner sees the request in the answer to its
+  next renewal or update (both return the item) and, once it has stopped using the lease, makes
+  the requester the owner (`hand_over`). A take or a release clears a pending request.
 Expiry is judged without comparing clocks across hosts: a lease is expired when its counter has
 not changed for `failover_time` seconds of *this* process's monotonic time (`ExpiryTracker`).
 `LeaderLease` builds single-holder leadership on it (the reconciler's one enforcer per fleet).
@@ -32,7 +36,8 @@ from daemon.core.logs import get_logger
 log = get_logger()
 
 KEY, OWNER, COUNTER = "lease_key", "lease_owner", "lease_counter"
-_RESERVED = {KEY, OWNER, COUNTER}
+HANDOFF = "lease_handoff_to"
+_RESERVED = {KEY, OWNER, COUNTER, HANDOFF}
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -48,6 +53,8 @@ class Lease:
     owner: str | None
     counter: int
     attrs: dict[str, Any] = field(default_factory=dict)
+    handoff: str | None = None
+    """The worker the owner was asked to hand the lease over to, if any."""
 
 
 class LeaseTable:
@@ -122,49 +129,49 @@ class LeaseTable:
     async def create(self, key: str, attrs: dict[str, Any] | None = None) -> Lease | None:
         """Create a free lease; None when it already exists."""
         item = {KEY: {"S": key}, COUNTER: {"N": "0"}, **_to_item(attrs or {})}
-        ok = await self._conditional(
+        written = await self._conditional(
             "put_item",
             Item=item,
             ConditionExpression="attribute_not_exists(#k)",
             ExpressionAttributeNames={"#k": KEY},
         )
-        return Lease(key, None, 0, dict(attrs or {})) if ok else None
+        return None if written is None else Lease(key, None, 0, dict(attrs or {}))
 
     async def take(self, lease: Lease, *, increment: tuple[str, ...] = ()) -> Lease | None:
         """Become the owner of `lease` (free, expired or stolen) if nobody changed it since it
         was observed; None when somebody did. `increment` names numeric attributes of the user's
-        to add 1 to in the same write (a count of owner switches, say)."""
+        to add 1 to in the same write (a count of owner switches, say). A pending hand-off
+        request is cleared."""
         if _RESERVED & set(increment):
             raise ValueError(f"cannot increment {sorted(_RESERVED)}")
         names = {f"#i{i}": name for i, name in enumerate(increment)}
         adds = ", ".join(f"#i{i} :one" for i in range(len(increment)))
-        ok = await self._update(
+        item = await self._update(
             lease,
-            "SET #o = :me, #c = :next" + (f" ADD {adds}" if adds else ""),
+            "SET #o = :me, #c = :next" + (f" ADD {adds}" if adds else "") + " REMOVE #h",
             "#c = :seen",
             {":me": {"S": self.owner}, **({":one": {"N": "1"}} if adds else {})},
             names=names,
         )
-        if not ok:
-            return None
-        attrs = {**lease.attrs, **{n: int(lease.attrs.get(n) or 0) + 1 for n in increment}}
-        return Lease(lease.key, self.owner, lease.counter + 1, attrs)
+        return None if item is None else _lease(item)
 
     async def renew(self, lease: Lease) -> Lease | None:
-        """Prove we are alive; None when the lease was taken from us."""
-        ok = await self._update(
+        """Prove we are alive; None when the lease was taken from us. The lease returned is the
+        table's (a hand-off request shows in it)."""
+        item = await self._update(
             lease, "SET #c = :next", "#o = :me AND #c = :seen", {":me": {"S": self.owner}}
         )
-        return Lease(lease.key, self.owner, lease.counter + 1, lease.attrs) if ok else None
+        return None if item is None else _lease(item)
 
     async def update(self, lease: Lease, attrs: dict[str, Any]) -> Lease | None:
-        """Write our own attributes (a checkpoint) only while we still own the lease."""
+        """Write our own attributes (a checkpoint) only while we still own the lease; the lease
+        returned is the table's (a hand-off request shows in it)."""
         if not attrs or _RESERVED & attrs.keys():
             raise ValueError(f"attributes must be non-empty and not use {sorted(_RESERVED)}")
         names = {f"#a{i}": name for i, name in enumerate(attrs)}
         values = {f":a{i}": _serializer.serialize(v) for i, v in enumerate(attrs.values())}
         sets = ", ".join(f"#a{i} = :a{i}" for i in range(len(attrs)))
-        ok = await self._conditional(
+        item = await self._conditional(
             "update_item",
             Key={KEY: {"S": lease.key}},
             UpdateExpression=f"SET {sets}",
@@ -172,13 +179,48 @@ class LeaseTable:
             ExpressionAttributeNames={"#o": OWNER, **names},
             ExpressionAttributeValues={":me": {"S": self.owner}, **values},
         )
-        return Lease(lease.key, self.owner, lease.counter, {**lease.attrs, **attrs}) if ok else None
+        return None if item is None else _lease(item)
 
     async def release(self, lease: Lease) -> bool:
         """Give a lease up (on shutdown) so others need not wait for it to expire."""
-        return await self._update(
-            lease, "REMOVE #o SET #c = :next", "#o = :me", {":me": {"S": self.owner}}
+        item = await self._update(
+            lease, "REMOVE #o, #h SET #c = :next", "#o = :me", {":me": {"S": self.owner}}
         )
+        return item is not None
+
+    async def request_handoff(self, lease: Lease) -> bool:
+        """Ask `lease`'s owner (as observed) to hand it over to us; False when it has another
+        owner now or somebody else asked first."""
+        item = await self._conditional(
+            "update_item",
+            Key={KEY: {"S": lease.key}},
+            UpdateExpression="SET #h = :me",
+            ConditionExpression="#o = :owner AND (attribute_not_exists(#h) OR #h = :me)",
+            ExpressionAttributeNames={"#o": OWNER, "#h": HANDOFF},
+            ExpressionAttributeValues={":me": {"S": self.owner}, ":owner": {"S": lease.owner}},
+        )
+        return item is not None
+
+    async def hand_over(self, lease: Lease, to: str, *, increment: tuple[str, ...] = ()) -> bool:
+        """Make `to` the owner of a lease we own (it asked for it); False when we no longer own
+        it. The counter moves, as for a take."""
+        names = {f"#i{i}": name for i, name in enumerate(increment)}
+        adds = ", ".join(f"#i{i} :one" for i in range(len(increment)))
+        item = await self._conditional(
+            "update_item",
+            Key={KEY: {"S": lease.key}},
+            UpdateExpression="SET #o = :to, #c = #c + :one"
+            + (f" ADD {adds}" if adds else "")
+            + " REMOVE #h",
+            ConditionExpression="#o = :me",
+            ExpressionAttributeNames={"#o": OWNER, "#c": COUNTER, "#h": HANDOFF, **names},
+            ExpressionAttributeValues={
+                ":me": {"S": self.owner},
+                ":to": {"S": to},
+                ":one": {"N": "1"},
+            },
+        )
+        return item is not None
 
     async def delete(self, key: str) -> None:
         db = await self._db()
@@ -192,7 +234,9 @@ class LeaseTable:
         values: dict[str, Any],
         *,
         names: dict[str, str] | None = None,
-    ) -> bool:
+    ) -> dict[str, Any] | None:
+        """A conditional UpdateItem; the item as it is after it, or None when the condition
+        failed."""
         values = {
             **values,
             ":seen": {"N": str(lease.counter)},
@@ -207,7 +251,7 @@ class LeaseTable:
             ExpressionAttributeNames={
                 **{
                     k: v
-                    for k, v in (("#o", OWNER), ("#c", COUNTER))
+                    for k, v in (("#o", OWNER), ("#c", COUNTER), ("#h", HANDOFF))
                     if k in expression or k in condition
                 },
                 **(names or {}),
@@ -215,15 +259,20 @@ class LeaseTable:
             ExpressionAttributeValues=used,
         )
 
-    async def _conditional(self, operation: str, **kwargs: Any) -> bool:
+    async def _conditional(self, operation: str, **kwargs: Any) -> dict[str, Any] | None:
+        """A conditional write; the item after it (`put_item`: as written), or None when its
+        condition failed."""
         db = await self._db()
+        if operation == "update_item":
+            kwargs["ReturnValues"] = "ALL_NEW"
         try:
-            await getattr(db, operation)(TableName=self.table, **kwargs)
+            response = await getattr(db, operation)(TableName=self.table, **kwargs)
         except Exception as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
-                return False
+                return None
             raise
-        return True
+        item: dict[str, Any] = response.get("Attributes") or kwargs.get("Item") or {}
+        return item
 
 
 class ExpiryTracker:
@@ -292,7 +341,8 @@ class LeaderLease:
 def _lease(item: dict[str, Any]) -> Lease:
     owner = item.get(OWNER, {}).get("S")
     attrs = {k: _deserializer.deserialize(v) for k, v in item.items() if k not in _RESERVED}
-    return Lease(item[KEY]["S"], owner, int(item.get(COUNTER, {}).get("N", "0")), attrs)
+    counter = int(item.get(COUNTER, {}).get("N", "0"))
+    return Lease(item[KEY]["S"], owner, counter, attrs, item.get(HANDOFF, {}).get("S"))
 
 
 def _to_item(attrs: dict[str, Any]) -> dict[str, Any]:

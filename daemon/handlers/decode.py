@@ -15,7 +15,8 @@ from daemon.handlers.base import RecordKind
 Decoder = Literal["json", "text", "bytes"]
 """How far a source asks to decode: `json` (the default), `text` only, or leave the `bytes`."""
 
-_JSON_START = frozenset(b'{["-0123456789tfn')
+_JSON_START = frozenset('{["-0123456789tfn')
+"""What JSON can start with (after whitespace): anything else is not worth a parse attempt."""
 
 
 def decode_payload(body: bytes, decoder: Decoder = "json") -> tuple[RecordKind, str | None, Any]:
@@ -30,7 +31,7 @@ def decode_payload(body: bytes, decoder: Decoder = "json") -> tuple[RecordKind, 
     if decoder == "text":
         return "text", text, None
     stripped = text.lstrip()
-    if stripped and ord(stripped[0]) < 128 and stripped.encode()[0] in _JSON_START:
+    if stripped and stripped[0] in _JSON_START:
         try:
             return "json", text, json.loads(text)
         except (ValueError, RecursionError):

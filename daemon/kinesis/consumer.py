@@ -13,7 +13,11 @@ Promises:
   handlers finished (and, for a buffering handler such as the archive, only records its flush
   made durable); checkpoints are written every `every_records` records or `every_seconds`, at the
   end of the shard (`SHARD_END`) and on a graceful stop;
-- cancelled (the lease was lost), it stops at once and writes nothing.
+- stopped (the daemon stops, or another daemon asked for the shard's lease), it stops fetching at
+  once, finishes the record in hand, flushes the sinks and writes its checkpoint;
+- cancelled (the lease was lost), it stops at once and writes nothing;
+- it never holds the event loop for more than `YIELD_EVERY` of handling, even when the handler
+  never awaits (the lease renewals and the other shards must run).
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ from daemon.kinesis.records import Unit, units
 
 Outcome = Literal["ended", "stopped"]
 _END = object()
+YIELD_EVERY = 0.02
+"""Seconds of handling after which a shard lets the event loop run others (a handler that never
+awaits would otherwise hold it for a whole buffer: lease renewals, other shards, health)."""
 
 
 class ShardBuffer:
@@ -212,6 +219,7 @@ class ShardConsumer:
         self._arn = {"StreamARN": stream} if stream.startswith("arn:") else {}
         self._deadline: float | None = None
         self._timed_out = False
+        self._yielded = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -424,7 +432,11 @@ class ShardConsumer:
                     if unit.last
                     else Checkpoint(unit.sequence, unit.sub + 1)
                 )
-            await self._maybe_commit(loop.time())
+            now = loop.time()
+            await self._maybe_commit(now)
+            if now - self._yielded >= YIELD_EVERY:
+                await asyncio.sleep(0)
+                self._yielded = loop.time()
         return True
 
     def _skip_resumed(self, sequence: str, batch_units: list[Unit]) -> list[Unit]:

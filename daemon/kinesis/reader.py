@@ -2,11 +2,12 @@
 
 It resolves the names the config gives (stream, archive bucket, lease table), builds the handlers
 (the configured one and the S3 archive), opens the checkpoint store (SQLite, or the DynamoDB lease
-table of a fleet), then turns the loop of `Shards` (`scheduler.py`): list the shards every
-`shard_refresh_interval` and at once when a shard ends, renew and balance leases every third of
-the failover time, reap finished consumers and start the shards that may run. A graceful stop
-lets every shard finish its current record, flush the archive and write its checkpoint, then
-releases the leases.
+table of a fleet), then turns the loop of `Shards` (`scheduler.py`): reap finished consumers, list
+the shards every `shard_refresh_interval` and at once when a shard ends, renew and balance leases
+every third of the failover time (and at once when a shard ends), start the shards that may run,
+and sleep until the next of these is due or something wakes it (a consumer finishing, a hand-off
+request, a stop). A graceful stop lets every shard finish its current record, flush the archive
+and write its checkpoint, then releases the leases.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class KinesisReader(Worker):
                 leases=self.leases,
                 report=self,
                 log=ctx.log,
+                wake=self._wake.set,
             )
             await self._loop(ctx, self.shards)
         finally:
@@ -158,29 +160,33 @@ class KinesisReader(Worker):
         tick = self.cfg.leases.failover_time / 3
         while not ctx.stopping:
             ctx.beat()
-            now = loop.time()
-            if shards.refresh_now or now >= next_refresh:
+            self._wake.clear()  # anything that wakes us from here on cuts the next sleep short
+            await shards.reap()  # a shard that ended asks for a listing and a lease round now
+            if shards.refresh_now or loop.time() >= next_refresh:
                 shards.refresh_now = False
+                began = loop.time()
                 if await self._guard(ctx, "listing shards", shards.refresh()):
                     refresh_tries.reset()
-                    next_refresh = now + self.cfg.shard_refresh_interval
+                    next_refresh = began + self.cfg.shard_refresh_interval
                 else:
-                    next_refresh = now + refresh_tries.next_delay()
-            if self.fleet and now >= next_lease_round:
-                if await self._guard(ctx, "lease round", shards.lease_round(now)):
+                    next_refresh = loop.time() + refresh_tries.next_delay()
+            if self.fleet and (shards.lease_round_now or loop.time() >= next_lease_round):
+                shards.lease_round_now = False
+                began = loop.time()  # rounds start every tick, however long one takes
+                if await self._guard(ctx, "lease round", shards.lease_round()):
                     lease_tries.reset()
-                    next_lease_round = now + tick
+                    next_lease_round = began + tick
                 else:
-                    next_lease_round = now + lease_tries.next_delay()
-            await shards.reap()
+                    next_lease_round = loop.time() + lease_tries.next_delay()
             await shards.schedule()
+            if shards.refresh_now or shards.lease_round_now:
+                continue  # a lease round took a shard not listed yet
             wake = [next_refresh, *shards.retry_at.values()]
             if self.fleet:
                 wake.append(next_lease_round)
             await self._sleep(ctx, shards, max(0.0, min(wake) - loop.time()))
 
     async def _sleep(self, ctx: WorkerContext, shards: Shards, seconds: float) -> None:
-        self._wake.clear()
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(ctx.stop.wait())]
         try:
             await asyncio.wait(
@@ -233,5 +239,7 @@ class KinesisReader(Worker):
                 "held": sorted(self.leases.held),
                 "target": self.leases.target,
                 "workers": self.leases.workers,
+                "handing_over": sorted(self.leases.handoffs),
+                "asked_for": sorted(self.leases.requested),
             }
         return info

@@ -4,13 +4,18 @@
 shards it has not seen, and runs a `ShardConsumer` for each shard it may read: all of them with
 SQLite checkpoints, the ones whose lease it holds in a fleet (DynamoDB). A shard starts only once
 its parents were read to their end (checkpoint `SHARD_END`) or are gone from the stream, so order
-per partition key survives splits and merges. A consumer that crashes is restarted alone after a
-capped backoff; a lease that is lost stops its shard at once, with no checkpoint.
+per partition key survives splits and merges. When a shard ends, the reader lists the shards and
+(in a fleet) runs a lease round at once (`refresh_now`, `lease_round_now`): its children start
+within a few round trips, never at the next periodic listing. A consumer that crashes is
+restarted alone after a capped backoff; a lease that is lost stops its shard at once, with no
+checkpoint; a lease another daemon asked for is handed over once its shard has stopped and
+written its checkpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from daemon.base.awserrors import describe_error
@@ -35,12 +40,15 @@ from daemon.kinesis.leasing import ShardLeases, lease_state
 
 
 class _Running:
-    __slots__ = ("consumer", "stop", "task")
+    __slots__ = ("consumer", "lost", "stop", "task")
 
     def __init__(self, consumer: ShardConsumer, task: asyncio.Task[str], stop: StopToken) -> None:
         self.consumer = consumer
         self.task = task
         self.stop = stop
+        self.lost = False
+        """Cancelled because its lease was lost (`task.cancelling()` cannot tell: a timeout
+        inside the consumer cancels its task for a moment too)."""
 
 
 class Report(Protocol):
@@ -65,6 +73,7 @@ class Shards:
         leases: ShardLeases | None,
         report: Report,
         log: Any,
+        wake: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.cfg = cfg
@@ -83,7 +92,14 @@ class Shards:
         self.retry_at: dict[str, float] = {}
         self.listed_at: float | None = None
         self.refresh_now = True
-        """List the shards at the next turn (at start, and when a shard ended)."""
+        """List the shards at once (at start, when a shard ended, when a lease was taken for a
+        shard not listed yet)."""
+        self.lease_round_now = False
+        """Run a lease round at once (a shard ended: its children's leases are free now)."""
+        self.wake: Callable[[], None] = wake or (lambda: None)
+        """Wakes the reader's loop (something above became due)."""
+        if leases is not None:
+            leases.on_handoff = self._handoff_requested
         self._stream_checked = False
         self._leases_held = metrics.gauge(
             "awsd_kinesis_leases_held", "Shard leases this daemon holds", ("reader",)
@@ -230,11 +246,15 @@ class Shards:
             del self.running[key]
             running.consumer.m.forget()
             if running.task.cancelled():
+                if not running.lost:
+                    self.log.warning("shard consumer was cancelled; restarting it", shard=key)
                 continue
             exc = running.task.exception()
             if exc is None:
                 if running.task.result() == "ended":
                     await self._shard_ended(key)
+                elif self.leases is not None and key in self.leases.handoffs:
+                    await self._hand_over(key)
                 continue
             if isinstance(exc, LeaseLost):
                 self._lease_lost(key, "checkpoint refused")
@@ -256,10 +276,13 @@ class Shards:
         shard = self.shards.get(key)
         self.states[key] = ShardState(Checkpoint(SHARD_END), shard.parents if shard else ())
         self.crashes.pop(key, None)
-        self.refresh_now = True  # its children may not be listed yet
+        # Its children start now, not at the next periodic listing: list the shards (they may
+        # not be listed yet) and, in a fleet, take their leases.
+        self.refresh_now = True
         if self.leases is not None:
             await self.leases.release(key)
             self._leases_held.set(len(self.leases.held))
+            self.lease_round_now = True
 
     def _discard(self, key: str) -> None:
         for handler in self.handlers:
@@ -268,35 +291,59 @@ class Shards:
 
     # --- leases ----------------------------------------------------------------------------------
 
-    async def lease_round(self, now: float) -> None:
+    async def lease_round(self) -> None:
         assert self.leases is not None
-        for key in await self.leases.renew(now):
+        for key in await self.leases.renew():
             self._lease_lost(key, "renewal refused or impossible")
-        for key in await self.leases.scan(now):
+        for key in await self.leases.scan():
             self._lease_lost(key, "taken by another daemon")
         for key, lease in self.leases.view.items():
             if key not in self.running:
                 self.states[key] = lease_state(lease)
-        taken = await self.leases.take(self.leases.plan(now), now)
+        taken = await self.leases.take(self.leases.plan())
         for lease in taken:
             self.retry_at.pop(lease.key, None)
+            if lease.key not in self.shards:
+                self.refresh_now = True  # a child another daemon listed before we did
         for key in list(self.leases.held):
             if self.leases.ended(key) and key not in self.running:
                 await self.leases.release(key)
+        for key in list(self.leases.handoffs):
+            if key not in self.running:
+                await self._hand_over(key)
         self._leases_held.set(len(self.leases.held))
         await self._abort_lost()
+
+    def _handoff_requested(self, key: str) -> None:
+        """Another daemon asked for this shard: stop fetching now, finish the record in hand,
+        write the checkpoint; `reap` then hands the lease over."""
+        assert self.leases is not None
+        running = self.running.get(key)
+        if running is None:  # not being read: a lease round hands it over
+            self.lease_round_now = True
+            self.wake()
+            return
+        loop = asyncio.get_running_loop()
+        running.stop.stop(loop.time() + self.leases.failover_time / 3)
+
+    async def _hand_over(self, key: str) -> None:
+        assert self.leases is not None
+        self._discard(key)
+        await self.leases.hand_over(key)
+        self._leases_held.set(len(self.leases.held))
 
     def _lease_lost(self, key: str, why: str) -> None:
         """Stop the shard at once: no further record, no checkpoint."""
         self._lost.inc()
         running = self.running.get(key)
         if running is not None:
+            running.lost = True
             running.task.cancel()
         self._discard(key)
         self.log.warning("lease lost; shard stopped", shard=key, reason=why)
 
     async def _abort_lost(self) -> None:
-        cancelled = [r.task for r in self.running.values() if r.task.cancelling()]
+        cancelled = [r.task for r in self.running.values() if r.lost and not r.task.done()]
         if not cancelled:
             return
         # Bounded: the lease loop must keep renewing the other leases whatever a shard does.
@@ -323,7 +370,10 @@ class Shards:
         self.running.clear()
         if self.leases is not None:
             for key in list(self.leases.held):
-                await self.leases.release(key)
+                if key in self.leases.handoffs:
+                    await self.leases.hand_over(key)  # it was asked for: no need to wait
+                else:
+                    await self.leases.release(key)
             self._leases_held.set(0)
         self._shards_running.set(0)
 

@@ -60,6 +60,7 @@ class SqsPoller(Worker):
         self.receipts: Receipts | None = None
         self.dispatch: Dispatch | None = None
         self._slot = asyncio.Event()
+        self._fill_until: float | None = None
 
     @property
     def handling(self) -> int:
@@ -134,52 +135,97 @@ class SqsPoller(Worker):
     async def _receive_loop(
         self, ctx: WorkerContext, dispatch: Dispatch, url: str, visibility: int
     ) -> None:
+        """Receives while slots are free: one long poll at a time, or on a standard queue with
+        room for several whole batches (`max_in_flight` >= 2 x `batch_size`), up to
+        `max_in_flight // batch_size` of them at once, each asking for a whole batch. With a
+        round trip of 50 ms and fast handlers, one receive at a time brings 10 messages per round
+        trip whatever `max_in_flight` says; several bring that many times more."""
         assert self.receipts is not None
         sqs = await self.services.clients.client(
             "sqs", read_timeout=self.cfg.wait_time_seconds + 10.0
         )
         failures = Attempts(Backoff(self.cfg.receive_backoff, self.cfg.receive_backoff_max))
+        most = 1 if self.fifo else max(1, self.cfg.max_in_flight // self.cfg.batch_size)
+        receives: dict[asyncio.Task[list[dict[str, Any]]], int] = {}
+        """Receives in flight, with the messages each asked for (their slots are promised)."""
         attempt_id: str | None = None
+        retry_at = 0.0
         loop = asyncio.get_running_loop()
-        fill_until: float | None = None
-        while not ctx.stopping:
-            ctx.beat()
-            self.receipts.check()
-            free = self.cfg.max_in_flight - self.receipts.in_flight
-            if free <= 0 or self.receipts.backlog > self.cfg.max_in_flight:
-                self.state = "all slots busy"
-                await self._wait_for_slot(ctx, SLOT_WAIT)
-                continue
-            if free < self.cfg.batch_size and dispatch.latest_still_handled():
-                # The last batch's handlers are finishing: wait a moment for a whole batch of
-                # slots rather than settle into half batches (twice the calls for the same
-                # messages). Slots held by older, slow handlers are not waited for.
-                fill_until = fill_until or loop.time() + FILL_WAIT
-                if loop.time() < fill_until:
-                    await self._wait_for_slot(ctx, fill_until - loop.time())
+        try:
+            while not ctx.stopping:
+                ctx.beat()
+                self.receipts.check()
+                for task in [t for t in receives if t.done()]:
+                    del receives[task]
+                    if task.exception() is None:
+                        attempt_id = None
+                        failures.reset()
+                        self._received(ctx, dispatch, task.result())
+                    else:
+                        error = task.exception()
+                        assert error is not None
+                        retry_at = loop.time() + self._receive_failed(ctx, error, failures)
+                wait = self._receive_wait(dispatch, receives, most, retry_at - loop.time())
+                if wait is not None:
+                    await self._wait_for_slot(ctx, wait, receives)
                     continue
-            fill_until = None
+                self.state = "polling"
+                free = self.cfg.max_in_flight - self.receipts.in_flight - sum(receives.values())
+                count = min(self.cfg.batch_size, free)
+                if self.fifo and attempt_id is None:
+                    attempt_id = uuid.uuid4().hex  # reused if this receive has to be retried
+                request = self._receive_request(url, count, visibility)
+                if attempt_id is not None:
+                    request["ReceiveRequestAttemptId"] = attempt_id
+                receives[asyncio.ensure_future(self._receive(ctx, sqs, request))] = count
+        finally:
+            # A stop lets the receives in flight finish (`_receive` bounds them by the stop
+            # deadline); what they bring is released at once.
+            if receives:
+                await asyncio.wait(receives)
+            for task in receives:
+                if not task.cancelled() and task.exception() is None:
+                    self._received(ctx, dispatch, task.result())
+
+    def _receive_wait(
+        self,
+        dispatch: Dispatch,
+        receives: dict[asyncio.Task[Any], int],
+        most: int,
+        backoff: float,
+    ) -> float | None:
+        """None when another receive may start now, else how long to wait at most (woken
+        earlier by a receive finishing, a slot coming free, or stop)."""
+        assert self.receipts is not None
+        if backoff > 0:
+            self.state = "backing off after receive errors"
+            return backoff
+        free = self.cfg.max_in_flight - self.receipts.in_flight - sum(receives.values())
+        if receives and (len(receives) >= most or free < self.cfg.batch_size):
             self.state = "polling"
-            if self.fifo and attempt_id is None:
-                attempt_id = uuid.uuid4().hex  # reused if this receive has to be retried
-            request = self._receive_request(url, min(self.cfg.batch_size, free), visibility)
-            if attempt_id is not None:
-                request["ReceiveRequestAttemptId"] = attempt_id
-            try:
-                messages = await self._receive(ctx, sqs, request)
-            except Exception as exc:  # noqa: BLE001 - every failure backs off, then retries
-                if not await self._receive_failed(ctx, exc, failures):
-                    return
-                continue
-            attempt_id = None
-            self.m.receives.inc()
-            if not messages:
-                self.m.empty_receives.inc()
-            failures.reset()
-            self.last_error = None
-            self.last_receive = time.time()
-            self.m.last_receive.set(self.last_receive)
-            dispatch.accept(messages, release=ctx.stopping)
+            return SLOT_WAIT  # the receives in flight come back first
+        if free <= 0 or self.receipts.backlog > self.cfg.max_in_flight:
+            self.state = "all slots busy"
+            return SLOT_WAIT
+        if not receives and free < self.cfg.batch_size and dispatch.latest_still_handled():
+            # The last batch's handlers are finishing: wait a moment for a whole batch of slots
+            # rather than settle into half batches (twice the calls for the same messages).
+            # Slots held by older, slow handlers are not waited for.
+            loop = asyncio.get_running_loop()
+            self._fill_until = self._fill_until or loop.time() + FILL_WAIT
+            if loop.time() < self._fill_until:
+                return self._fill_until - loop.time()
+        self._fill_until = None
+        return None
+
+    def _received(self, ctx: WorkerContext, dispatch: Dispatch, messages: list[Any]) -> None:
+        self.m.receives.inc()
+        if not messages:
+            self.m.empty_receives.inc()
+        self.last_error = None
+        self.last_receive = time.time()
+        self.m.last_receive.set(self.last_receive)
+        dispatch.accept(messages, release=ctx.stopping)
 
     def _receive_request(self, url: str, count: int, visibility: int) -> dict[str, Any]:
         return {
@@ -220,8 +266,8 @@ class SqsPoller(Worker):
         messages: list[dict[str, Any]] = call.result().get("Messages", [])
         return messages
 
-    async def _receive_failed(self, ctx: WorkerContext, exc: Exception, failures: Attempts) -> bool:
-        """Log, count and back off after a failed receive; False when stop came first."""
+    def _receive_failed(self, ctx: WorkerContext, exc: BaseException, failures: Attempts) -> float:
+        """Log and count a failed receive; the seconds to back off before the next one."""
         self.m.receive_errors.inc()
         self.last_error = describe_error(exc)
         delay = failures.next_delay()
@@ -236,14 +282,18 @@ class SqsPoller(Worker):
             retry_in_s=round(delay, 3),
             consecutive_failures=failures.failures,
         )
-        return await ctx.sleep(delay)
+        return delay
 
-    async def _wait_for_slot(self, ctx: WorkerContext, timeout: float) -> None:
+    async def _wait_for_slot(
+        self, ctx: WorkerContext, timeout: float, receives: dict[asyncio.Task[Any], int]
+    ) -> None:
         self._slot.clear()
         stop = asyncio.ensure_future(ctx.stop.wait())
         slot = asyncio.ensure_future(self._slot.wait())
         try:
-            await asyncio.wait({stop, slot}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {stop, slot, *receives}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             stop.cancel()
             slot.cancel()

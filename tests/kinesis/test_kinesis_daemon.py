@@ -4,6 +4,7 @@ sharing a stream through DynamoDB leases, and the S3 archive surviving a crash."
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -104,16 +105,90 @@ def wait_leases(proc: Awsd, count: int, timeout: float = 30.0) -> float:
     return time.monotonic()
 
 
-def test_two_daemons_share_a_stream_and_fail_over(
+class Feeder:
+    """A busy stream: numbered records put every 50 ms from a thread until stopped."""
+
+    def __init__(self, kinesis: Any, stream: str, start: int = 0, every: int = 8) -> None:
+        self.kinesis, self.stream, self.start, self.every = kinesis, stream, start, every
+        self.sent: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            batch = k.keyed(self.every, start=self.start + len(self.sent))
+            try:
+                k.put(self.kinesis, self.stream, batch)
+            except Exception:  # the test is failing already (moto gone)
+                return
+            self.sent += [d.decode() for _, d in batch]
+
+    def stop(self) -> set[str]:
+        self._stop.set()
+        self._thread.join(10)
+        return set(self.sent)
+
+
+def runs_in_order(proc: Awsd, stream: str) -> bool:
+    """Order per key holds within every run of a shard consumer (a run starts at its "reading
+    shard" event, after the checkpoint it resumes from): a shard read again after a lease moved
+    repeats what followed that checkpoint, in order."""
+    runs: dict[str, list[str]] = {}
+    for event in proc.logs.events:
+        if event.get("event") == "reading shard":
+            if not k.per_key_order_holds(runs.get(event["shard"], [])):
+                return False
+            runs[event["shard"]] = []
+        elif event.get("event") == "record" and event.get("stream") == stream:
+            runs.setdefault(event["shard"], []).append(event["body"])
+    return all(k.per_key_order_holds(bodies) for bodies in runs.values())
+
+
+def handled_twice(procs: list[Awsd], stream: str, texts: set[str]) -> Counter[str]:
+    """Of `texts`, how many were handled more than once (by either daemon), per shard."""
+    seen_count: Counter[str] = Counter()
+    shard_of: dict[str, str] = {}
+    for proc in procs:
+        for event in seen(proc, stream):
+            if event["body"] in texts:
+                seen_count[event["body"]] += 1
+                shard_of[event["body"]] = event["shard"]
+    return Counter({
+        shard: sum(n - 1 for body, n in seen_count.items() if shard_of[body] == shard and n > 1)
+        for shard in set(shard_of.values())
+    })  # fmt: skip
+
+
+def story(procs: dict[str, Awsd], shards: Any) -> str:
+    """What the daemons logged about `shards`, apart from records: for a failure's message."""
+    return "\n".join(
+        f"{name}: {e}"
+        for name, proc in procs.items()
+        for e in proc.logs.events
+        if e.get("event") != "record" and (e.get("shard") in shards or "shard" not in e)
+    )
+
+
+def taken_from(proc: Awsd, owner: str) -> Counter[str]:
+    """Leases `proc` took from `owner` without a hand-off (expired, or a request unanswered)."""
+    return Counter(
+        e["shard"]
+        for e in proc.logs.events
+        if e.get("event") in ("lease taken", "lease stolen") and e.get("previous_owner") == owner
+    )
+
+
+def test_two_daemons_share_a_busy_stream_hand_leases_over_and_fail_over(
     configs: ConfigFactory, awsd: Callable[..., Awsd], boto
 ):
     stream = k.stream_name()
     kinesis = boto("kinesis")
     k.create_stream(kinesis, stream, 4)
-    failover = 2.0
+    failover, every = 2.0, 20
     reader = log_handler_reader(
         stream,
-        checkpoints={"store": "dynamodb", "every_records": 20, "every_seconds": 1},
+        checkpoints={"store": "dynamodb", "every_records": every, "every_seconds": 1},
         leases={"table": k.stream_name("leases"), "failover_time": failover},
     )
     data = {"kinesis": {"readers": {"r": reader}}, "resources": declared(stream)}
@@ -124,9 +199,14 @@ def test_two_daemons_share_a_stream_and_fail_over(
     a = awsd(a_path)
     a.wait_ready()
     wait_leases(a, 4)  # alone, it takes every shard
+    a_owner = lease_state_owner(a)
+
+    # B joins while records keep coming: every lease it gets is handed over by A (A stops at
+    # its next renewal or checkpoint, checkpoints and hands over), so nothing is handled twice.
+    feeder = Feeder(kinesis, stream)
     b = awsd(b_path)
     b.wait_ready()
-    wait_leases(b, 2)  # the newcomer steals one lease per round until balanced
+    wait_leases(b, 2)
     wait_leases(a, 2)
     assert set(lease_state(a)["held"]).isdisjoint(lease_state(b)["held"])
     # The gauge follows at the end of each lease round.
@@ -134,29 +214,41 @@ def test_two_daemons_share_a_stream_and_fail_over(
     while not leases_held_metric(a) == leases_held_metric(b) == 2:
         assert time.monotonic() < deadline, (leases_held_metric(a), leases_held_metric(b))
         time.sleep(0.1)
+    first = feeder.stop()
+    wait_seen([a, b], stream, first)
+    handed = a.logs.matching("lease handed over", to=lease_state_owner(b))
+    assert len(handed) >= 2
+    twice = handled_twice([a, b], stream, first)
+    # A lease that moved without a hand-off (its owner looked dead to the other: a starved
+    # machine) may repeat what followed its last checkpoint, at most `every` records.
+    moved = taken_from(b, a_owner) + taken_from(a, lease_state_owner(b))
+    bad = {shard for shard, n in twice.items() if n > every * moved[shard]}
+    assert not bad, f"{twice} {moved}\n{story({'a': a, 'b': b}, bad)}"
+    print(f"handled twice while balancing a busy stream: {sum(twice.values())} "
+          f"({len(handed)} hand-offs, {sum(moved.values())} leases taken without one)")  # fmt: skip
 
-    first = k.keyed(400)
-    k.put(kinesis, stream, first)
-    wait_seen([a, b], stream, {d.decode() for _, d in first})
-    assert {e["shard"] for e in seen(a, stream)}.isdisjoint({e["shard"] for e in seen(b, stream)})
-
+    # A dies with records flowing: B takes its leases once they expire and repeats at most what
+    # A handled after its last checkpoints.
+    feeder = Feeder(kinesis, stream, start=len(first))
+    a.logs.wait_for("record", stream=stream, where=lambda e: e["body"] not in first, count=40)
     a.signal(signal.SIGKILL)
     killed = time.monotonic()
     a.wait(10)
-    second = k.keyed(400, start=400)
-    k.put(kinesis, stream, second)
     took_over = wait_leases(b, 4, timeout=10 * failover)
+    time.sleep(1.0)
+    second = feeder.stop() - first
     try:
-        wait_seen([a, b], stream, {d.decode() for _, d in first + second})
+        wait_seen([a, b], stream, first | second)
     except AssertionError:
         events = [e for e in b.logs.events if e.get("event") != "record"]
         raise AssertionError(f"{lease_state(b)}\n" + "\n".join(map(str, events[-40:]))) from None
     b.stop()
-    takeover_s = took_over - killed
-    print(f"takeover after SIGKILL: {takeover_s:.2f}s with failover_time {failover}s")
-    stolen = b.logs.matching("lease taken", previous_owner=lease_state_owner(a))
-    assert len(stolen) >= 2
-    assert k.per_key_order_holds([e["body"] for e in seen(b, stream)])
+    print(f"takeover after SIGKILL: {took_over - killed:.2f}s with failover_time {failover}s")
+    assert sum(taken_from(b, a_owner).values()) >= 2
+    after_kill = handled_twice([a, b], stream, second)
+    print(f"handled twice after SIGKILL: {dict(after_kill)} (every_records = {every})")
+    assert all(n <= every for n in after_kill.values()), after_kill
+    assert runs_in_order(b, stream) and runs_in_order(a, stream)
 
 
 def leases_held_metric(proc: Awsd) -> float:

@@ -19,6 +19,7 @@ import pytest
 from daemon.core.shards import hash_key
 from daemon.kinesis.deagg import aggregate
 from tests.support import kinesis as k
+from tests.support.aws_front import AwsFront
 from tests.support.moto_server import MotoServer
 from tests.support.observe import wait_until
 
@@ -376,6 +377,58 @@ async def test_split_and_merge_during_consumption_keep_order_per_key(tmp_path, r
         < (first_seen["shardId-000000000004"])
     )
     assert checkpoints(tmp_path)["shardId-000000000000"] == "SHARD_END"
+
+
+@pytest.mark.parametrize("store", ["sqlite", "dynamodb"])
+async def test_children_start_when_their_parent_ends_not_at_the_next_listing(
+    tmp_path, reshard_endpoint, store
+):
+    """Default settings: shards listed every 60 s, and (a fleet of one) leases balanced every
+    failover_time / 3 (here 200 s, so no periodic round can help). The parent's end alone lists
+    the shards again and takes the children's leases: they are read at once, in order."""
+    front = AwsFront(reshard_endpoint).start()
+    try:
+        kinesis = boto3.client("kinesis", endpoint_url=reshard_endpoint, region_name="us-east-1")
+        stream = k.stream_name()
+        k.create_stream(kinesis, stream, 1)
+        records = k.keyed(100, keys=12)
+        k.put(kinesis, stream, records[:50])
+        cfg: dict[str, Any] = {
+            "stream": stream,
+            "handler": {"kind": "python", "entrypoint": "tests.support.kinesis:collect"},
+        }
+        if store == "dynamodb":
+            cfg["checkpoints"] = {"store": "dynamodb"}
+            cfg["leases"] = {"table": k.stream_name("leases"), "failover_time": 600}
+        r = await k.Reader(k.reader_config(tmp_path, front.url, {"r": cfg})).start()
+        try:
+            await wait_until(lambda: len(k.SEEN[stream]) >= 50)
+            kinesis.split_shard(
+                StreamName=stream,
+                ShardToSplit="shardId-000000000000",
+                NewStartingHashKey=str(2**127),
+            )
+            k.put(kinesis, stream, records[50:])
+            await wait_until(lambda: len(k.SEEN[stream]) >= 100, timeout=30)
+            await asyncio.sleep(0.3)
+            health = r.worker("r").health()
+        finally:
+            await r.stop()
+    finally:
+        front.stop()
+    assert sorted(texts(stream)) == sorted(d.decode() for _, d in records)  # no repeat
+    assert k.per_key_order_holds(texts(stream))
+    assert health["ended"] == ["shardId-000000000000"]
+    # One listing at the start, one when the parent ended: the children waited for no timer.
+    calls = front.calls(service="kinesis")
+    listings = [i for i, c in enumerate(calls) if c.operation == "ListShards"]
+    assert len(listings) == 2
+    first_child = min(
+        i
+        for i, c in enumerate(calls)
+        if c.operation == "GetShardIterator" and c.request["ShardId"] != "shardId-000000000000"
+    )
+    assert listings[1] < first_child
 
 
 def read_archive(s3: Any, bucket: str, prefix: str) -> list[tuple[str, dict[str, Any]]]:

@@ -115,6 +115,22 @@ async def test_in_flight_cap_holds_and_a_slow_message_blocks_only_itself(
     assert logs.matching("handlers cancelled at the shutdown deadline", handlers=1)
 
 
+async def test_room_for_several_batches_puts_several_receives_in_flight(
+    aws_front: AwsFront, harness: Harness, boto
+):
+    """Behind a long round trip, one receive at a time brings a batch per round trip whatever
+    `max_in_flight` says: with room for three batches, three receives are in flight at once
+    (and never more messages in flight than the cap)."""
+    url = make_queue(boto)
+    send(boto, url, *[f"m{i}" for i in range(90)])
+    aws_front.delay(0.3, operation="ReceiveMessage")
+    harness.endpoint = aws_front.url
+    await harness.start(harness.config(sqs=poller(url, max_in_flight=30)))
+    await wait_until(lambda: len(handlers.CALLS) == 90, timeout=30)
+    assert aws_front.max_in_flight["sqs:ReceiveMessage"] == 3
+    assert handlers.STATE["max_running"] <= 30
+
+
 async def test_failures_reach_the_dead_letter_queue_after_max_receive_count(harness: Harness, boto):
     dlq = make_queue(boto)
     dlq_arn = boto("sqs").get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])

@@ -13,7 +13,8 @@ and/or operation, claim `times` calls or every one (`times=None`), and the first
 that claims a call answers it (delays add up and let the call go on). Every call is recorded
 (`calls()`: protocol, Content-Encoding, body size as sent and decompressed, the request's
 parameters, what the front did),
-and `max_in_flight` keeps the most calls in flight at once per service.
+and `max_in_flight` keeps the most calls in flight at once per service (`"sqs"`) and per
+operation (`"sqs:ReceiveMessage"`).
 
 It runs its own event loop in a thread (like `FaultProxy`), so sync tests driving a spawned
 daemon and async tests can both use it.
@@ -218,7 +219,8 @@ class AwsFront:
 
     @property
     def max_in_flight(self) -> dict[str, int]:
-        """The most calls in flight at once, per service (delays included)."""
+        """The most calls in flight at once, per service and per `service:Operation` (delays
+        included)."""
         with self._lock:
             return dict(self._max_in_flight)
 
@@ -270,7 +272,7 @@ class AwsFront:
         )
         with self._lock:
             self._calls.append(call)
-        with self._gauge(service):
+        with self._gauge(service), self._gauge(f"{service}:{operation}"):
             for delay in delays:
                 await asyncio.sleep(delay.seconds)
             if isinstance(answer, AwsError):
@@ -300,16 +302,16 @@ class AwsFront:
         return delays, None
 
     @contextmanager
-    def _gauge(self, service: str) -> Iterator[None]:
+    def _gauge(self, key: str) -> Iterator[None]:
         with self._lock:
-            self._in_flight[service] = self._in_flight.get(service, 0) + 1
-            peak = max(self._max_in_flight.get(service, 0), self._in_flight[service])
-            self._max_in_flight[service] = peak
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+            peak = max(self._max_in_flight.get(key, 0), self._in_flight[key])
+            self._max_in_flight[key] = peak
         try:
             yield
         finally:
             with self._lock:
-                self._in_flight[service] -= 1
+                self._in_flight[key] -= 1
 
     async def _forward(self, request: web.Request, raw: bytes) -> web.Response:
         assert self._http is not None
